@@ -1,0 +1,96 @@
+//! The domain's error type: every reason the core can refuse a command.
+//!
+//! The wire crate maps each variant to a stable wire code and HTTP status in one table.
+
+/// Why the domain refused a command. Each variant is one cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The conversation does not exist, or the caller is not a member. The two are
+    /// deliberately indistinguishable so that ids leak nothing.
+    #[error("conversation not found")]
+    ConversationNotFound,
+    /// The message does not exist, or the caller cannot see it.
+    #[error("message not found")]
+    MessageNotFound,
+    /// The user does not exist or is deactivated.
+    #[error("user not found")]
+    UserNotFound,
+    /// The caller is a member but its role does not allow this action.
+    #[error("not allowed for your role in this conversation")]
+    Forbidden,
+    /// Message body is empty (after trimming white space).
+    #[error("message body is empty")]
+    EmptyBody,
+    /// Message body exceeds the configured maximum size in bytes.
+    #[error("message body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
+    /// Message body contains a control character other than tab, line feed or carriage return.
+    #[error("message body contains a control character")]
+    BodyControlCharacter,
+    /// Client transaction id is not 1-64 characters of `[A-Za-z0-9_.:-]`.
+    #[error("client_txn_id must be 1-64 characters of [A-Za-z0-9_.:-]")]
+    InvalidClientTxnId,
+    /// The client transaction id was already used by this sender for a different message.
+    #[error("client_txn_id was already used for a different message")]
+    IdempotencyKeyReused,
+    /// `reply_to` names a message that is not in this conversation.
+    #[error("reply_to must name a message in the same conversation")]
+    InvalidReplyTo,
+    /// The message was recalled; it can no longer be edited, acknowledged or replied to.
+    #[error("message was recalled")]
+    MessageRecalled,
+    /// Only the sender may edit a message.
+    #[error("only the sender may edit a message")]
+    NotSender,
+    /// A message that has been acknowledged can no longer be edited: send a new one.
+    #[error("message was already acknowledged and can no longer be edited")]
+    MessageAcknowledged,
+    /// Only urgent and critical messages take acknowledgements.
+    #[error("only urgent and critical messages can be acknowledged")]
+    AckNotRequired,
+    /// The sender cannot acknowledge its own message.
+    #[error("the sender cannot acknowledge its own message")]
+    AckBySender,
+    /// `call_back` minutes outside 1..=1440.
+    #[error("call_back minutes must be between 1 and 1440")]
+    InvalidCallBackMinutes,
+    /// A receipt names a sequence number beyond the conversation's last message.
+    #[error("receipt sequence is beyond the last message")]
+    ReceiptBeyondLastMessage,
+    /// A receipt without delivered_seq or read_seq.
+    #[error("receipt needs delivered_seq or read_seq")]
+    EmptyReceipt,
+    /// Conversation title is longer than allowed or has control characters.
+    #[error("title must be at most {max} characters without control characters")]
+    InvalidTitle { max: usize },
+    /// A direct conversation has exactly two distinct members.
+    #[error("a direct conversation has exactly two distinct members")]
+    DirectNeedsTwoMembers,
+    /// Members of a direct conversation cannot be changed.
+    #[error("members of a direct conversation cannot be changed")]
+    DirectMembersFixed,
+    /// The conversation would exceed its member limit.
+    #[error("conversation would exceed {max} members")]
+    TooManyMembers { max: usize },
+    /// The user is already a member.
+    #[error("user is already a member")]
+    AlreadyMember,
+    /// The user is not a member.
+    #[error("user is not a member")]
+    NotMember,
+    /// The last owner of a group or channel cannot leave or be demoted.
+    #[error("the last owner cannot leave or be demoted")]
+    LastOwner,
+    /// A username is not 1-64 characters of `[a-z0-9._-]`.
+    #[error("username must be 1-64 characters of [a-z0-9._-]")]
+    InvalidUsername,
+    /// A display name is empty, too long or has control characters.
+    #[error("display name must be 1-128 characters without control characters")]
+    InvalidDisplayName,
+    /// The username is taken.
+    #[error("username is already taken")]
+    UsernameTaken,
+    /// Password shorter or longer than the configured bounds.
+    #[error("password must be between {min} and {max} characters")]
+    PasswordLength { min: usize, max: usize },
+}

@@ -1,0 +1,20 @@
+//! medhub's domain core: plain types and pure rules, with no I/O.
+//!
+//! Everything that decides something lives here so it can be tested exhaustively without a
+//! database, a socket or a clock: validation, permissions, recipient selection and the
+//! write planner that turns a batch of commands into rows and events.
+
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod model;
+pub mod plan;
+pub mod policy;
+pub mod recipients;
+pub mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::DomainError;
+pub use ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
+pub use jiff::Timestamp;
