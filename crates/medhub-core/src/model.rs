@@ -314,3 +314,42 @@ mod tests {
         assert_eq!(delivery_state(s, Seq::new(0), Seq::new(0), true), DeliveryState::Acknowledged);
     }
 }
+
+/// What a session may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Fully signed in.
+    Active,
+    /// Signed in with a one-time password: only the password change is allowed.
+    PasswordChangeRequired,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Active => "active",
+            SessionState::PasswordChangeRequired => "password_change_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => SessionState::Active,
+            "password_change_required" => SessionState::PasswordChangeRequired,
+            _ => return None,
+        })
+    }
+}
+
+/// A sign-in session. The bearer token itself is never stored, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: crate::ids::SessionId,
+    pub user: UserId,
+    pub token_hash: [u8; 32],
+    pub state: SessionState,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}

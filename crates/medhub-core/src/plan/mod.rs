@@ -163,9 +163,10 @@ pub struct Needs {
     /// Direct conversations by their ordered pair of members.
     pub direct: BTreeSet<(UserId, UserId)>,
     pub acks: BTreeSet<(MessageId, UserId)>,
-    /// For a receipt of `user` up to `seq`: the current members who sent a message after the
-    /// user's stored watermarks and up to `seq` (other than the user).
-    pub receipt_targets: BTreeSet<(ConversationId, UserId, Seq)>,
+    /// For a receipt of `user` moving its watermarks to `(delivered, read)`: the current members
+    /// (other than the user) who sent a message with a sequence number in
+    /// `(stored delivered, delivered]` or `(stored read, read]`.
+    pub receipt_targets: BTreeSet<ReceiptKey>,
 }
 
 impl Needs {
@@ -186,7 +187,16 @@ pub struct Snapshot {
     pub users: HashMap<UserId, User>,
     pub direct: HashMap<(UserId, UserId), ConversationId>,
     pub acks: HashMap<(MessageId, UserId), Ack>,
-    pub receipt_targets: HashMap<(ConversationId, UserId, Seq), Vec<UserId>>,
+    pub receipt_targets: HashMap<ReceiptKey, Vec<UserId>>,
+}
+
+/// A receipt's conversation, reader, and requested `(delivered, read)` watermarks, where
+/// `delivered` already includes `read` (reading implies delivery).
+pub type ReceiptKey = (ConversationId, UserId, Seq, Seq);
+
+fn receipt_key(conversation: ConversationId, user: UserId, delivered: Option<Seq>, read: Option<Seq>) -> ReceiptKey {
+    let read = read.unwrap_or(Seq::ZERO);
+    (conversation, user, delivered.unwrap_or(Seq::ZERO).max(read), read)
 }
 
 impl Snapshot {
@@ -289,8 +299,7 @@ pub fn first_needs(cmds: &[Command]) -> Needs {
             Command::UpdateReceipt { actor, conversation, delivered, read } => {
                 n.conversations.insert(*conversation);
                 n.members.insert((*conversation, *actor));
-                let hi = (*delivered).max(*read).unwrap_or(Seq::ZERO);
-                n.receipt_targets.insert((*conversation, *actor, hi));
+                n.receipt_targets.insert(receipt_key(*conversation, *actor, *delivered, *read));
             }
         }
     }
@@ -779,7 +788,7 @@ impl Planner<'_> {
         member.delivered_seq = new_delivered;
         self.put_member(member);
         let mut targets = vec![actor];
-        if let Some(senders) = self.s.receipt_targets.get(&(id, actor, hi)) {
+        if let Some(senders) = self.s.receipt_targets.get(&receipt_key(id, actor, delivered, read)) {
             targets.extend(senders.iter().copied().filter(|u| *u != actor));
         }
         targets.sort_unstable();

@@ -59,18 +59,19 @@ impl World {
                 s.acks.insert(*k, *a);
             }
         }
-        for (c, u, hi) in &n.receipt_targets {
-            let lo = self.members.get(&(*c, *u)).map(|m| m.delivered_seq.min(m.read_seq)).unwrap_or(Seq::ZERO);
+        for (c, u, dh, rh) in &n.receipt_targets {
+            let (od, or) = self.members.get(&(*c, *u)).map(|m| (m.delivered_seq, m.read_seq)).unwrap_or_default();
             let mut senders: Vec<UserId> = self
                 .messages
                 .values()
-                .filter(|m| m.conversation == *c && m.seq > lo && m.seq <= *hi && m.sender != *u)
+                .filter(|m| m.conversation == *c && m.sender != *u)
+                .filter(|m| (m.seq > od && m.seq <= *dh) || (m.seq > or && m.seq <= *rh))
                 .filter(|m| self.members.contains_key(&(*c, m.sender)))
                 .map(|m| m.sender)
                 .collect();
             senders.sort_unstable();
             senders.dedup();
-            s.receipt_targets.insert((*c, *u, *hi), senders);
+            s.receipt_targets.insert((*c, *u, *dh, *rh), senders);
         }
     }
 

@@ -1,0 +1,342 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, in the data directory.
+//!
+//! rusqlite is synchronous, so the store owns its threads: one writer thread with the only
+//! write connection (SQLite allows one writer at a time anyway), a few reader threads with
+//! read-only connections, and a checkpointer that moves the WAL into the database file off
+//! the commit path. Async callers hand closures to these threads and await the answer.
+
+mod batch;
+mod codec;
+mod read;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crossbeam_channel::{Receiver, Sender};
+use jiff::Timestamp;
+use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
+use medhub_core::plan::{Command, Limits, Plan, Revision};
+use medhub_core::{ConversationId, Event, EventId, MessageId, SessionId, UserId};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::{Backend, ConversationView, HistoryPage, RecipientRow, Store, StoreError, UserRecord};
+
+/// Reader threads (and connections). Reads are short; two cores rarely need more.
+const READERS: usize = 4;
+/// Jobs waiting for the writer or a reader before callers block. Bounded so that a stalled
+/// disk pushes back on clients instead of growing memory.
+const QUEUE_BOUND: usize = 4_096;
+/// How often the checkpointer copies the WAL into the main database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite-backed store.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The checkpointer holds a weak reference and stops when the store is dropped.
+    _alive: std::sync::Arc<()>,
+    writer: Sender<Job>,
+    readers: Sender<Job>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `medhub.db` in `data_dir`. The directory is created with
+    /// mode 0700: it holds patient-related data.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let dir_err = |source| StoreError::DataDir { path: data_dir.display().to_string(), source };
+        if !data_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(dir_err)?;
+        }
+        let path = data_dir.join("medhub.db");
+        // The writer opens first and switches the file to WAL so readers find it so.
+        let writer_conn = open_connection(&path, false)?;
+        let (writer, writer_rx) = crossbeam_channel::bounded::<Job>(QUEUE_BOUND);
+        spawn_worker("medhub-sqlite-writer", writer_conn, writer_rx)?;
+        let (readers, readers_rx) = crossbeam_channel::bounded::<Job>(QUEUE_BOUND);
+        for i in 0..READERS {
+            let conn = open_connection(&path, true)?;
+            spawn_worker(&format!("medhub-sqlite-reader-{i}"), conn, readers_rx.clone())?;
+        }
+        let alive = std::sync::Arc::new(());
+        spawn_checkpointer(&path, std::sync::Arc::downgrade(&alive))?;
+        Ok(Self { path, _alive: alive, writer, readers })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn run<T, F>(queue: &Sender<Job>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        // The bounded queue only fills when the disk stalls; wait for room off the runtime.
+        match queue.try_send(job) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(job)) => {
+                let queue = queue.clone();
+                tokio::task::spawn_blocking(move || queue.send(job))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map_err(|_| StoreError::Closed)?;
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        Self::run(&self.writer, f).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        Self::run(&self.readers, f).await
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced, so an
+    // acknowledged write survives power loss. The writer checkpoints nothing itself.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA temp_store=MEMORY;
+         PRAGMA cache_size=-32768;
+         PRAGMA wal_autocheckpoint=0;",
+    )?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only=ON;")?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn spawn_worker(name: &str, mut conn: Connection, jobs: Receiver<Job>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            while let Ok(job) = jobs.recv() {
+                job(&mut conn);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::DataDir { path: "worker thread".into(), source: e })
+}
+
+/// Copies the WAL into the database in the background, so that commits never pay for it.
+/// It stops when the store is dropped.
+fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) -> Result<(), StoreError> {
+    let conn = open_connection(path, false)?;
+    std::thread::Builder::new()
+        .name("medhub-sqlite-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if alive.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "sqlite checkpoint failed");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::DataDir { path: "checkpoint thread".into(), source: e })
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > known {
+        return Err(StoreError::SchemaTooNew { found: current, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, Timestamp::now().as_microsecond()],
+        )?;
+        tracing::info!(version, "applied sqlite migration");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.write(migrate).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn apply_batch(&self, cmds: Vec<Command>, now: Timestamp, limits: Limits) -> Result<Plan, StoreError> {
+        self.write(move |c| batch::apply(c, &cmds, now, &limits)).await
+    }
+
+    async fn org(&self) -> Result<Option<Org>, StoreError> {
+        self.read(read::org).await
+    }
+
+    async fn bootstrap(&self, org: &Org, admin: &UserRecord) -> Result<bool, StoreError> {
+        let (org, admin) = (org.clone(), admin.clone());
+        self.write(move |c| batch::bootstrap(c, &org, &admin)).await
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write(move |c| batch::create_user(c, &user)).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.read(move |c| Ok(read::user_record(c, id)?.map(|r| r.user))).await
+    }
+
+    async fn user_record_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| read::user_record_by_username(c, &username)).await
+    }
+
+    async fn user_record(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.read(move |c| read::user_record(c, id)).await
+    }
+
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| read::users(c, &ids)).await
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.read(move |c| read::list_users(c, after.as_deref(), limit)).await
+    }
+
+    async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.write(move |c| batch::set_password(c, id, &hash, must_change)).await
+    }
+
+    async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError> {
+        self.write(move |c| batch::set_user_active(c, id, active, now)).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |c| batch::create_session(c, &session)).await
+    }
+
+    async fn session_by_token_hash(
+        &self,
+        hash: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<(Session, User)>, StoreError> {
+        let hash = *hash;
+        self.read(move |c| read::session_by_token_hash(c, &hash, now)).await
+    }
+
+    async fn revoke_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
+        self.write(move |c| batch::revoke_session(c, id, now)).await
+    }
+
+    async fn activate_session(&self, id: SessionId) -> Result<(), StoreError> {
+        self.write(move |c| batch::activate_session(c, id)).await
+    }
+
+    async fn last_event_id(&self) -> Result<EventId, StoreError> {
+        self.read(|c| read::last_event_id(c)).await
+    }
+
+    async fn events_range(&self, after: EventId, up_to: EventId, limit: u32) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c| read::events_range(c, after, up_to, limit)).await
+    }
+
+    async fn events_for_user(
+        &self,
+        user: UserId,
+        after: EventId,
+        up_to: EventId,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read(move |c| read::events_for_user(c, user, after, up_to, limit)).await
+    }
+
+    async fn members_at(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError> {
+        self.read(move |c| read::members_at(c, conversation, at)).await
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.read(move |c| read::conversation(c, id)).await
+    }
+
+    async fn member(&self, conversation: ConversationId, user: UserId) -> Result<Option<Member>, StoreError> {
+        self.read(move |c| read::member(c, conversation, user)).await
+    }
+
+    async fn members(&self, conversation: ConversationId) -> Result<Vec<Member>, StoreError> {
+        self.read(move |c| read::members(c, conversation)).await
+    }
+
+    async fn conversations_for_user(&self, user: UserId) -> Result<Vec<ConversationView>, StoreError> {
+        self.read(move |c| read::conversations_for_user(c, user)).await
+    }
+
+    async fn messages(
+        &self,
+        conversation: ConversationId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.read(move |c| read::messages(c, conversation, page, limit)).await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.read(move |c| read::message(c, id)).await
+    }
+
+    async fn revisions(&self, id: MessageId) -> Result<Vec<Revision>, StoreError> {
+        self.read(move |c| read::revisions(c, id)).await
+    }
+
+    async fn recipients(&self, message: &Message) -> Result<Vec<RecipientRow>, StoreError> {
+        let (id, conversation, sender, event) = (message.id, message.conversation, message.sender, message.event);
+        self.read(move |c| read::recipients(c, id, conversation, sender, event)).await
+    }
+}

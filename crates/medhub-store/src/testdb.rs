@@ -1,0 +1,153 @@
+//! Throw-away databases for tests: a temporary SQLite data directory, or a fresh PostgreSQL
+//! database created on the server named by `MEDHUB_TEST_DATABASE_URL`.
+//!
+//! The PostgreSQL suite never skips: if the server is unreachable the test fails and says why.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{Backend, DynStore, Location};
+
+/// Used when `MEDHUB_TEST_DATABASE_URL` is not set: the local server with trust auth.
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// One test's database. Dropping it removes the data.
+pub struct TestDb {
+    backend: Backend,
+    location: Location,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb").field("backend", &self.backend).finish()
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("MEDHUB_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// Replaces the database name in a `postgres://` URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[allow(clippy::expect_used, clippy::panic)]
+impl TestDb {
+    /// A fresh, empty database on `backend`.
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::Builder::new().prefix("medhub-test-").tempdir().expect("create temp dir");
+                let location = Location::Sqlite { data_dir: dir.path().join("data") };
+                Self { backend, location, _dir: Some(dir), pg: None }
+            }
+            Backend::Postgres => {
+                static COUNTER: AtomicU64 = AtomicU64::new(0);
+                let admin = admin_url();
+                let name = format!(
+                    "medhub_test_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    uuid::Uuid::now_v7().simple()
+                );
+                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL tests need a server: could not connect to {admin} ({e}). \
+                         Set MEDHUB_TEST_DATABASE_URL or start PostgreSQL."
+                    )
+                });
+                tokio::spawn(conn);
+                client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                let url = with_database(&admin, &name);
+                Self {
+                    backend,
+                    location: Location::Postgres { url, pool_size: 4 },
+                    _dir: None,
+                    pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Opens and migrates the store.
+    pub async fn open(&self) -> DynStore {
+        let store = crate::open(&self.location).await.expect("open test store");
+        store.migrate().await.expect("migrate test store");
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else { return };
+        // Drop runs outside any runtime guarantee, so use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs an async test body once on SQLite and once on PostgreSQL, as two tests named
+/// `<name>::sqlite` and `<name>::postgres`. The body gets a fresh [`TestDb`] bound to `$db`.
+#[macro_export]
+macro_rules! each_backend {
+    ($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $db = $crate::testdb::TestDb::new($crate::Backend::Sqlite).await;
+                $body
+            }
+
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $db = $crate::testdb::TestDb::new($crate::Backend::Postgres).await;
+                $body
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_is_replaced_in_urls() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}

@@ -1,0 +1,373 @@
+//! Store tests. Every test runs on SQLite and on PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::model::{
+    AckResponse, ConversationKind, MemberRole, Org, Priority, Session, SessionState, SystemRole, User,
+};
+use medhub_core::plan::{Command, CreateConversation, Limits, Outcome, SendMessage};
+use medhub_core::policy::Actor;
+use medhub_core::recipients::{apply_membership, recipients};
+use medhub_core::{ClientTxnId, ConversationId, EventId, EventKind, MessageId, OrgId, Seq, SessionId, UserId};
+use medhub_store::{DynStore, HistoryPage, StoreError, UserRecord, each_backend};
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap()
+}
+
+async fn org(store: &DynStore) -> Org {
+    if let Some(o) = store.org().await.unwrap() {
+        return o;
+    }
+    let org = Org { id: OrgId::new_v7(), name: "General Hospital".into(), created_at: now() };
+    let admin = record(org.id, "admin");
+    assert!(store.bootstrap(&org, &admin).await.unwrap());
+    org
+}
+
+fn record(org: OrgId, username: &str) -> UserRecord {
+    UserRecord {
+        user: User {
+            id: UserId::new_v7(),
+            org,
+            username: username.into(),
+            display_name: format!("Dr {username}"),
+            role: SystemRole::User,
+            active: true,
+            created_at: now(),
+        },
+        password_hash: Some("$argon2id$fake".into()),
+        must_change_password: false,
+    }
+}
+
+async fn user(store: &DynStore, name: &str) -> UserId {
+    let o = org(store).await;
+    let r = record(o.id, name);
+    store.create_user(&r).await.unwrap();
+    r.user.id
+}
+
+async fn run(store: &DynStore, cmds: Vec<Command>) -> Vec<Result<Outcome, medhub_core::DomainError>> {
+    store.apply_batch(cmds, now(), Limits::default()).await.unwrap().results
+}
+
+fn create(actor: UserId, kind: ConversationKind, members: &[UserId]) -> (ConversationId, Command) {
+    let id = ConversationId::new_v7();
+    let cmd = Command::CreateConversation(CreateConversation {
+        id,
+        actor: Actor::User(actor),
+        kind,
+        title: (kind != ConversationKind::Direct).then(|| "Ward 7".to_owned()),
+        members: members.iter().map(|u| (*u, MemberRole::Member)).collect(),
+    });
+    (id, cmd)
+}
+
+fn send(actor: UserId, conversation: ConversationId, txn: &str, body: &str, priority: Priority) -> Command {
+    Command::SendMessage(SendMessage {
+        id: MessageId::new_v7(),
+        actor,
+        conversation,
+        client_txn_id: ClientTxnId::parse(txn).unwrap(),
+        body: body.into(),
+        priority,
+        reply_to: None,
+    })
+}
+
+fn message_of(r: &Result<Outcome, medhub_core::DomainError>) -> medhub_core::model::Message {
+    match r {
+        Ok(Outcome::MessageSent { message, .. }) => message.clone(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+each_backend! {
+    async fn migrations_are_idempotent(db) {
+        let store = db.open().await;
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+        assert_eq!(store.last_event_id().await.unwrap(), EventId::ZERO);
+    }
+}
+
+each_backend! {
+    async fn bootstrap_happens_once(db) {
+        let store = db.open().await;
+        assert_eq!(store.org().await.unwrap(), None);
+        let first = org(&store).await;
+        let again = Org { id: OrgId::new_v7(), name: "Other".into(), created_at: now() };
+        assert!(!store.bootstrap(&again, &record(again.id, "admin2")).await.unwrap());
+        assert_eq!(store.org().await.unwrap(), Some(first));
+        assert!(store.user_record_by_username("admin2").await.unwrap().is_none());
+    }
+}
+
+each_backend! {
+    async fn usernames_are_unique(db) {
+        let store = db.open().await;
+        let o = org(&store).await;
+        store.create_user(&record(o.id, "house")).await.unwrap();
+        assert!(matches!(store.create_user(&record(o.id, "house")).await, Err(StoreError::UsernameTaken)));
+        let found = store.user_record_by_username("house").await.unwrap().unwrap();
+        assert_eq!(found.user.display_name, "Dr house");
+        let listed = store.list_users(None, 10).await.unwrap();
+        assert_eq!(listed.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["admin", "house"]);
+        assert_eq!(store.list_users(Some("admin"), 10).await.unwrap().len(), 1);
+    }
+}
+
+each_backend! {
+    async fn sessions_expire_revoke_and_die_with_deactivation(db) {
+        let store = db.open().await;
+        let u = user(&store, "nurse").await;
+        let mk = |hash: u8, expires: Timestamp| Session {
+            id: SessionId::new_v7(),
+            user: u,
+            token_hash: [hash; 32],
+            state: SessionState::Active,
+            created_at: now(),
+            last_seen_at: now(),
+            expires_at: expires,
+            revoked_at: None,
+        };
+        let live = mk(1, now() + SignedDuration::from_hours(1));
+        let expired = mk(2, now() - SignedDuration::from_secs(1));
+        let other = mk(3, now() + SignedDuration::from_hours(1));
+        for s in [&live, &expired, &other] {
+            store.create_session(s).await.unwrap();
+        }
+        let (found, who) = store.session_by_token_hash(&[1; 32], now()).await.unwrap().unwrap();
+        assert_eq!((found.id, who.id), (live.id, u));
+        assert!(store.session_by_token_hash(&[2; 32], now()).await.unwrap().is_none(), "expired");
+        assert!(store.session_by_token_hash(&[9; 32], now()).await.unwrap().is_none(), "unknown");
+        store.revoke_session(live.id, now()).await.unwrap();
+        assert!(store.session_by_token_hash(&[1; 32], now()).await.unwrap().is_none(), "revoked");
+        assert!(store.set_user_active(u, false, now()).await.unwrap());
+        assert!(store.session_by_token_hash(&[3; 32], now()).await.unwrap().is_none(), "deactivated");
+        store.set_user_active(u, true, now()).await.unwrap();
+        assert!(store.session_by_token_hash(&[3; 32], now()).await.unwrap().is_none(), "stays revoked");
+    }
+}
+
+each_backend! {
+    async fn batches_commit_gap_free_sequences_and_events(db) {
+        let store = db.open().await;
+        let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+        let (conv, create_cmd) = create(a, ConversationKind::Direct, &[b]);
+        let mut cmds = vec![create_cmd];
+        for n in 0..50 {
+            cmds.push(send(if n % 2 == 0 { a } else { b }, conv, &format!("t{n}"), &format!("message {n}"), Priority::Routine));
+        }
+        cmds.push(send(a, conv, "bad", "", Priority::Routine));
+        let results = run(&store, cmds).await;
+        assert!(matches!(results[51], Err(medhub_core::DomainError::EmptyBody)));
+        let seqs: Vec<u64> = results[1..51].iter().map(|r| message_of(r).seq.get()).collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        // Resend across batches: the original comes back and nothing is created.
+        let head = store.last_event_id().await.unwrap();
+        assert_eq!(head, EventId::new(51));
+        let again = run(&store, vec![send(a, conv, "t0", "message 0", Priority::Routine)]).await;
+        assert!(matches!(&again[0], Ok(Outcome::MessageSent { duplicate: true, message }) if message.seq == Seq::new(1)));
+        assert_eq!(store.last_event_id().await.unwrap(), head);
+        let next = run(&store, vec![send(b, conv, "t-next", "next", Priority::Routine)]).await;
+        assert_eq!(message_of(&next[0]).seq, Seq::new(51));
+        assert_eq!(store.conversation(conv).await.unwrap().unwrap().last_seq, Seq::new(51));
+    }
+}
+
+each_backend! {
+    async fn stored_events_render_exactly_as_committed(db) {
+        let store = db.open().await;
+        let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+        let (conv, create_cmd) = create(a, ConversationKind::Group, &[b]);
+        let r = run(&store, vec![create_cmd, send(a, conv, "1", "K+ 6.9 mmol/L", Priority::Critical)]).await;
+        let m = message_of(&r[1]);
+        let plan = store
+            .apply_batch(
+                vec![
+                    Command::AddMember { actor: Actor::User(a), conversation: conv, user: c, role: MemberRole::ReadOnly },
+                    Command::Acknowledge { actor: b, message: m.id, response: AckResponse::CallBack { minutes: 5 } },
+                    Command::UpdateReceipt { actor: b, conversation: conv, delivered: Some(Seq::new(1)), read: Some(Seq::new(1)) },
+                    Command::SetMemberRole { actor: Actor::User(a), conversation: conv, user: c, role: MemberRole::Member },
+                    Command::UpdateConversation { actor: Actor::User(a), conversation: conv, title: Some("Ward 8".into()) },
+                    Command::RemoveMember { actor: Actor::User(a), conversation: conv, user: c },
+                ],
+                now(),
+                Limits::default(),
+            )
+            .await
+            .unwrap();
+        assert!(plan.results.iter().all(Result::is_ok), "{:?}", plan.results);
+        let all = store.events_range(EventId::ZERO, EventId::new(100), 100).await.unwrap();
+        assert_eq!(all.len(), 8);
+        assert_eq!(&all[2..], &plan.effects.events[..]);
+        assert!(matches!(&all[0].kind, EventKind::ConversationCreated { members, .. } if members.len() == 2));
+        // A replayed message.created carries the message's current state: here, acknowledged.
+        let acked = medhub_core::model::Message { acknowledged: true, ..m.clone() };
+        assert!(matches!(&all[1].kind, EventKind::MessageCreated { message } if **message == acked));
+        match &all[4].kind {
+            EventKind::ReceiptUpdated { targets, .. } => {
+                let mut want = vec![a, b];
+                want.sort();
+                assert_eq!(targets, &want);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+each_backend! {
+    async fn replay_never_shows_recalled_text(db) {
+        let store = db.open().await;
+        let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+        let (conv, create_cmd) = create(a, ConversationKind::Group, &[b]);
+        let r = run(&store, vec![create_cmd, send(a, conv, "1", "wrong patient", Priority::Routine)]).await;
+        let m = message_of(&r[1]);
+        run(&store, vec![Command::EditMessage { actor: a, message: m.id, body: "still wrong".into() }]).await;
+        run(&store, vec![Command::EditMessage { actor: a, message: m.id, body: "third".into() }]).await;
+        // Before the recall, the edit events replay their own revision's text.
+        let events = store.events_for_user(b, EventId::ZERO, EventId::new(100), 100).await.unwrap();
+        let bodies: Vec<Option<String>> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::MessageEdited { body, .. } => Some(body.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies, vec![Some("still wrong".to_owned()), Some("third".to_owned())]);
+        let revisions = store.revisions(m.id).await.unwrap();
+        assert_eq!(revisions.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), vec!["wrong patient", "still wrong"]);
+        run(&store, vec![Command::RecallMessage { actor: Actor::User(a), message: m.id }]).await;
+        let events = store.events_for_user(b, EventId::ZERO, EventId::new(100), 100).await.unwrap();
+        for e in &events {
+            match &e.kind {
+                EventKind::MessageCreated { message } => assert!(message.recall.is_some()),
+                EventKind::MessageEdited { body, .. } => assert_eq!(body, &None),
+                _ => {}
+            }
+        }
+        // The text is kept for audit.
+        assert_eq!(store.message(m.id).await.unwrap().unwrap().body, "third");
+    }
+}
+
+each_backend! {
+    async fn history_pages_in_both_directions(db) {
+        let store = db.open().await;
+        let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+        let (conv, create_cmd) = create(a, ConversationKind::Direct, &[b]);
+        let mut cmds = vec![create_cmd];
+        cmds.extend((1..=25).map(|n| send(a, conv, &format!("t{n}"), &format!("m{n}"), Priority::Routine)));
+        run(&store, cmds).await;
+        let seqs = |v: Vec<medhub_core::model::Message>| v.iter().map(|m| m.seq.get()).collect::<Vec<_>>();
+        assert_eq!(seqs(store.messages(conv, HistoryPage::Latest, 5).await.unwrap()), vec![21, 22, 23, 24, 25]);
+        assert_eq!(seqs(store.messages(conv, HistoryPage::Before(Seq::new(21)), 5).await.unwrap()), vec![16, 17, 18, 19, 20]);
+        assert_eq!(seqs(store.messages(conv, HistoryPage::After(Seq::new(0)), 3).await.unwrap()), vec![1, 2, 3]);
+        assert_eq!(seqs(store.messages(conv, HistoryPage::After(Seq::new(24)), 3).await.unwrap()), vec![25]);
+        assert!(store.messages(conv, HistoryPage::Before(Seq::new(1)), 3).await.unwrap().is_empty());
+    }
+}
+
+each_backend! {
+    async fn status_and_unread_follow_receipts_and_acks(db) {
+        let store = db.open().await;
+        let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+        let (conv, create_cmd) = create(a, ConversationKind::Group, &[b, c]);
+        let r = run(&store, vec![create_cmd, send(a, conv, "1", "call me", Priority::Urgent), send(a, conv, "2", "now", Priority::Routine)]).await;
+        let m = message_of(&r[1]);
+        run(&store, vec![
+            Command::UpdateReceipt { actor: b, conversation: conv, delivered: Some(Seq::new(2)), read: None },
+            Command::UpdateReceipt { actor: c, conversation: conv, delivered: None, read: Some(Seq::new(1)) },
+            Command::Acknowledge { actor: c, message: m.id, response: AckResponse::Accept },
+        ]).await;
+        let rows = store.recipients(&m).await.unwrap();
+        let by_user: HashMap<UserId, _> = rows.iter().map(|r| (r.user, r)).collect();
+        assert_eq!(rows.len(), 2, "the sender is not its own recipient");
+        assert_eq!(by_user[&b].member.as_ref().unwrap().delivered_seq, Seq::new(2));
+        assert!(by_user[&b].ack.is_none());
+        assert_eq!(by_user[&c].ack.unwrap().response, AckResponse::Accept);
+        let views = store.conversations_for_user(b).await.unwrap();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].unread, 2);
+        let views = store.conversations_for_user(c).await.unwrap();
+        assert_eq!(views[0].unread, 1);
+        assert_eq!(store.conversations_for_user(a).await.unwrap()[0].unread, 0, "own messages are not unread");
+    }
+}
+
+each_backend! {
+    /// The resume query must give every user exactly what the pure recipient rule gives, over
+    /// a history with joins, leaves, re-joins and receipts.
+    async fn resume_query_matches_the_recipient_rule(db) {
+        let store = db.open().await;
+        let mut users = Vec::new();
+        for n in 0..5 {
+            users.push(user(&store, &format!("u{n}")).await);
+        }
+        let (g, create_g) = create(users[0], ConversationKind::Group, &[users[1], users[2]]);
+        let (d, create_d) = create(users[3], ConversationKind::Direct, &[users[4]]);
+        run(&store, vec![create_g, create_d]).await;
+        let owner = Actor::User(users[0]);
+        let steps: Vec<Vec<Command>> = vec![
+            vec![send(users[1], g, "a", "one", Priority::Routine), send(users[3], d, "b", "two", Priority::Routine)],
+            vec![Command::AddMember { actor: owner, conversation: g, user: users[3], role: MemberRole::Member }],
+            vec![send(users[3], g, "c", "three", Priority::Urgent)],
+            vec![Command::UpdateReceipt { actor: users[2], conversation: g, delivered: None, read: Some(Seq::new(2)) }],
+            vec![Command::RemoveMember { actor: owner, conversation: g, user: users[1] }],
+            vec![send(users[0], g, "d", "four", Priority::Routine)],
+            vec![Command::AddMember { actor: owner, conversation: g, user: users[1], role: MemberRole::ReadOnly }],
+            vec![Command::UpdateReceipt { actor: users[1], conversation: g, delivered: Some(Seq::new(3)), read: None }],
+            vec![Command::RemoveMember { actor: Actor::User(users[3]), conversation: g, user: users[3] }],
+            vec![send(users[4], d, "e", "five", Priority::Routine)],
+        ];
+        for step in steps {
+            let r = run(&store, step).await;
+            assert!(r.iter().all(Result::is_ok), "{r:?}");
+        }
+        let head = store.last_event_id().await.unwrap();
+        let all = store.events_range(EventId::ZERO, head, 1000).await.unwrap();
+        let mut members: HashMap<ConversationId, HashSet<UserId>> = HashMap::new();
+        let mut expected: HashMap<UserId, Vec<EventId>> = HashMap::new();
+        for e in &all {
+            let m = members.entry(e.conversation).or_default();
+            for u in recipients(&e.kind, m) {
+                expected.entry(u).or_default().push(e.id);
+            }
+            apply_membership(&e.kind, m);
+        }
+        for u in &users {
+            let mut want = expected.get(u).cloned().unwrap_or_default();
+            want.sort();
+            let got: Vec<EventId> = store.events_for_user(*u, EventId::ZERO, head, 1000).await.unwrap().iter().map(|e| e.id).collect();
+            assert_eq!(got, want, "user {u}");
+            // From every cursor, the rest of the stream (paged by 2) is the same suffix.
+            for cursor in 0..=head.get() {
+                let mut paged = Vec::new();
+                let mut after = EventId::new(cursor);
+                loop {
+                    let page = store.events_for_user(*u, after, head, 2).await.unwrap();
+                    let Some(last) = page.last() else { break };
+                    after = last.id;
+                    paged.extend(page.iter().map(|e| e.id));
+                }
+                let suffix: Vec<EventId> = want.iter().copied().filter(|id| id.get() > cursor).collect();
+                assert_eq!(paged, suffix, "user {u} from cursor {cursor}");
+            }
+        }
+        // members_at agrees with the replayed membership at every event.
+        let mut replay: HashMap<ConversationId, HashSet<UserId>> = HashMap::new();
+        for e in &all {
+            let before = replay.entry(e.conversation).or_default().clone();
+            apply_membership(&e.kind, replay.get_mut(&e.conversation).unwrap());
+            let mut at: Vec<UserId> = store.members_at(e.conversation, e.id).await.unwrap();
+            at.sort();
+            let mut want: Vec<UserId> = before.union(&replay[&e.conversation]).copied().collect();
+            want.sort();
+            assert_eq!(at, want, "members at event {}", e.id);
+        }
+    }
+}
