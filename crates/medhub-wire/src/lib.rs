@@ -1,1 +1,15 @@
-//! placeholder
+//! medhub's wire types: every JSON frame and REST body, and the table of error codes.
+//!
+//! Only this crate knows JSON. Domain types are converted to wire types explicitly (the
+//! `From` impls in [`views`]), so no field reaches a client by accident.
+
+pub mod error;
+pub mod frames;
+pub mod rest;
+pub mod views;
+
+pub use error::{ErrorBody, ErrorCode, WireError};
+pub use frames::{ClientFrame, ServerFrame};
+
+/// Protocol version announced in `ready`. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,191 @@
+//! The error-code table: every error a client can receive, with its HTTP status and a safe
+//! message. Codes are stable; messages may improve.
+
+use medhub_core::DomainError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! codes {
+    ($($variant:ident = ($code:literal, $status:literal, $doc:literal)),* $(,)?) => {
+        /// A stable, machine-readable error code.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $(#[doc = $doc] $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status used when this error answers a REST request.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// What the code means, for documentation.
+            pub fn description(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $doc,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    BadFrame = ("bad_frame", 400, "The frame or body is not valid JSON, has an unknown `type`, a missing or unknown field, or a field of the wrong type."),
+    UnsupportedFrame = ("unsupported_frame", 400, "A binary WebSocket frame; medhub speaks JSON text frames only."),
+    MessageTooLarge = ("message_too_large", 413, "The message body is larger than the configured maximum (default 16 KiB of UTF-8)."),
+    PayloadTooLarge = ("payload_too_large", 413, "The HTTP request body is larger than the configured maximum."),
+    EmptyBody = ("empty_body", 400, "The message body is empty or only white space."),
+    BodyControlCharacter = ("body_control_character", 400, "The message body contains a control character other than tab, line feed or carriage return."),
+    InvalidClientTxnId = ("invalid_client_txn_id", 400, "`client_txn_id` must be 1-64 characters of `[A-Za-z0-9_.:-]`."),
+    IdempotencyKeyReused = ("idempotency_key_reused", 409, "This `client_txn_id` was already used by you for a different message."),
+    InvalidReplyTo = ("invalid_reply_to", 400, "`reply_to` must name a message in the same conversation."),
+    MessageRecalled = ("message_recalled", 409, "The message was recalled; it can no longer be edited or acknowledged."),
+    NotSender = ("not_sender", 403, "Only the sender may edit a message."),
+    MessageAcknowledged = ("message_acknowledged", 409, "The message was already acknowledged and can no longer be edited; send a new message."),
+    AckNotRequired = ("ack_not_required", 400, "Only urgent and critical messages take acknowledgements."),
+    AckBySender = ("ack_by_sender", 400, "The sender cannot acknowledge its own message."),
+    InvalidCallBackMinutes = ("invalid_call_back_minutes", 400, "`call_back` minutes must be between 1 and 1440."),
+    ReceiptBeyondLastMessage = ("receipt_beyond_last_message", 400, "A receipt names a sequence number beyond the conversation's last message."),
+    EmptyReceipt = ("empty_receipt", 400, "A receipt needs `delivered_seq` or `read_seq`."),
+    InvalidTitle = ("invalid_title", 400, "The title is too long (200 characters) or contains control characters."),
+    DirectNeedsTwoMembers = ("direct_needs_two_members", 400, "A direct conversation has exactly two distinct members and no title."),
+    DirectMembersFixed = ("direct_members_fixed", 409, "The members of a direct conversation cannot change."),
+    TooManyMembers = ("too_many_members", 409, "The conversation would exceed its member limit."),
+    AlreadyMember = ("already_member", 409, "The user is already a member."),
+    NotMember = ("not_member", 404, "The user is not a member of the conversation."),
+    LastOwner = ("last_owner", 409, "The last owner cannot leave or be demoted while others remain."),
+    InvalidUsername = ("invalid_username", 400, "Usernames are 1-64 characters of `[a-z0-9._-]`."),
+    InvalidDisplayName = ("invalid_display_name", 400, "Display names are 1-128 characters without control characters."),
+    UsernameTaken = ("username_taken", 409, "The username is already taken."),
+    PasswordLength = ("password_length", 400, "The new password is too short or too long."),
+    InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
+    CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
+    Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
+    InvalidCredentials = ("invalid_credentials", 401, "The username or password is wrong (the two are not told apart)."),
+    PasswordChangeRequired = ("password_change_required", 403, "This session signed in with a one-time password; change it first."),
+    Forbidden = ("forbidden", 403, "Your role does not allow this action."),
+    NotFound = ("not_found", 404, "The object does not exist or you cannot see it (the two are not told apart)."),
+    MethodNotAllowed = ("method_not_allowed", 405, "The HTTP method is not allowed on this path."),
+    RateLimited = ("rate_limited", 429, "Too many requests or frames; slow down and retry."),
+    Overloaded = ("overloaded", 503, "The server is at its connection limit; retry with back-off."),
+    Unavailable = ("unavailable", 503, "The database is unreachable; retry with back-off (sends are idempotent)."),
+    Internal = ("internal", 500, "An unexpected error. The response carries a correlation id that is also in the server log."),
+}
+
+/// An error as sent to a client: stable code, safe message, and for internal errors the
+/// correlation id under which details were logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+impl WireError {
+    /// An error with the code's standard description as its message.
+    pub fn new(code: ErrorCode) -> Self {
+        Self { code, message: code.description().to_owned(), correlation_id: None }
+    }
+
+    /// An error with a specific (safe) message.
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), correlation_id: None }
+    }
+
+    /// An internal error: opaque message, correlation id for the log.
+    pub fn internal(correlation_id: String) -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            message: "internal error; quote the correlation id to your administrator".to_owned(),
+            correlation_id: Some(correlation_id),
+        }
+    }
+}
+
+/// The body of every REST error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: WireError,
+}
+
+impl From<&DomainError> for WireError {
+    fn from(e: &DomainError) -> Self {
+        let code = match e {
+            DomainError::ConversationNotFound | DomainError::MessageNotFound | DomainError::UserNotFound => {
+                ErrorCode::NotFound
+            }
+            DomainError::Forbidden => ErrorCode::Forbidden,
+            DomainError::EmptyBody => ErrorCode::EmptyBody,
+            DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,
+            DomainError::BodyControlCharacter => ErrorCode::BodyControlCharacter,
+            DomainError::InvalidClientTxnId => ErrorCode::InvalidClientTxnId,
+            DomainError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            DomainError::InvalidReplyTo => ErrorCode::InvalidReplyTo,
+            DomainError::MessageRecalled => ErrorCode::MessageRecalled,
+            DomainError::NotSender => ErrorCode::NotSender,
+            DomainError::MessageAcknowledged => ErrorCode::MessageAcknowledged,
+            DomainError::AckNotRequired => ErrorCode::AckNotRequired,
+            DomainError::AckBySender => ErrorCode::AckBySender,
+            DomainError::InvalidCallBackMinutes => ErrorCode::InvalidCallBackMinutes,
+            DomainError::ReceiptBeyondLastMessage => ErrorCode::ReceiptBeyondLastMessage,
+            DomainError::EmptyReceipt => ErrorCode::EmptyReceipt,
+            DomainError::InvalidTitle { .. } => ErrorCode::InvalidTitle,
+            DomainError::DirectNeedsTwoMembers => ErrorCode::DirectNeedsTwoMembers,
+            DomainError::DirectMembersFixed => ErrorCode::DirectMembersFixed,
+            DomainError::TooManyMembers { .. } => ErrorCode::TooManyMembers,
+            DomainError::AlreadyMember => ErrorCode::AlreadyMember,
+            DomainError::NotMember => ErrorCode::NotMember,
+            DomainError::LastOwner => ErrorCode::LastOwner,
+            DomainError::InvalidUsername => ErrorCode::InvalidUsername,
+            DomainError::InvalidDisplayName => ErrorCode::InvalidDisplayName,
+            DomainError::UsernameTaken => ErrorCode::UsernameTaken,
+            DomainError::PasswordLength { .. } => ErrorCode::PasswordLength,
+        };
+        // "Not found" never says which object, so nothing leaks through the message either.
+        match code {
+            ErrorCode::NotFound => WireError::new(code),
+            _ => WireError::with_message(code, e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_serialize_as_their_names() {
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_string(c).unwrap(), format!("\"{}\"", c.as_str()));
+            assert!((400..600).contains(&c.status()));
+        }
+    }
+
+    #[test]
+    fn not_found_hides_which_object() {
+        for e in [DomainError::ConversationNotFound, DomainError::MessageNotFound, DomainError::UserNotFound] {
+            let w = WireError::from(&e);
+            assert_eq!(w, WireError::new(ErrorCode::NotFound));
+        }
+    }
+
+    #[test]
+    fn internal_errors_are_opaque() {
+        let w = WireError::internal("c0ffee".into());
+        assert_eq!(w.code, ErrorCode::Internal);
+        assert!(!w.message.contains("sql"));
+        assert_eq!(w.correlation_id.as_deref(), Some("c0ffee"));
+    }
+}
