@@ -1,1 +1,131 @@
-//! placeholder
+//! medhub's services: the commit pipeline, the event hub, authentication, and the
+//! conversation and messaging operations the API calls.
+//!
+//! Handlers never touch storage: they call these services. Every state change goes through
+//! the [`pipeline`] (group commit, one durable transaction per batch) and is then published,
+//! in commit order, by the [`hub`].
+
+pub mod auth;
+mod error;
+pub mod hub;
+pub mod messaging;
+pub mod metrics;
+pub mod pipeline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medhub_core::Clock;
+use medhub_core::plan::Limits;
+use medhub_store::DynStore;
+use tokio::task::JoinHandle;
+
+pub use auth::{AuthService, Principal};
+pub use error::ServiceError;
+pub use hub::{Conn, Hub, Outbound};
+pub use messaging::Messaging;
+pub use metrics::Metrics;
+pub use pipeline::Pipeline;
+
+/// A fresh correlation id for an internal error: what the client quotes, what the log holds.
+pub fn correlation_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            as u64)
+            .to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Settings the services need, passed in explicitly at start-up.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Message and membership limits enforced by the planner.
+    pub limits: Limits,
+    /// How long a session lives.
+    pub session_ttl: Duration,
+    /// Shortest accepted password, in characters.
+    pub min_password_chars: usize,
+    /// Longest accepted password, in characters.
+    pub max_password_chars: usize,
+    /// Most commands committed in one transaction.
+    pub max_batch: usize,
+    /// Commands waiting for the writer before senders wait.
+    pub pipeline_queue: usize,
+    /// Frames queued for one connection before it is closed as a slow consumer.
+    pub connection_queue_frames: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub connection_queue_bytes: usize,
+    /// Conversations whose member lists the hub keeps in memory.
+    pub member_cache_conversations: usize,
+    /// How often the hub looks for events committed by other processes or nodes.
+    pub external_poll_interval: Duration,
+    /// Concurrent password hashes (each takes 19 MiB and a core for tens of milliseconds).
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            min_password_chars: 12,
+            max_password_chars: 256,
+            max_batch: 1024,
+            pipeline_queue: 8192,
+            connection_queue_frames: 1024,
+            connection_queue_bytes: 1024 * 1024,
+            member_cache_conversations: 100_000,
+            external_poll_interval: Duration::from_millis(250),
+            max_concurrent_hashes: 2,
+        }
+    }
+}
+
+/// Every service, started and wired together.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Arc<ServiceConfig>,
+    pub store: DynStore,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub auth: AuthService,
+    pub hub: Arc<Hub>,
+    pub pipeline: Pipeline,
+    pub messaging: Messaging,
+}
+
+/// Background tasks; abort them to stop the services.
+pub struct Background {
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Services {
+    /// Wires the services over a migrated store and starts the writer and publisher tasks.
+    pub async fn start(
+        store: DynStore,
+        config: ServiceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, Background), ServiceError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let head = store.last_event_id().await?;
+        let (hub, publisher_rx) = Hub::new(store.clone(), config.clone(), metrics.clone(), head);
+        let (pipeline, writer) =
+            Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
+        let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
+        let auth = AuthService::new(store.clone(), config.clone(), clock.clone());
+        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone());
+        let services = Services { config, store, clock, metrics, auth, hub, pipeline, messaging };
+        Ok((services, Background { tasks: vec![writer, publisher] }))
+    }
+}

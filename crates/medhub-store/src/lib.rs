@@ -157,8 +157,8 @@ pub trait Store: Send + Sync + 'static {
         up_to: EventId,
         limit: u32,
     ) -> Result<Vec<Event>, StoreError>;
-    /// The members of a conversation at event `at` (inclusive), i.e. that event's audience.
-    async fn members_at(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError>;
+    /// The members of a conversation right before event `at`: the state the event applies to.
+    async fn members_before(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError>;
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError>;
     async fn member(&self, conversation: ConversationId, user: UserId) -> Result<Option<Member>, StoreError>;

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::frames::Token;
 use crate::views::{
-    AckResponseView, AckView, ConversationView, EventView, KindView, MemberView, MessageView, PriorityView,
-    RecipientStatusView, RoleView, UserView,
+    AckResponseView, AckView, ConversationView, KindView, MemberView, MessageView, PriorityView, RecipientStatusView,
+    RoleView, UserView,
 };
 
 /// `POST /api/v1/auth/login`.
@@ -226,8 +226,9 @@ pub struct MessageStatus {
 /// `GET /api/v1/events`: the long-polling transport.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventsResponse {
-    /// The same events, in the same order, as the WebSocket would deliver.
-    pub events: Vec<EventView>,
+    /// The same frames, in the same order, as the WebSocket would deliver: `event` frames
+    /// and ephemeral `typing`/`presence` frames.
+    pub frames: Vec<crate::ServerFrame>,
     /// Pass this as `cursor` on the next poll.
     pub cursor: u64,
 }

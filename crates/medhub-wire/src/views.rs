@@ -376,12 +376,16 @@ impl From<&Event> for EventView {
                 members: members.iter().map(|(u, r)| MemberRef { user_id: u.as_uuid(), role: (*r).into() }).collect(),
             },
             EventKind::ConversationUpdated { title } => EventData::ConversationUpdated { title: title.clone() },
-            EventKind::MemberAdded { user, role } => EventData::MemberAdded { user_id: user.as_uuid(), role: (*role).into() },
+            EventKind::MemberAdded { user, role } => {
+                EventData::MemberAdded { user_id: user.as_uuid(), role: (*role).into() }
+            }
             EventKind::MemberRemoved { user } => EventData::MemberRemoved { user_id: user.as_uuid() },
             EventKind::MemberRoleChanged { user, role } => {
                 EventData::MemberRoleChanged { user_id: user.as_uuid(), role: (*role).into() }
             }
-            EventKind::MessageCreated { message } => EventData::MessageCreated { message: MessageView::from(&**message) },
+            EventKind::MessageCreated { message } => {
+                EventData::MessageCreated { message: MessageView::from(&**message) }
+            }
             EventKind::MessageEdited { message, seq, revision, body, edited_at } => EventData::MessageEdited {
                 message_id: message.as_uuid(),
                 seq: seq.get(),
@@ -404,7 +408,13 @@ impl From<&Event> for EventView {
                 read_seq: read_seq.get(),
             },
         };
-        EventView { cursor: e.id.get(), conversation_id: e.conversation.as_uuid(), at: e.at, actor_id: e.actor.map(|u| u.as_uuid()), data }
+        EventView {
+            cursor: e.id.get(),
+            conversation_id: e.conversation.as_uuid(),
+            at: e.at,
+            actor_id: e.actor.map(|u| u.as_uuid()),
+            data,
+        }
     }
 }
 

@@ -339,6 +339,8 @@ pub fn second_needs(cmds: &[Command], snap: &Snapshot) -> Needs {
 
 /// Decides every command in order. Pure: the same inputs give the same plan.
 pub fn plan(cmds: &[Command], snapshot: Snapshot, now: Timestamp, limits: &Limits) -> Plan {
+    // Both databases keep microseconds: what is answered must equal what is read back later.
+    let now = crate::clock::from_micros(now.as_microsecond());
     let mut p = Planner {
         next_event: snapshot.last_event.next(),
         s: snapshot,

@@ -495,3 +495,18 @@ fn request_hash_covers_every_field_the_sender_chose() {
         assert_ne!(m.request_hash(), h, "change {change}");
     }
 }
+
+#[test]
+fn timestamps_are_truncated_to_what_storage_keeps() {
+    let mut w = World::default();
+    let (a, b) = (w.user(), w.user());
+    let conv = w.group(a, &[(b, MemberRole::Member)]);
+    let mut snap = Snapshot::default();
+    let cmds = [send(a, conv, "t", "x")];
+    w.load_into(&first_needs(&cmds), &mut snap);
+    let now = Timestamp::from_nanosecond(1_800_000_000_123_456_789).unwrap();
+    let plan = plan(&cmds, snap, now, &Limits::default());
+    let m = sent(&plan.results[0]);
+    assert_eq!(m.created_at.as_nanosecond(), 1_800_000_000_123_456_000);
+    assert_eq!(plan.effects.events[0].at, m.created_at);
+}

@@ -194,8 +194,8 @@ impl Store for PgStore {
         read::events_for_user(&*self.pool.get().await?, user, after, up_to, limit).await
     }
 
-    async fn members_at(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError> {
-        read::members_at(&*self.pool.get().await?, conversation, at).await
+    async fn members_before(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError> {
+        read::members_before(&*self.pool.get().await?, conversation, at).await
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

@@ -133,11 +133,11 @@ pub(super) async fn events_for_user(
     finish_events(c, rows).await
 }
 
-pub(super) async fn members_at(c: &ClientWrapper, conversation: ConversationId, at: EventId) -> R<Vec<UserId>> {
+pub(super) async fn members_before(c: &ClientWrapper, conversation: ConversationId, at: EventId) -> R<Vec<UserId>> {
     let rows = query(
         c,
         "SELECT user_id FROM member_periods
-         WHERE conversation_id = $1 AND from_event <= $2 AND (to_event IS NULL OR to_event >= $2)",
+         WHERE conversation_id = $1 AND from_event < $2 AND (to_event IS NULL OR to_event >= $2)",
         &[&conversation.as_uuid(), &i(at.get())],
     )
     .await?;

@@ -5,6 +5,8 @@
 //! read-only connections, and a checkpointer that moves the WAL into the database file off
 //! the commit path. Async callers hand closures to these threads and await the answer.
 
+pub use rusqlite;
+
 mod batch;
 mod codec;
 mod read;
@@ -298,8 +300,8 @@ impl Store for SqliteStore {
         self.read(move |c| read::events_for_user(c, user, after, up_to, limit)).await
     }
 
-    async fn members_at(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError> {
-        self.read(move |c| read::members_at(c, conversation, at)).await
+    async fn members_before(&self, conversation: ConversationId, at: EventId) -> Result<Vec<UserId>, StoreError> {
+        self.read(move |c| read::members_before(c, conversation, at)).await
     }
 
     async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {

@@ -180,14 +180,14 @@ pub(super) fn events_for_user(
     finish_events(c, rows)
 }
 
-pub(super) fn members_at(
+pub(super) fn members_before(
     c: &mut Connection,
     conversation: ConversationId,
     at: EventId,
 ) -> Result<Vec<UserId>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT user_id FROM member_periods
-         WHERE conversation_id = ?1 AND from_event <= ?2 AND (to_event IS NULL OR to_event >= ?2)",
+         WHERE conversation_id = ?1 AND from_event < ?2 AND (to_event IS NULL OR to_event >= ?2)",
     )?;
     let rows = st.query_map(params![conversation.to_bytes(), i(at.get())], |r| codec::user_id(r, 0))?;
     Ok(rows.collect::<Result<_, _>>()?)

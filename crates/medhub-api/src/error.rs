@@ -1,0 +1,84 @@
+//! Turning service errors into wire errors: stable code, HTTP status, safe message, and a
+//! correlation id for anything unexpected. Details go to the log, never to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use medhub_service::ServiceError;
+use medhub_wire::{ErrorBody, ErrorCode, WireError};
+
+/// An error answered by a handler.
+#[derive(Debug)]
+pub struct ApiError(pub WireError);
+
+impl ApiError {
+    pub fn code(code: ErrorCode) -> Self {
+        ApiError(WireError::new(code))
+    }
+
+    pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(WireError::with_message(code, message))
+    }
+}
+
+/// Maps a service error to what the client sees, logging what it must not see.
+pub fn wire_error(e: &ServiceError) -> WireError {
+    match e {
+        ServiceError::Domain(d) => WireError::from(d),
+        ServiceError::Unauthenticated => WireError::new(ErrorCode::Unauthenticated),
+        ServiceError::InvalidCredentials => WireError::new(ErrorCode::InvalidCredentials),
+        ServiceError::PasswordChangeRequired => WireError::new(ErrorCode::PasswordChangeRequired),
+        ServiceError::AdminRequired => WireError::with_message(ErrorCode::Forbidden, "administrator role required"),
+        ServiceError::InvalidRequest(m) => WireError::with_message(ErrorCode::InvalidRequest, m.clone()),
+        ServiceError::CursorOutOfRange { .. } => WireError::with_message(ErrorCode::CursorOutOfRange, e.to_string()),
+        ServiceError::SlowConsumer => WireError::new(ErrorCode::Overloaded),
+        ServiceError::Unavailable(inner) => {
+            let id = medhub_service::correlation_id();
+            tracing::warn!(correlation = %id, error = %inner, "store unavailable");
+            WireError { correlation_id: Some(id), ..WireError::new(ErrorCode::Unavailable) }
+        }
+        ServiceError::PipelineStopped => WireError::new(ErrorCode::Unavailable),
+        ServiceError::CommitFailed { correlation, unavailable } => WireError {
+            correlation_id: Some(correlation.clone()),
+            ..WireError::new(if *unavailable { ErrorCode::Unavailable } else { ErrorCode::Internal })
+        },
+        ServiceError::Store(inner) => {
+            let id = medhub_service::correlation_id();
+            tracing::error!(correlation = %id, error = %inner, "internal error");
+            WireError::internal(id)
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError(wire_error(&e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(ErrorBody { error: self.0 })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::code(ErrorCode::NotFound)
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::code(ErrorCode::MethodNotAllowed)
+}
+
+/// A handler panicked: answer like any internal error, with a correlation id.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let id = medhub_service::correlation_id();
+    tracing::error!(correlation = %id, "handler panicked");
+    ApiError(WireError::internal(id)).into_response()
+}

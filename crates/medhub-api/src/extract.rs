@@ -1,0 +1,83 @@
+//! Extractors whose failures answer in medhub's error format: the bearer session, JSON
+//! bodies, path ids and query strings.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use medhub_service::Principal;
+use medhub_wire::ErrorCode;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The caller's verified session, from `Authorization: Bearer <token>`.
+pub struct Authed(pub Principal);
+
+/// Reads the bearer token from the `Authorization` header.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
+        Ok(Authed(state.services.auth.authenticate(token).await?))
+    }
+}
+
+/// A JSON body; malformed bodies answer `bad_frame`, oversized ones `payload_too_large`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::code(ErrorCode::PayloadTooLarge))
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::with_message(ErrorCode::BadFrame, "expected Content-Type: application/json"))
+            }
+            Err(e) => Err(ApiError::with_message(ErrorCode::BadFrame, e.body_text())),
+        }
+    }
+}
+
+/// A path parameter. Malformed ids answer `not_found`, like ids that do not exist.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::code(ErrorCode::NotFound)),
+            Err(e) => Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text())),
+        }
+    }
+}
+
+/// A query string; malformed ones answer `invalid_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text()))
+            }
+            Err(e) => Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text())),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The services' error type.
+
+use medhub_core::DomainError;
+use medhub_store::StoreError;
+
+/// Why a service call failed. Each variant is one cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The domain refused the command (validation, permissions, not found).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// No valid session.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// Wrong username or password.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The session may only change its one-time password.
+    #[error("password change required")]
+    PasswordChangeRequired,
+    /// The caller is not an administrator.
+    #[error("administrator role required")]
+    AdminRequired,
+    /// A parameter is malformed; the message is safe to show.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The resume cursor is ahead of the log.
+    #[error("cursor {cursor} is ahead of the newest event {head}")]
+    CursorOutOfRange { cursor: u64, head: u64 },
+    /// The database is unreachable or the process is shutting down.
+    #[error("store unavailable: {0}")]
+    Unavailable(StoreError),
+    /// An unexpected storage failure.
+    #[error("store failure: {0}")]
+    Store(StoreError),
+    /// The commit pipeline has stopped (shutdown).
+    #[error("commit pipeline stopped")]
+    PipelineStopped,
+    /// The batch this command was in did not commit; details were logged under `correlation`.
+    /// Nothing was written: the client may retry with the same client transaction id.
+    #[error("commit failed (correlation id {correlation})")]
+    CommitFailed { correlation: String, unavailable: bool },
+    /// The connection fell too far behind and must reconnect and resume.
+    #[error("slow consumer")]
+    SlowConsumer,
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => ServiceError::Domain(DomainError::UsernameTaken),
+            StoreError::Closed | StoreError::Pool(_) => ServiceError::Unavailable(e),
+            StoreError::Postgres(ref pg) if pg.is_closed() || pg.as_db_error().is_none() => {
+                ServiceError::Unavailable(e)
+            }
+            StoreError::Sqlite(rusqlite_err) if is_sqlite_unavailable(&rusqlite_err) => {
+                ServiceError::Unavailable(StoreError::Sqlite(rusqlite_err))
+            }
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+fn is_sqlite_unavailable(e: &rusqlite_error::Error) -> bool {
+    use rusqlite_error::ErrorCode as C;
+    matches!(e, rusqlite_error::Error::SqliteFailure(f, _) if matches!(f.code, C::DatabaseBusy | C::DatabaseLocked | C::DiskFull | C::SystemIoFailure | C::CannotOpen))
+}
+
+/// Re-export path for rusqlite's error types without a direct dependency.
+mod rusqlite_error {
+    pub use medhub_store::sqlite::rusqlite::{Error, ErrorCode};
+}

@@ -1,0 +1,262 @@
+//! Conversations and messages: the operations handlers call, with visibility checks on reads.
+//!
+//! Writes become commands for the pipeline; the planner decides them. Reads check membership
+//! here, and answer non-members exactly as for ids that do not exist.
+
+use std::sync::Arc;
+
+use medhub_core::model::{Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority};
+use medhub_core::plan::{Command, CreateConversation, Outcome, Revision, SendMessage};
+use medhub_core::policy::Actor;
+use medhub_core::{ClientTxnId, ConversationId, DomainError, EventId, MessageId, Seq, UserId};
+use medhub_store::{ConversationView, DynStore, HistoryPage, RecipientRow};
+use medhub_wire::ServerFrame;
+
+use crate::hub::{Hub, frame_bytes};
+use crate::pipeline::Pipeline;
+use crate::{Principal, ServiceError};
+
+/// Most messages in one history page.
+pub const MAX_PAGE: u32 = 200;
+/// Typing indicators are not sent in conversations larger than this (channels are excluded
+/// outright): in a ward-wide channel they are noise, and their fan-out is not free.
+pub const TYPING_MAX_MEMBERS: usize = 256;
+
+/// Conversation and message operations.
+#[derive(Clone)]
+pub struct Messaging {
+    store: DynStore,
+    pipeline: Pipeline,
+    hub: Arc<Hub>,
+}
+
+fn unexpected(outcome: Outcome) -> ServiceError {
+    tracing::error!(?outcome, "planner returned an unexpected outcome");
+    ServiceError::InvalidRequest("unexpected outcome".into())
+}
+
+impl Messaging {
+    pub fn new(store: DynStore, pipeline: Pipeline, hub: Arc<Hub>) -> Self {
+        Self { store, pipeline, hub }
+    }
+
+    /// Sends a message; returns it and whether it was a resend of an earlier one.
+    pub async fn send(
+        &self,
+        p: &Principal,
+        conversation: ConversationId,
+        client_txn_id: &str,
+        body: String,
+        priority: Priority,
+        reply_to: Option<MessageId>,
+    ) -> Result<(Message, bool), ServiceError> {
+        p.require_active()?;
+        let cmd = Command::SendMessage(SendMessage {
+            id: MessageId::new_v7(),
+            actor: p.user_id(),
+            conversation,
+            client_txn_id: ClientTxnId::parse(client_txn_id)?,
+            body,
+            priority,
+            reply_to,
+        });
+        match self.pipeline.submit(cmd).await? {
+            Outcome::MessageSent { message, duplicate } => Ok((message, duplicate)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn edit(&self, p: &Principal, message: MessageId, body: String) -> Result<Message, ServiceError> {
+        p.require_active()?;
+        match self.pipeline.submit(Command::EditMessage { actor: p.user_id(), message, body }).await? {
+            Outcome::MessageChanged { message, .. } => Ok(message),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn recall(
+        &self,
+        actor: Actor,
+        p: Option<&Principal>,
+        message: MessageId,
+    ) -> Result<Message, ServiceError> {
+        if let Some(p) = p {
+            p.require_active()?;
+        }
+        match self.pipeline.submit(Command::RecallMessage { actor, message }).await? {
+            Outcome::MessageChanged { message, .. } => Ok(message),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Moves the caller's watermarks; returns them as they now stand.
+    pub async fn receipt(
+        &self,
+        p: &Principal,
+        conversation: ConversationId,
+        delivered: Option<Seq>,
+        read: Option<Seq>,
+    ) -> Result<(Seq, Seq), ServiceError> {
+        p.require_active()?;
+        match self.pipeline.submit(Command::UpdateReceipt { actor: p.user_id(), conversation, delivered, read }).await?
+        {
+            Outcome::Receipt { delivered_seq, read_seq, .. } => Ok((delivered_seq, read_seq)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn ack(&self, p: &Principal, message: MessageId, response: AckResponse) -> Result<Ack, ServiceError> {
+        p.require_active()?;
+        match self.pipeline.submit(Command::Acknowledge { actor: p.user_id(), message, response }).await? {
+            Outcome::Acknowledged { ack, .. } => Ok(ack),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a conversation (or returns the existing direct one); `true` if created.
+    pub async fn create_conversation(
+        &self,
+        actor: Actor,
+        kind: ConversationKind,
+        title: Option<String>,
+        members: Vec<(UserId, MemberRole)>,
+    ) -> Result<(Conversation, bool), ServiceError> {
+        let cmd = Command::CreateConversation(CreateConversation {
+            id: ConversationId::new_v7(),
+            actor,
+            kind,
+            title,
+            members,
+        });
+        match self.pipeline.submit(cmd).await? {
+            Outcome::Conversation { conversation, created, .. } => Ok((conversation, created)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update_conversation(
+        &self,
+        actor: Actor,
+        conversation: ConversationId,
+        title: Option<String>,
+    ) -> Result<Conversation, ServiceError> {
+        match self.pipeline.submit(Command::UpdateConversation { actor, conversation, title }).await? {
+            Outcome::Conversation { conversation, .. } => Ok(conversation),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Adds, removes or re-roles a member; returns the event it produced, if any.
+    pub async fn change_membership(&self, cmd: Command) -> Result<Option<EventId>, ServiceError> {
+        match self.pipeline.submit(cmd).await? {
+            Outcome::Membership { event } => Ok(event),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The caller's conversations.
+    pub async fn conversations(&self, p: &Principal) -> Result<Vec<ConversationView>, ServiceError> {
+        p.require_active()?;
+        Ok(self.store.conversations_for_user(p.user_id()).await?)
+    }
+
+    /// The conversation and the caller's membership, or not found.
+    async fn visible(&self, user: UserId, id: ConversationId) -> Result<(Conversation, Member), ServiceError> {
+        let member = self.store.member(id, user).await?.ok_or(DomainError::ConversationNotFound)?;
+        let conv = self.store.conversation(id).await?.ok_or(DomainError::ConversationNotFound)?;
+        Ok((conv, member))
+    }
+
+    /// A conversation with its members.
+    pub async fn conversation(
+        &self,
+        p: &Principal,
+        id: ConversationId,
+    ) -> Result<(Conversation, Member, Vec<Member>), ServiceError> {
+        p.require_active()?;
+        let (conv, me) = self.visible(p.user_id(), id).await?;
+        let members = self.store.members(id).await?;
+        Ok((conv, me, members))
+    }
+
+    /// A page of history and whether more lies beyond it.
+    pub async fn history(
+        &self,
+        p: &Principal,
+        id: ConversationId,
+        page: HistoryPage,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), ServiceError> {
+        p.require_active()?;
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(ServiceError::InvalidRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+        }
+        self.visible(p.user_id(), id).await?;
+        let mut messages = self.store.messages(id, page, limit + 1).await?;
+        let has_more = messages.len() > limit as usize;
+        if has_more {
+            match page {
+                // Pages toward the past drop the oldest extra; toward the future, the newest.
+                HistoryPage::Latest | HistoryPage::Before(_) => {
+                    messages.remove(0);
+                }
+                HistoryPage::After(_) => {
+                    messages.pop();
+                }
+            }
+        }
+        Ok((messages, has_more))
+    }
+
+    /// A message the caller can see (it is a member of its conversation).
+    pub async fn message(&self, p: &Principal, id: MessageId) -> Result<(Message, Member), ServiceError> {
+        p.require_active()?;
+        let message = self.store.message(id).await?.ok_or(DomainError::MessageNotFound)?;
+        let member = self.store.member(message.conversation, p.user_id()).await?.ok_or(DomainError::MessageNotFound)?;
+        Ok((message, member))
+    }
+
+    /// Every revision of a message's text, oldest first, the current one last. Hidden once
+    /// recalled.
+    pub async fn revisions(&self, p: &Principal, id: MessageId) -> Result<Vec<Revision>, ServiceError> {
+        let (message, _) = self.message(p, id).await?;
+        if message.recall.is_some() {
+            return Err(DomainError::MessageRecalled.into());
+        }
+        let mut revisions = self.store.revisions(id).await?;
+        revisions.push(Revision {
+            message: id,
+            revision: message.revision,
+            body: message.body.clone(),
+            at: message.edited_at.unwrap_or(message.created_at),
+        });
+        Ok(revisions)
+    }
+
+    /// The sender's live view of a message: one row per recipient. The sender and the
+    /// conversation's owners may look.
+    pub async fn status(&self, p: &Principal, id: MessageId) -> Result<(Message, Vec<RecipientRow>), ServiceError> {
+        let (message, me) = self.message(p, id).await?;
+        if message.sender != p.user_id() && me.role != MemberRole::Owner {
+            return Err(DomainError::Forbidden.into());
+        }
+        let rows = self.store.recipients(&message).await?;
+        Ok((message, rows))
+    }
+
+    /// Relays "typing" to the other members' connections. Ephemeral: never stored.
+    pub async fn typing(&self, p: &Principal, conn_id: u64, id: ConversationId) -> Result<(), ServiceError> {
+        p.require_active()?;
+        let (conv, _) = self.visible(p.user_id(), id).await?;
+        if conv.kind == ConversationKind::Channel || conv.member_count as usize > TYPING_MAX_MEMBERS {
+            return Ok(());
+        }
+        let members: Vec<UserId> = match self.hub.cached_members(id) {
+            Some(m) => m.iter().copied().collect(),
+            None => self.store.members(id).await?.into_iter().map(|m| m.user).collect(),
+        };
+        let frame = frame_bytes(&ServerFrame::Typing { conversation_id: id.as_uuid(), user_id: p.user_id().as_uuid() });
+        self.hub.send_ephemeral(members, Some(conn_id), frame);
+        Ok(())
+    }
+}
