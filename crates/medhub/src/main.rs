@@ -1,2 +1,216 @@
-//! placeholder
-fn main() {}
+//! The `medhub` binary: `serve`, `admin`, `migrate`, `check-config`, `example-config`.
+// The CLI's output is its interface (ids, the one-time password): printing is deliberate.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod admin;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use medhub_core::SystemClock;
+use medhub_service::Services;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat, Overrides};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// medhub: real-time clinical collaboration.
+#[derive(Parser, Debug)]
+#[command(name = "medhub", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where to find the configuration and the data (shared by every command).
+#[derive(Args, Debug, Clone, Default)]
+struct StoreArgs {
+    /// Configuration file (TOML). Settings may also come from MEDHUB__SECTION__KEY variables.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Directory of the embedded SQLite database [default: ./medhub-data].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Use PostgreSQL at this URL instead of the embedded database.
+    #[arg(long, value_name = "postgres://…", global = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Validate the configuration and print the effective settings (secrets redacted).
+    CheckConfig {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print an example configuration file with every setting and its default.
+    ExampleConfig,
+    /// Manage users, conversations and memberships.
+    Admin {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+}
+
+impl StoreArgs {
+    fn load(&self, listen: Option<std::net::SocketAddr>) -> Result<Config> {
+        let overrides = Overrides { listen, data_dir: self.data_dir.clone(), database_url: self.database_url.clone() };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("medhub").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medhub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("medhub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::ExampleConfig => {
+            print!("{}", config::example_toml());
+            Ok(())
+        }
+        Command::CheckConfig { store } => {
+            let config = store.load(None)?;
+            println!("# configuration is valid; effective settings:\n{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Migrate { store } => {
+            let config = store.load(None)?;
+            init_logging(&config);
+            let store = open_store(&config).await?;
+            store.migrate().await.context("migration failed")?;
+            println!("medhub: database is at the current schema");
+            Ok(())
+        }
+        Command::Serve { listen, store } => serve(store.load(listen)?).await,
+        Command::Admin { store, command } => {
+            let config = store.load(None)?;
+            init_logging_quiet(&config);
+            let services = start(&config).await?;
+            admin::run(&services, command).await
+        }
+    }
+}
+
+/// Admin commands log only warnings, so that their standard output stays scriptable.
+fn init_logging_quiet(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_store(config: &Config) -> Result<medhub_store::DynStore> {
+    let location = config.location();
+    medhub_store::open(&location).await.with_context(|| match &location {
+        medhub_store::Location::Sqlite { data_dir } => format!("cannot open the database in {}", data_dir.display()),
+        medhub_store::Location::Postgres { .. } => {
+            "cannot connect to PostgreSQL (check storage.database_url)".to_owned()
+        }
+    })
+}
+
+/// Opens and migrates the store, starts the services, and bootstraps an empty store. The
+/// bootstrap administrator's one-time password goes to standard output, once, never to logs.
+async fn start(config: &Config) -> Result<Services> {
+    let store = open_store(config).await?;
+    store.migrate().await.context("migration failed")?;
+    let (services, _background) = Services::start(store, config.service(), Arc::new(SystemClock)).await?;
+    if let Some((user, password)) =
+        services.auth.bootstrap(&config.bootstrap.organization_name, &config.bootstrap.admin_username).await?
+    {
+        println!(
+            "medhub: created organization {:?} and administrator {:?}.\n\
+             medhub: one-time password: {password}\n\
+             medhub: it is shown only now; it must be changed at first sign-in.",
+            config.bootstrap.organization_name, user.username
+        );
+    }
+    Ok(services)
+}
+
+async fn serve(config: Config) -> Result<()> {
+    init_logging(&config);
+    let services = start(&config).await?;
+    let backend = services.store.backend();
+    let state = medhub_api::AppState::new(services, config.api());
+    let listener = medhub_api::bind(config.server.listen, config.server.listen_backlog)
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, ?backend, "medhub listening");
+    println!("medhub: listening on http://{}", listener.local_addr()?);
+    let shutdown = state.shutdown.clone();
+    let server = tokio::spawn(medhub_api::serve(listener, state.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing connections");
+    shutdown.cancel();
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    while state.services.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tokio::time::timeout(grace, server).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

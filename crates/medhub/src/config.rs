@@ -1,0 +1,524 @@
+//! The one typed configuration, loaded from defaults, then a TOML file, then `MEDHUB__…`
+//! environment variables, then command-line flags. Every field documents its default; the
+//! example file `medhub.example.toml` is generated from these doc comments.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A secret string (a database URL with a password): never printed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// medhub configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP and WebSocket listener.
+    pub server: ServerConfig,
+    /// Where data lives: the embedded SQLite database, or PostgreSQL.
+    pub storage: StorageConfig,
+    /// Sizes and rates that bound what clients can send.
+    pub limits: LimitsConfig,
+    /// Real-time connections, queues and the commit pipeline.
+    pub realtime: RealtimeConfig,
+    /// Sign-in and sessions.
+    pub auth: AuthConfig,
+    /// What the first start creates in an empty store.
+    pub bootstrap: BootstrapConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The HTTP and WebSocket listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: "127.0.0.1:8080".
+    pub listen: SocketAddr,
+    /// Accept queue length requested from the kernel (capped by net.core.somaxconn). Default: 16384.
+    pub listen_backlog: i32,
+    /// Seconds to wait for connections to close at shutdown. Default: 10.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), listen_backlog: 16_384, shutdown_grace_secs: 10 }
+    }
+}
+
+/// Where data lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the embedded SQLite database (created with mode 0700). Default: "./medhub-data".
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://user:password@host/db). When set, PostgreSQL is used instead of SQLite. Default: unset.
+    pub database_url: Option<Secret>,
+    /// PostgreSQL connections per node. Default: 16.
+    pub postgres_pool_size: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./medhub-data"), database_url: None, postgres_pool_size: 16 }
+    }
+}
+
+/// Sizes and rates that bound what clients can send.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message body in bytes of UTF-8. Default: 16384.
+    pub max_message_bytes: usize,
+    /// Largest WebSocket frame or message in bytes; larger closes the connection with 1009. Default: 65536.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body in bytes. Default: 65536.
+    pub max_http_body_bytes: usize,
+    /// Most members of a group conversation. Default: 1000.
+    pub group_max_members: usize,
+    /// Most members of a channel. Default: 100000.
+    pub channel_max_members: usize,
+    /// Sustained client frames per second per connection. Default: 20.
+    pub frames_per_second: u32,
+    /// Burst of client frames above the sustained rate. Default: 100.
+    pub frame_burst: u32,
+    /// Requests per connection awaiting their answer before the server stops reading it. Default: 32.
+    pub max_in_flight: usize,
+    /// Real-time connections per process; the process may open 20,000 files in all. Default: 19000.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024,
+            max_frame_bytes: 64 * 1024,
+            max_http_body_bytes: 64 * 1024,
+            group_max_members: 1_000,
+            channel_max_members: 100_000,
+            frames_per_second: 20,
+            frame_burst: 100,
+            max_in_flight: 32,
+            max_connections: 19_000,
+        }
+    }
+}
+
+/// Real-time connections, queues and the commit pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// Seconds between server pings. Default: 30.
+    pub heartbeat_interval_secs: u64,
+    /// Seconds of client silence before the connection is closed with 4009. Default: 75.
+    pub heartbeat_timeout_secs: u64,
+    /// Seconds allowed between the upgrade and the hello frame. Default: 10.
+    pub hello_timeout_secs: u64,
+    /// Seconds a write may take before the connection is dropped. Default: 10.
+    pub write_timeout_secs: u64,
+    /// Longest wait of one long poll, in seconds. Default: 30.
+    pub long_poll_max_secs: u64,
+    /// Frames queued for one connection before it is closed as a slow consumer (4008). Default: 1024.
+    pub connection_queue_frames: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (4008). Default: 1048576.
+    pub connection_queue_bytes: usize,
+    /// Initial WebSocket read buffer per connection, in bytes; grows on demand. Default: 512.
+    pub ws_read_buffer_bytes: usize,
+    /// Outgoing WebSocket bytes buffered before a write is forced. Default: 16384.
+    pub ws_write_buffer_bytes: usize,
+    /// Most commands committed in one transaction. Default: 1024.
+    pub max_batch: usize,
+    /// Commands waiting for the writer before senders wait. Default: 8192.
+    pub pipeline_queue: usize,
+    /// Milliseconds between checks for events committed by other nodes or the admin CLI. Default: 250.
+    pub external_poll_ms: u64,
+    /// Conversations whose member lists are cached. Default: 100000.
+    pub member_cache_conversations: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_secs: 30,
+            heartbeat_timeout_secs: 75,
+            hello_timeout_secs: 10,
+            write_timeout_secs: 10,
+            long_poll_max_secs: 30,
+            connection_queue_frames: 1024,
+            connection_queue_bytes: 1024 * 1024,
+            ws_read_buffer_bytes: 512,
+            ws_write_buffer_bytes: 16 * 1024,
+            max_batch: 1024,
+            pipeline_queue: 8192,
+            external_poll_ms: 250,
+            member_cache_conversations: 100_000,
+        }
+    }
+}
+
+/// Sign-in and sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Hours a session lives. Default: 12.
+    pub session_ttl_hours: u64,
+    /// Shortest password, in characters (NIST SP 800-63B). Default: 12.
+    pub min_password_chars: usize,
+    /// Longest password, in characters. Default: 256.
+    pub max_password_chars: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { session_ttl_hours: 12, min_password_chars: 12, max_password_chars: 256 }
+    }
+}
+
+/// What the first start creates in an empty store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Name of the organization. Default: "medhub".
+    pub organization_name: String,
+    /// Username of the first administrator; its one-time password is printed once on standard output. Default: "admin".
+    pub admin_username: String,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self { organization_name: "medhub".into(), admin_username: "admin".into() }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" or "json". Default: "text".
+    pub format: LogFormat,
+    /// Filter in tracing's EnvFilter syntax; RUST_LOG overrides it. Default: "info".
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Command-line overrides, applied last.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment (`MEDHUB__SECTION__KEY`), then flags.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, overrides, Env::prefixed("MEDHUB__").split("__"))
+    }
+
+    pub fn load_from(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::MissingFile(f.display().to_string()));
+            }
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        fig = fig.merge(env);
+        let mut config: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+        if let Some(l) = overrides.listen {
+            config.server.listen = l;
+        }
+        if let Some(d) = &overrides.data_dir {
+            config.storage.data_dir = d.clone();
+        }
+        if let Some(u) = &overrides.database_url {
+            config.storage.database_url = Some(Secret(u.clone()));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.storage.database_url
+            && !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
+        {
+            problems.push("storage.database_url must start with postgres:// or postgresql://".to_owned());
+        }
+        let l = &self.limits;
+        if l.max_message_bytes == 0 || l.max_message_bytes > 1024 * 1024 {
+            problems.push("limits.max_message_bytes must be between 1 and 1048576".to_owned());
+        }
+        // A body of max_message_bytes, JSON-escaped, must fit in a frame.
+        if l.max_frame_bytes < l.max_message_bytes * 2 + 1024 {
+            problems.push("limits.max_frame_bytes must be at least 2 × max_message_bytes + 1024".to_owned());
+        }
+        if l.max_http_body_bytes < l.max_message_bytes * 2 + 1024 {
+            problems.push("limits.max_http_body_bytes must be at least 2 × max_message_bytes + 1024".to_owned());
+        }
+        if l.frames_per_second == 0 || l.frame_burst == 0 || l.max_in_flight == 0 || l.max_connections == 0 {
+            problems.push(
+                "limits.frames_per_second, frame_burst, max_in_flight and max_connections must be positive".to_owned(),
+            );
+        }
+        let r = &self.realtime;
+        if r.heartbeat_timeout_secs <= r.heartbeat_interval_secs {
+            problems.push("realtime.heartbeat_timeout_secs must exceed heartbeat_interval_secs".to_owned());
+        }
+        if r.connection_queue_frames == 0 || r.max_batch == 0 || r.pipeline_queue == 0 || r.external_poll_ms == 0 {
+            problems.push("realtime queue sizes and external_poll_ms must be positive".to_owned());
+        }
+        if self.auth.min_password_chars < 8 || self.auth.max_password_chars < self.auth.min_password_chars {
+            problems.push("auth.min_password_chars must be at least 8 and not above max_password_chars".to_owned());
+        }
+        if self.auth.session_ttl_hours == 0 {
+            problems.push("auth.session_ttl_hours must be positive".to_owned());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
+    }
+
+    pub fn service(&self) -> medhub_service::ServiceConfig {
+        medhub_service::ServiceConfig {
+            limits: medhub_core::plan::Limits {
+                max_body_bytes: self.limits.max_message_bytes,
+                group_max_members: self.limits.group_max_members,
+                channel_max_members: self.limits.channel_max_members,
+            },
+            session_ttl: Duration::from_secs(self.auth.session_ttl_hours * 3600),
+            min_password_chars: self.auth.min_password_chars,
+            max_password_chars: self.auth.max_password_chars,
+            max_batch: self.realtime.max_batch,
+            pipeline_queue: self.realtime.pipeline_queue,
+            connection_queue_frames: self.realtime.connection_queue_frames,
+            connection_queue_bytes: self.realtime.connection_queue_bytes,
+            member_cache_conversations: self.realtime.member_cache_conversations,
+            external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
+            max_concurrent_hashes: 2,
+        }
+    }
+
+    pub fn api(&self) -> medhub_api::ApiConfig {
+        let r = &self.realtime;
+        medhub_api::ApiConfig {
+            heartbeat_interval: Duration::from_secs(r.heartbeat_interval_secs),
+            heartbeat_timeout: Duration::from_secs(r.heartbeat_timeout_secs),
+            hello_timeout: Duration::from_secs(r.hello_timeout_secs),
+            write_timeout: Duration::from_secs(r.write_timeout_secs),
+            max_frame_bytes: self.limits.max_frame_bytes,
+            max_http_body_bytes: self.limits.max_http_body_bytes,
+            frames_per_second: self.limits.frames_per_second,
+            frame_burst: self.limits.frame_burst,
+            max_in_flight: self.limits.max_in_flight,
+            max_connections: self.limits.max_connections,
+            long_poll_max: Duration::from_secs(r.long_poll_max_secs),
+            ws_read_buffer_bytes: r.ws_read_buffer_bytes,
+            ws_write_buffer_bytes: r.ws_write_buffer_bytes,
+        }
+    }
+
+    pub fn location(&self) -> medhub_store::Location {
+        match &self.storage.database_url {
+            Some(url) => {
+                medhub_store::Location::Postgres { url: url.0.clone(), pool_size: self.storage.postgres_pool_size }
+            }
+            None => medhub_store::Location::Sqlite { data_dir: self.storage.data_dir.clone() },
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets replaced.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        if c.storage.database_url.is_some() {
+            c.storage.database_url = Some(Secret("<redacted>".into()));
+        }
+        toml::to_string_pretty(&c).unwrap_or_default()
+    }
+}
+
+/// A figment error as lines an operator can act on, naming the key and where it came from.
+fn describe(e: figment::Error) -> String {
+    e.into_iter().map(|err| err.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Renders `medhub.example.toml` from the doc comments and defaults of [`Config`].
+pub fn example_toml() -> String {
+    let schema = schemars::schema_for!(Config);
+    let root = serde_json::to_value(&schema).unwrap_or_default();
+    let defs = root.get("$defs").cloned().unwrap_or_default();
+    let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+    let mut out = String::from(
+        "# medhub configuration: every setting with its default.\n\
+         # Generated from the typed configuration (`medhub example-config`); do not edit by hand.\n\
+         # Every key can also be set in the environment as MEDHUB__SECTION__KEY, for example\n\
+         # MEDHUB__SERVER__LISTEN=0.0.0.0:8080. Command-line flags override both.\n",
+    );
+    let Some(sections) = root.get("properties").and_then(|p| p.as_object()) else { return out };
+    for (section, prop) in sections {
+        out.push('\n');
+        for line in text(prop, &defs).lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        out.push_str(&format!("[{section}]\n"));
+        let def = resolve(prop, &defs);
+        let Some(fields) = def.get("properties").and_then(|p| p.as_object()) else { continue };
+        for (key, field) in fields {
+            for line in text(field, &defs).lines() {
+                out.push_str(&format!("# {line}\n"));
+            }
+            match defaults.get(section).and_then(|s| s.get(key)) {
+                Some(serde_json::Value::Null) | None => out.push_str(&format!("# {key} = \n")),
+                Some(v) => out.push_str(&format!("{key} = {}\n", toml_value(v))),
+            }
+        }
+    }
+    out
+}
+
+fn resolve<'a>(v: &'a serde_json::Value, defs: &'a serde_json::Value) -> &'a serde_json::Value {
+    match v.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.rsplit('/').next()) {
+        Some(name) => defs.get(name).unwrap_or(v),
+        None => v,
+    }
+}
+
+fn text(v: &serde_json::Value, defs: &serde_json::Value) -> String {
+    v.get("description")
+        .or_else(|| resolve(v, defs).get("description"))
+        .and_then(|d| d.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment provider that sees no variables.
+    fn no_env() -> Env {
+        Env::prefixed("MEDHUB_UNIT_TEST_UNSET__").split("__")
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:9000\"\n")?;
+            jail.set_env("MEDHUB__SERVER__LISTEN", "127.0.0.1:9200");
+            jail.set_env("MEDHUB__LIMITS__MAX_MESSAGE_BYTES", "8192");
+            let c = Config::load(Some(Path::new("c.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.listen.port(), 9200);
+            assert_eq!(c.limits.max_message_bytes, 8192);
+            jail.set_env("MEDHUB__LIMITS__NO_SUCH_KEY", "1");
+            let e = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("no_such_key"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_committed_example_is_current() {
+        let committed = include_str!("../../../medhub.example.toml");
+        assert_eq!(
+            committed,
+            example_toml(),
+            "medhub.example.toml is stale: run `cargo run -p medhub -- example-config > medhub.example.toml`"
+        );
+    }
+
+    #[test]
+    fn the_example_parses_back_to_the_defaults() {
+        let parsed: Config = toml::from_str(&example_toml()).expect("example parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_rejected_with_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:9000\"\nlistne = 1\n").unwrap();
+        let e = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap_err().to_string();
+        assert!(e.contains("listne"), "{e}");
+        std::fs::write(&f, "[limits]\nmax_message_bytes = \"big\"\n").unwrap();
+        let e = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap_err().to_string();
+        assert!(e.contains("max_message_bytes"), "{e}");
+        let e = Config::load_from(Some(&dir.path().join("missing.toml")), &Overrides::default(), no_env()).unwrap_err();
+        assert!(matches!(e, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn file_then_flags_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax_message_bytes = 4096\n").unwrap();
+        let c = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap();
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.limits.max_message_bytes, 4096);
+        let flags = Overrides { listen: Some("127.0.0.1:9100".parse().unwrap()), ..Default::default() };
+        let c = Config::load_from(Some(&f), &flags, no_env()).unwrap();
+        assert_eq!(c.server.listen.port(), 9100);
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let mut c = Config::default();
+        c.limits.max_frame_bytes = 1000;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.storage.database_url = Some(Secret("mysql://x".into()));
+        assert!(c.validate().unwrap_err().to_string().contains("postgres://"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::default();
+        c.storage.database_url = Some(Secret("postgres://u:hunter2@db/medhub".into()));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+}
