@@ -373,8 +373,9 @@ async fn run(
                 if last_heard.elapsed() > cfg.heartbeat_timeout {
                     return (Some(close::HEARTBEAT_TIMEOUT), "heartbeat timeout");
                 }
-                if state.services.clock.now() >= principal.session.expires_at {
-                    return (Some(close::SESSION_ENDED), "session expired");
+                // Revoked (sign-out elsewhere, deactivation) or expired: end the connection.
+                if !state.services.auth.session_valid(&principal.session).await.unwrap_or(true) {
+                    return (Some(close::SESSION_ENDED), "session ended");
                 }
                 if tokio::time::timeout(cfg.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.map_or(true, |r| r.is_err()) {
                     return (None, "");

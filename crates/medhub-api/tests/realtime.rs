@@ -1,5 +1,8 @@
 //! The real-time protocol end to end: a real server, real WebSocket clients, both databases.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use medhub_testkit::{Closed, Settings, TestServer, each_backend};

@@ -296,10 +296,10 @@ impl WsClient {
 
     /// The next frame of type `ty`, keeping the others in the backlog.
     pub async fn next_of_type(&mut self, ty: &str) -> Value {
-        if let Some(pos) = self.backlog.iter().position(|v| v["type"] == ty) {
-            if let Some(v) = self.backlog.remove(pos) {
-                return v;
-            }
+        if let Some(pos) = self.backlog.iter().position(|v| v["type"] == ty)
+            && let Some(v) = self.backlog.remove(pos)
+        {
+            return v;
         }
         loop {
             let v = self.read().await.unwrap_or_else(|e| panic!("waiting for {ty}: {e:#}"));

@@ -446,6 +446,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type.
     fn the_environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:9000\"\n")?;

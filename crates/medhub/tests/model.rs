@@ -12,6 +12,9 @@
 //! It prints its seed; `MEDHUB_MODEL_SEED=<seed>` replays a run, `MEDHUB_MODEL_STEPS` sets
 //! its length.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;

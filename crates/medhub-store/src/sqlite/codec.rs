@@ -119,8 +119,6 @@ pub(super) fn member(row: &Row<'_>, o: usize) -> rusqlite::Result<Member> {
     })
 }
 
-/// Same columns as [`MESSAGE_COLS`], qualified with table alias `m`.
-
 pub(super) fn message(row: &Row<'_>, o: usize) -> rusqlite::Result<Message> {
     let txn: String = row.get(o + 4)?;
     let hash = row.get_ref(o + 14)?.as_blob()?;

@@ -283,7 +283,7 @@ impl Store for SqliteStore {
     }
 
     async fn last_event_id(&self) -> Result<EventId, StoreError> {
-        self.read(|c| read::last_event_id(c)).await
+        self.read(read::last_event_id).await
     }
 
     async fn events_range(&self, after: EventId, up_to: EventId, limit: u32) -> Result<Vec<Event>, StoreError> {
