@@ -40,7 +40,6 @@ const MAX_REQUEST_ID: usize = 64;
 
 /// Close codes. See `docs/protocol.md`.
 pub mod close {
-    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_PAYLOAD: u16 = 1007;
