@@ -291,8 +291,11 @@ async fn run(
     let mut bucket = TokenBucket::new(cfg.frames_per_second, cfg.frame_burst, Instant::now());
     let mut limited_in_a_row = 0u32;
     let mut last_heard = Instant::now();
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
+    // Spread first ticks over one interval, so that connections opened together (a storm
+    // after an outage) do not all ping and re-check their session at the same instant.
+    let spread = cfg.heartbeat_interval.mul_f64((conn.id.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0);
+    let first = tokio::time::Instant::now() + cfg.heartbeat_interval / 2 + spread / 2;
+    let mut heartbeat = tokio::time::interval_at(first, cfg.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         match sub.next_batch(&mut out).await {

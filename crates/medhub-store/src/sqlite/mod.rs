@@ -12,6 +12,7 @@ mod codec;
 mod read;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,14 +22,14 @@ use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
 use medhub_core::{ConversationId, Event, EventId, MessageId, SessionId, UserId};
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::{Backend, ConversationView, HistoryPage, RecipientRow, Store, StoreError, UserRecord};
 
 /// Reader threads (and connections). Reads are short; two cores rarely need more.
 const READERS: usize = 4;
-/// Jobs waiting for the writer or a reader before callers block. Bounded so that a stalled
-/// disk pushes back on clients instead of growing memory.
+/// Jobs queued for the writer, and for the readers, before callers wait. Bounded so that a
+/// stalled disk pushes back on clients instead of growing memory.
 const QUEUE_BOUND: usize = 4_096;
 /// How often the checkpointer copies the WAL into the main database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -43,7 +44,9 @@ pub struct SqliteStore {
     /// The checkpointer holds a weak reference and stops when the store is dropped.
     _alive: std::sync::Arc<()>,
     writer: Sender<Job>,
+    writer_room: Arc<Semaphore>,
     readers: Sender<Job>,
+    readers_room: Arc<Semaphore>,
 }
 
 impl SqliteStore {
@@ -67,7 +70,14 @@ impl SqliteStore {
         }
         let alive = std::sync::Arc::new(());
         spawn_checkpointer(&path, std::sync::Arc::downgrade(&alive))?;
-        Ok(Self { path, _alive: alive, writer, readers })
+        Ok(Self {
+            path,
+            _alive: alive,
+            writer,
+            writer_room: Arc::new(Semaphore::new(QUEUE_BOUND)),
+            readers,
+            readers_room: Arc::new(Semaphore::new(QUEUE_BOUND)),
+        })
     }
 
     /// The database file.
@@ -75,27 +85,20 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn run<T, F>(queue: &Sender<Job>, f: F) -> Result<T, StoreError>
+    async fn run<T, F>(queue: &Sender<Job>, room: &Arc<Semaphore>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        // A permit per queued job: when the queue is full, callers wait here, asynchronously,
+        // instead of tying up threads.
+        let permit = room.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
+            drop(permit);
         });
-        // The bounded queue only fills when the disk stalls; wait for room off the runtime.
-        match queue.try_send(job) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(job)) => {
-                let queue = queue.clone();
-                tokio::task::spawn_blocking(move || queue.send(job))
-                    .await
-                    .map_err(|_| StoreError::Closed)?
-                    .map_err(|_| StoreError::Closed)?;
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
-        }
+        queue.try_send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -104,7 +107,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        Self::run(&self.writer, f).await
+        Self::run(&self.writer, &self.writer_room, f).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -112,7 +115,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        Self::run(&self.readers, f).await
+        Self::run(&self.readers, &self.readers_room, f).await
     }
 }
 
