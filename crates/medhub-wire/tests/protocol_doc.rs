@@ -63,7 +63,14 @@ fn every_server_example_parses_as_a_server_frame() {
             kinds.insert(kind.to_owned());
         }
     }
-    for k in ["message.created", "message.edited", "message.acknowledged", "receipt.updated", "member.added", "conversation.created"] {
+    for k in [
+        "message.created",
+        "message.edited",
+        "message.acknowledged",
+        "receipt.updated",
+        "member.added",
+        "conversation.created",
+    ] {
         assert!(kinds.contains(k), "no example of event {k}");
     }
 }
