@@ -56,10 +56,16 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// Marks a response as an error with this code, for the metrics layer.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorTag(pub ErrorCode);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = self.0.code;
         let mut resp = (status, Json(ErrorBody { error: self.0 })).into_response();
+        resp.extensions_mut().insert(ErrorTag(code));
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
@@ -81,4 +87,18 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let id = medhub_service::correlation_id();
     tracing::error!(correlation = %id, "handler panicked");
     ApiError(WireError::internal(id)).into_response()
+}
+
+/// Counts every REST error by code in `medhub_errors_total` (WebSocket errors are counted
+/// where they are sent).
+pub async fn count_errors(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    if let Some(ErrorTag(code)) = resp.extensions().get::<ErrorTag>() {
+        state.services.metrics.error(code.as_str());
+    }
+    resp
 }

@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), error::count_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()

@@ -93,6 +93,7 @@ pub async fn change_password(
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
 pub async fn me(Authed(p): Authed) -> ApiResult<Json<MeResponse>> {
+    p.require_active()?;
     Ok(Json(MeResponse {
         user: UserView::from(&p.user),
         session_id: p.session.id.as_uuid(),

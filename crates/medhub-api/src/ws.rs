@@ -59,7 +59,6 @@ pub fn routes() -> Router<AppState> {
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        state.services.metrics.error(ErrorCode::Overloaded.as_str());
         return ApiError::code(ErrorCode::Overloaded).into_response();
     };
     let c = state.config.clone();

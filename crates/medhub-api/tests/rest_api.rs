@@ -37,7 +37,11 @@ async fn another_session(s: &TestServer, user: &TestUser) -> TestUser {
     let (auth, store) = (s.services.auth.clone(), s.services.store.clone());
     let (id, username) = (user.id, user.username.clone());
     s.on_server(async move {
-        let u = store.user(UserId::from_uuid(id)).await.unwrap_or_else(|e| panic!("{e}")).expect("user exists");
+        let u = store
+            .user(UserId::from_uuid(id))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no user {id}"));
         let issued = auth.issue_session(&u, SessionState::Active).await.unwrap_or_else(|e| panic!("{e}"));
         TestUser { id, username, token: issued.token }
     })
@@ -51,9 +55,9 @@ async fn login(s: &TestServer, username: &str, password: &str) -> (u16, Value) {
 /// A signed-in user from a login answer.
 fn user_from_login(body: &Value) -> TestUser {
     TestUser {
-        id: body["user"]["id"].as_str().and_then(|s| s.parse().ok()).expect("user id"),
+        id: body["user"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no user id: {body}")),
         username: body["user"]["username"].as_str().unwrap_or_default().to_owned(),
-        token: body["token"].as_str().expect("token").to_owned(),
+        token: body["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned(),
     }
 }
 
@@ -190,14 +194,22 @@ each_backend! {
             (Method::GET, "/api/v1/users".into(), None),
             (Method::GET, format!("/api/v1/users/{u}"), None),
             (Method::GET, "/api/v1/conversations".into(), None),
-            (Method::POST, "/api/v1/conversations".into(), Some(json!({"kind": "direct", "members": [{"user_id": u}]}))),
+            (
+                Method::POST,
+                "/api/v1/conversations".into(),
+                Some(json!({"kind": "direct", "members": [{"user_id": u}]})),
+            ),
             (Method::GET, format!("/api/v1/conversations/{c}"), None),
             (Method::PATCH, format!("/api/v1/conversations/{c}"), Some(json!({"title": "x"}))),
             (Method::POST, format!("/api/v1/conversations/{c}/members"), Some(json!({"user_id": u}))),
             (Method::PATCH, format!("/api/v1/conversations/{c}/members/{u}"), Some(json!({"role": "owner"}))),
             (Method::DELETE, format!("/api/v1/conversations/{c}/members/{u}"), None),
             (Method::GET, format!("/api/v1/conversations/{c}/messages"), None),
-            (Method::POST, format!("/api/v1/conversations/{c}/messages"), Some(json!({"client_txn_id": "t", "body": "x"}))),
+            (
+                Method::POST,
+                format!("/api/v1/conversations/{c}/messages"),
+                Some(json!({"client_txn_id": "t", "body": "x"})),
+            ),
             (Method::POST, format!("/api/v1/conversations/{c}/receipts"), Some(json!({"read_seq": 1}))),
             (Method::POST, format!("/api/v1/conversations/{c}/typing"), None),
             (Method::GET, format!("/api/v1/messages/{m}"), None),
@@ -215,7 +227,7 @@ each_backend! {
                 wrong.push(format!("{method} {path} -> {status} {answer}"));
             }
         }
-        assert!(wrong.is_empty(), "not refused with 403 password_change_required:\n{}", wrong.join("\n"));
+        // (Asserted at the end, so that the rest of the flow is checked too.)
         // The real-time transport refuses it too.
         let mut ws = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
         ws.send(json!({"type": "hello", "token": newbie.token})).await;
@@ -245,6 +257,7 @@ each_backend! {
         let (status, body) = login(&s, "dr.new", new_password).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["password_change_required"], false);
+        assert!(wrong.is_empty(), "not refused with 403 password_change_required:\n{}", wrong.join("\n"));
     }
 }
 
@@ -385,7 +398,8 @@ each_backend! {
             for (method, template, body) in requests {
                 let mut answers = Vec::new();
                 for id in [real, missing] {
-                    let mut req = http.request(method.clone(), s.url(&template.replace("{}", id))).bearer_auth(&mallory.token);
+                    let mut req =
+                        http.request(method.clone(), s.url(&template.replace("{}", id))).bearer_auth(&mallory.token);
                     if let Some(b) = body {
                         req = req.json(b);
                     }
@@ -416,10 +430,12 @@ each_backend! {
         let (alice, bob) = (s.user("alice").await, s.user("bob").await);
         let (status, list) = s.get("/api/v1/users", &alice).await;
         assert_eq!(status, 200, "{list}");
-        let names: Vec<&str> = list["users"].as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
+        let names: Vec<&str> =
+            list["users"].as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
         assert_eq!(names, vec!["admin", "alice", "bob"], "sorted by username");
         let (_, page) = s.get("/api/v1/users?after=admin&limit=1", &alice).await;
-        let names: Vec<&str> = page["users"].as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
+        let names: Vec<&str> =
+            page["users"].as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
         assert_eq!(names, vec!["alice"]);
         for bad in ["limit=0", "limit=501", "limit=ten", "sort=name"] {
             let (status, body) = s.get(&format!("/api/v1/users?{bad}"), &alice).await;
@@ -442,7 +458,8 @@ each_backend! {
 each_backend! {
     async fn direct_group_and_channel_conversations_are_created_once(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
-        let (alice, bob, carol, dave) = (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
+        let (alice, bob, carol, dave) =
+            (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
         let direct = json!({"kind": "direct", "members": [{"user_id": bob.id}]});
         let (status, first) = s.post("/api/v1/conversations", &alice, direct.clone()).await;
         assert_eq!(status, 201, "{first}");
@@ -473,12 +490,17 @@ each_backend! {
             assert_error(&body, "direct_needs_two_members");
         }
         let (status, body) = s
-            .post("/api/v1/conversations", &alice, json!({"kind": "group", "title": "x", "members": [{"user_id": uuid::Uuid::now_v7()}]}))
+            .post(
+                "/api/v1/conversations",
+                &alice,
+                json!({"kind": "group", "title": "x", "members": [{"user_id": uuid::Uuid::now_v7()}]}),
+            )
             .await;
         assert_eq!(status, 404, "unknown member: {body}");
         assert_error(&body, "not_found");
-        let (status, body) =
-            s.post("/api/v1/conversations", &alice, json!({"kind": "group", "title": "x".repeat(201), "members": []})).await;
+        let (status, body) = s
+            .post("/api/v1/conversations", &alice, json!({"kind": "group", "title": "x".repeat(201), "members": []}))
+            .await;
         assert_eq!(status, 400, "{body}");
         assert_error(&body, "invalid_title");
 
@@ -506,18 +528,31 @@ each_backend! {
         assert_eq!(role_of(&group, dave.id), None);
         // Two groups with the same people are two groups.
         let (status, _) = s
-            .post("/api/v1/conversations", &alice, json!({"kind": "group", "title": "Ward 7 nights", "members": [{"user_id": bob.id}]}))
+            .post(
+                "/api/v1/conversations",
+                &alice,
+                json!({"kind": "group", "title": "Ward 7 nights", "members": [{"user_id": bob.id}]}),
+            )
             .await;
         assert_eq!(status, 201);
-        let (status, channel) =
-            s.post("/api/v1/conversations", &alice, json!({"kind": "channel", "title": "Hospital-wide", "members": [{"user_id": dave.id}]})).await;
+        let (status, channel) = s
+            .post(
+                "/api/v1/conversations",
+                &alice,
+                json!({"kind": "channel", "title": "Hospital-wide", "members": [{"user_id": dave.id}]}),
+            )
+            .await;
         assert_eq!(status, 201, "{channel}");
         assert_eq!(channel["conversation"]["kind"], "channel");
         let channel_id = channel["conversation"]["id"].as_str().unwrap().to_owned();
 
         let ids = |list: &Value| -> Vec<String> {
-            let mut v: Vec<String> =
-                list["conversations"].as_array().unwrap().iter().filter_map(|c| c["id"].as_str().map(str::to_owned)).collect();
+            let mut v: Vec<String> = list["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                .collect();
             v.sort();
             v
         };
@@ -532,6 +567,39 @@ each_backend! {
         assert_eq!(status, 200);
         assert_eq!(detail["conversation"]["role"], "read_only");
         assert_eq!(s.get(&format!("/api/v1/conversations/{group_id}"), &dave).await.0, 404);
+    }
+}
+
+each_backend! {
+    async fn concurrent_direct_creates_converge_on_one_conversation(db) {
+        let s = TestServer::start_on(db, Settings::default()).await;
+        let (alice, bob) = (s.user("alice").await, s.user("bob").await);
+        // Both people open the chat at once, several times over (double taps, two devices).
+        let mut tasks = Vec::new();
+        for n in 0..8 {
+            let (me, other) = if n % 2 == 0 { (&alice, &bob) } else { (&bob, &alice) };
+            let url = s.url("/api/v1/conversations");
+            let token = me.token.clone();
+            let body = json!({"kind": "direct", "members": [{"user_id": other.id}]});
+            tasks.push(tokio::spawn(async move {
+                let resp = reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let v: Value = resp.json().await.unwrap();
+                (status, v["conversation"]["id"].as_str().map(str::to_owned))
+            }));
+        }
+        let mut created = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        for t in tasks {
+            let (status, id) = t.await.unwrap();
+            assert!(status == 201 || status == 200, "{status}");
+            created += usize::from(status == 201);
+            ids.insert(id.expect("an id"));
+        }
+        assert_eq!(ids.len(), 1, "one conversation: {ids:?}");
+        assert_eq!(created, 1, "created exactly once");
+        let (_, list) = s.get("/api/v1/conversations", &alice).await;
+        assert_eq!(list["conversations"].as_array().map(Vec::len), Some(1), "{list}");
     }
 }
 
@@ -602,8 +670,9 @@ each_backend! {
         assert_eq!(seen_by_bob["conversation"]["title"], "ICU handover");
         // A direct conversation has no title to change.
         let direct = s.conversation(&alice, "direct", &[&bob]).await;
-        let (status, body) =
-            s.call(Method::PATCH, &format!("/api/v1/conversations/{direct}"), Some(&alice), Some(json!({"title": "us"}))).await;
+        let (status, body) = s
+            .call(Method::PATCH, &format!("/api/v1/conversations/{direct}"), Some(&alice), Some(json!({"title": "us"})))
+            .await;
         assert!(status == 403 || status == 409, "{status} {body}");
         let (_, d) = s.get(&format!("/api/v1/conversations/{direct}"), &alice).await;
         assert_eq!(d["conversation"]["title"], Value::Null);
@@ -613,7 +682,8 @@ each_backend! {
 each_backend! {
     async fn membership_changes_answer_with_their_documented_codes(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
-        let (alice, bob, carol, dave) = (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
+        let (alice, bob, carol, dave) =
+            (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
         let conv = s.conversation(&alice, "group", &[&bob]).await;
         let members = format!("/api/v1/conversations/{conv}/members");
         let member = |u: &TestUser| format!("{members}/{}", u.id);
@@ -640,7 +710,8 @@ each_backend! {
         let (status, body) = s.call(Method::DELETE, &member(&dave), Some(&alice), None).await;
         assert_eq!(status, 404, "{body}");
         assert_error(&body, "not_member");
-        let (status, body) = s.call(Method::PATCH, &member(&carol), Some(&bob), Some(json!({"role": "read_only"}))).await;
+        let (status, body) =
+            s.call(Method::PATCH, &member(&carol), Some(&bob), Some(json!({"role": "read_only"}))).await;
         assert_eq!(status, 403, "{body}");
         assert_error(&body, "forbidden");
         let (status, body) = s.call(Method::DELETE, &member(&carol), Some(&bob), None).await;
@@ -648,7 +719,8 @@ each_backend! {
         assert_error(&body, "forbidden");
 
         // The only owner can neither step down nor leave while others remain.
-        let (status, body) = s.call(Method::PATCH, &member(&alice), Some(&alice), Some(json!({"role": "member"}))).await;
+        let (status, body) =
+            s.call(Method::PATCH, &member(&alice), Some(&alice), Some(json!({"role": "member"}))).await;
         assert_eq!(status, 409, "{body}");
         assert_error(&body, "last_owner");
         let (status, body) = s.call(Method::DELETE, &member(&alice), Some(&alice), None).await;
@@ -681,8 +753,9 @@ each_backend! {
             assert_eq!(status, 409, "{body}");
             assert_error(&body, "direct_members_fixed");
         }
-        let (status, body) =
-            s.call(Method::PATCH, &format!("{dmembers}/{}", bob.id), Some(&alice), Some(json!({"role": "owner"}))).await;
+        let (status, body) = s
+            .call(Method::PATCH, &format!("{dmembers}/{}", bob.id), Some(&alice), Some(json!({"role": "owner"})))
+            .await;
         assert_eq!(status, 409, "{body}");
         assert_error(&body, "direct_members_fixed");
     }
@@ -693,14 +766,20 @@ each_backend! {
         let mut settings = Settings::default();
         settings.service.limits.group_max_members = 3;
         let s = TestServer::start_on(db, settings).await;
-        let (alice, bob, carol, dave) = (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
+        let (alice, bob, carol, dave) =
+            (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
         let conv = s.conversation(&alice, "group", &[&bob, &carol]).await;
-        let (status, body) = s.post(&format!("/api/v1/conversations/{conv}/members"), &alice, json!({"user_id": dave.id})).await;
+        let (status, body) =
+            s.post(&format!("/api/v1/conversations/{conv}/members"), &alice, json!({"user_id": dave.id})).await;
         assert_eq!(status, 409, "{body}");
         assert_error(&body, "too_many_members");
         let (status, body) = s
-            .post("/api/v1/conversations", &alice, json!({"kind": "group", "title": "big",
-                "members": [{"user_id": bob.id}, {"user_id": carol.id}, {"user_id": dave.id}]}))
+            .post(
+                "/api/v1/conversations",
+                &alice,
+                json!({"kind": "group", "title": "big",
+                "members": [{"user_id": bob.id}, {"user_id": carol.id}, {"user_id": dave.id}]}),
+            )
             .await;
         assert_eq!(status, 409, "{body}");
         assert_error(&body, "too_many_members");
@@ -765,7 +844,8 @@ each_backend! {
         let (mut b, _) = s.connect(&bob, None).await;
         let path = format!("/api/v1/conversations/{conv}/messages");
 
-        let (status, first) = s.post(&path, &alice, json!({"client_txn_id": "t1", "body": "BP 80/40", "priority": "critical"})).await;
+        let (status, first) =
+            s.post(&path, &alice, json!({"client_txn_id": "t1", "body": "BP 80/40", "priority": "critical"})).await;
         assert_eq!(status, 201, "{first}");
         assert_eq!(first["duplicate"], false);
         assert_eq!(first["message"]["seq"], 1);
@@ -777,7 +857,8 @@ each_backend! {
         assert_eq!(e["kind"], "message.created");
         assert_eq!(e["message"], first["message"]);
 
-        let (status, again) = s.post(&path, &alice, json!({"client_txn_id": "t1", "body": "BP 80/40", "priority": "critical"})).await;
+        let (status, again) =
+            s.post(&path, &alice, json!({"client_txn_id": "t1", "body": "BP 80/40", "priority": "critical"})).await;
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["duplicate"], true);
         assert_eq!(again["message"], first["message"]);
@@ -789,7 +870,8 @@ each_backend! {
         assert_eq!(status, 201, "{bobs}");
         assert_eq!(bobs["message"]["seq"], 2);
 
-        let (status, body) = s.post(&path, &alice, json!({"client_txn_id": "big", "body": "x".repeat(16 * 1024 + 1)})).await;
+        let (status, body) =
+            s.post(&path, &alice, json!({"client_txn_id": "big", "body": "x".repeat(16 * 1024 + 1)})).await;
         assert_eq!(status, 413, "{body}");
         assert_error(&body, "message_too_large");
         let (status, _) = s.post(&path, &alice, json!({"client_txn_id": "max", "body": "x".repeat(16 * 1024)})).await;
@@ -806,17 +888,24 @@ each_backend! {
         let first_id = first["message"]["id"].as_str().unwrap();
         let (_, elsewhere) = send_rest(&s, &alice, &other, "o1", "other ward").await;
         for parent in [json!(uuid::Uuid::now_v7()), elsewhere["message"]["id"].clone()] {
-            let (status, body) = s.post(&path, &alice, json!({"client_txn_id": "r1", "body": "re", "reply_to": parent})).await;
+            let (status, body) =
+                s.post(&path, &alice, json!({"client_txn_id": "r1", "body": "re", "reply_to": parent})).await;
             assert_eq!(status, 400, "{parent}: {body}");
             assert_error(&body, "invalid_reply_to");
         }
-        let (status, reply) = s.post(&path, &bob, json!({"client_txn_id": "r1", "body": "on my way", "reply_to": first_id})).await;
+        let (status, reply) =
+            s.post(&path, &bob, json!({"client_txn_id": "r1", "body": "on my way", "reply_to": first_id})).await;
         assert_eq!(status, 201, "{reply}");
         assert_eq!(reply["message"]["reply_to"], first_id);
 
         // Read-only members read but do not write.
         let (status, _) = s
-            .call(Method::PATCH, &format!("/api/v1/conversations/{conv}/members/{}", bob.id), Some(&alice), Some(json!({"role": "read_only"})))
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/conversations/{conv}/members/{}", bob.id),
+                Some(&alice),
+                Some(json!({"role": "read_only"})),
+            )
             .await;
         assert_eq!(status, 200);
         let (status, body) = send_rest(&s, &bob, &conv, "ro", "may I?").await;
@@ -826,7 +915,8 @@ each_backend! {
         // Only the accepted sends are in the history, in order.
         let (_, page) = s.get(&path, &alice).await;
         assert_eq!(seqs(&page), vec![1, 2, 3, 4]);
-        let bodies: Vec<&str> = page["messages"].as_array().unwrap().iter().filter_map(|m| m["body"].as_str()).collect();
+        let bodies: Vec<&str> =
+            page["messages"].as_array().unwrap().iter().filter_map(|m| m["body"].as_str()).collect();
         assert_eq!(bodies[0], "BP 80/40");
         assert_eq!(bodies[3], "on my way");
     }

@@ -244,16 +244,18 @@ impl Messaging {
         Ok((message, rows))
     }
 
-    /// Relays "typing" to the other members' connections. Ephemeral: never stored.
+    /// Relays "typing" to the other members' connections (not to the typist's own devices).
+    /// Ephemeral: never stored.
     pub async fn typing(&self, p: &Principal, conn_id: u64, id: ConversationId) -> Result<(), ServiceError> {
         p.require_active()?;
         let (conv, _) = self.visible(p.user_id(), id).await?;
         if conv.kind == ConversationKind::Channel || conv.member_count as usize > TYPING_MAX_MEMBERS {
             return Ok(());
         }
+        let me = p.user_id();
         let members: Vec<UserId> = match self.hub.cached_members(id) {
-            Some(m) => m.iter().copied().collect(),
-            None => self.store.members(id).await?.into_iter().map(|m| m.user).collect(),
+            Some(m) => m.iter().copied().filter(|u| *u != me).collect(),
+            None => self.store.members(id).await?.into_iter().map(|m| m.user).filter(|u| *u != me).collect(),
         };
         let frame = frame_bytes(&ServerFrame::Typing { conversation_id: id.as_uuid(), user_id: p.user_id().as_uuid() });
         self.hub.send_ephemeral(members, Some(conn_id), frame);

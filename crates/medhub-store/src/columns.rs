@@ -91,7 +91,7 @@ pub(crate) struct EventRow {
     pub conv_kind: Option<ConversationKind>,
     /// The message's current state (created and edited events).
     pub message: Option<Message>,
-    /// The body of `revision` if it has been superseded (edited events).
+    /// The body of the event's revision if it has been superseded (created and edited events).
     pub superseded_body: Option<String>,
 }
 
@@ -129,7 +129,17 @@ impl EventRow {
                 role: self.role.ok_or_else(|| missing("role"))?,
             },
             "message.created" => {
-                EventKind::MessageCreated { message: Box::new(self.message.clone().ok_or_else(|| missing("message"))?) }
+                // The message as it was created: the original text, even if edited since
+                // (the edits follow as their own events), but never a recalled text.
+                let mut m = self.message.clone().ok_or_else(|| missing("message"))?;
+                if m.revision > 0 {
+                    if m.recall.is_none() {
+                        m.body = self.superseded_body.clone().ok_or_else(|| missing("original body"))?;
+                    }
+                    m.revision = 0;
+                    m.edited_at = None;
+                }
+                EventKind::MessageCreated { message: Box::new(m) }
             }
             "message.edited" => {
                 let m = self.message.as_ref().ok_or_else(|| missing("message"))?;

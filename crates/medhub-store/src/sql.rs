@@ -35,4 +35,4 @@ pub(crate) const EVENT_SELECT: &str = "SELECT e.id, e.conversation_id, e.kind, e
 pub(crate) const EVENT_JOINS: &str = " FROM events e
      LEFT JOIN messages m ON m.id = e.message_id AND e.kind IN ('message.created', 'message.edited')
      LEFT JOIN message_revisions r ON r.message_id = e.message_id AND r.revision = e.revision
-           AND e.kind = 'message.edited'";
+           AND e.kind IN ('message.created', 'message.edited')";

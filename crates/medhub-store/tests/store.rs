@@ -206,7 +206,7 @@ each_backend! {
         assert_eq!(all.len(), 8);
         assert_eq!(&all[2..], &plan.effects.events[..]);
         assert!(matches!(&all[0].kind, EventKind::ConversationCreated { members, .. } if members.len() == 2));
-        // A replayed message.created carries the message's current state: here, acknowledged.
+        // A replayed message.created carries the internal acknowledged flag as it is now.
         let acked = medhub_core::model::Message { acknowledged: true, ..m.clone() };
         assert!(matches!(&all[1].kind, EventKind::MessageCreated { message } if **message == acked));
         match &all[4].kind {
@@ -239,6 +239,13 @@ each_backend! {
             })
             .collect();
         assert_eq!(bodies, vec![Some("still wrong".to_owned()), Some("third".to_owned())]);
+        // The replayed creation shows the message as created: original text, revision 0.
+        let created = events.iter().find_map(|e| match &e.kind {
+            EventKind::MessageCreated { message } => Some(message.clone()),
+            _ => None,
+        });
+        let created = created.unwrap();
+        assert_eq!((created.body.as_str(), created.revision, created.edited_at), ("wrong patient", 0, None));
         let revisions = store.revisions(m.id).await.unwrap();
         assert_eq!(revisions.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), vec!["wrong patient", "still wrong"]);
         run(&store, vec![Command::RecallMessage { actor: Actor::User(a), message: m.id }]).await;
