@@ -22,6 +22,21 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+
+/// The log filter for `spec` (EnvFilter syntax), with the libraries that would log frame
+/// payloads (message bodies, tokens) at debug or trace held at `info` whatever `spec` asks.
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for quiet in
+        ["tungstenite=info", "tokio_tungstenite=info", "hyper=info", "h2=info", "tokio_postgres=info", "rusqlite=info"]
+    {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
 pub use ws::close;
 
 /// Settings of the HTTP and real-time layer.

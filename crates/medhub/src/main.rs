@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use medhub_core::SystemClock;
 use medhub_service::Services;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat, Overrides};
 
@@ -82,7 +81,8 @@ impl StoreArgs {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = medhub_api::log_filter(&spec);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -139,7 +139,7 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Admin commands log only warnings, so that their standard output stays scriptable.
 fn init_logging_quiet(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = medhub_api::log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

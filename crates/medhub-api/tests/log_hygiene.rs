@@ -1,0 +1,115 @@
+//! Logs never contain message bodies, passwords or tokens, even at the most verbose level.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use medhub_core::model::SystemRole;
+use medhub_service::auth::NewUser;
+use medhub_store::Backend;
+use medhub_testkit::{Settings, TestServer};
+use serde_json::json;
+
+/// Collects everything every subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
+    let s = TestServer::start_with(backend, Settings::default()).await;
+    let password = "SECRET-PASSWORD-4b1d9c";
+    let auth = s.services.auth.clone();
+    s.on_server(async move {
+        auth.bootstrap("Log Hospital", "admin").await.unwrap();
+        auth.create_user(NewUser {
+            username: "nurse".into(),
+            display_name: "Nurse".into(),
+            role: SystemRole::User,
+            password: Some(password.into()),
+            must_change_password: false,
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    let bob = s.user("bob").await;
+    let (_, login) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "nurse", "password": password})),
+        )
+        .await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    let wrong = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "nurse", "password": "WRONG-PASSWORD-77aa"})),
+        )
+        .await;
+    assert_eq!(wrong.0, 401);
+    let nurse = medhub_testkit::TestUser { id: uuid::Uuid::nil(), username: "nurse".into(), token: token.clone() };
+    let conv = s.conversation(&nurse, "direct", &[&bob]).await;
+    let (mut ws, _) = s.connect(&nurse, None).await;
+    let body = "PATIENT-BODY-Jane-Doe-MRN-99812";
+    let sent = ws.request(json!({"type": "send", "conversation_id": conv, "client_txn_id": "t1", "body": body})).await;
+    assert_eq!(sent["type"], "sent");
+    let edit =
+        ws.request(json!({"type": "edit", "message_id": sent["message"]["id"], "body": "PATIENT-EDIT-Jane-Doe"})).await;
+    assert_eq!(edit["type"], "edited");
+    // Errors, too, must not echo bodies into the log.
+    let bad = ws.request(json!({"type": "send", "conversation_id": uuid::Uuid::now_v7(), "client_txn_id": "t2", "body": "PATIENT-REJECTED-body"})).await;
+    assert_eq!(bad["type"], "error");
+    let (_, page) = s.get(&format!("/api/v1/conversations/{conv}/messages"), &nurse).await;
+    assert_eq!(page["messages"][0]["body"], "PATIENT-EDIT-Jane-Doe");
+    drop(ws);
+    drop(s);
+    assert!(!capture.0.lock().unwrap().is_empty(), "the capture saw the server's logs");
+    vec![
+        password.to_owned(),
+        "WRONG-PASSWORD-77aa".to_owned(),
+        token,
+        bob.token,
+        body.to_owned(),
+        "PATIENT-EDIT".to_owned(),
+        "PATIENT-REJECTED".to_owned(),
+        "Jane-Doe".to_owned(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_log_on_either_backend() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The filter the server installs, asked for everything.
+    tracing_subscriber::fmt()
+        .with_env_filter(medhub_api::log_filter("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .try_init()
+        .unwrap();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let secrets = exercise(backend, &capture).await;
+        let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+        for secret in secrets {
+            if let Some(pos) = log.find(&secret) {
+                let start = log[..pos].rfind('\n').map_or(0, |i| i + 1);
+                let end = log[pos..].find('\n').map_or(log.len(), |i| pos + i);
+                panic!("{backend:?}: the log contains {secret:?} in: {}", &log[start..end]);
+            }
+        }
+    }
+}

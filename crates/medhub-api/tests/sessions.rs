@@ -1,0 +1,43 @@
+//! Session lifetime under a clock the test controls: expiry ends REST access and closes live
+//! sockets at their next heartbeat, without the test waiting twelve hours.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::ManualClock;
+use medhub_testkit::{Closed, Settings, TestServer, each_backend};
+use serde_json::json;
+
+each_backend! {
+    async fn expired_sessions_lose_access_and_their_sockets(db) {
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let s = TestServer::start_on(db, Settings {
+            clock: clock.clone(),
+            api: medhub_api::ApiConfig {
+                heartbeat_interval: Duration::from_millis(100),
+                heartbeat_timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        let alice = s.user("alice").await;
+        let (mut ws, _) = s.connect(&alice, None).await;
+        assert_eq!(s.get("/api/v1/me", &alice).await.0, 200);
+        // Just before the 12-hour lifetime ends, everything still works.
+        clock.advance(SignedDuration::from_hours(12) - SignedDuration::from_secs(60));
+        assert_eq!(s.get("/api/v1/me", &alice).await.0, 200);
+        assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
+        // Past it, REST refuses and the socket is closed with 4003 at its next heartbeat.
+        clock.advance(SignedDuration::from_secs(120));
+        let (status, body) = s.get("/api/v1/me", &alice).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+        assert_eq!(ws.closed().await, Closed::Code(4003));
+        let mut again = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
+        again.send(json!({"type": "hello", "token": alice.token})).await;
+        assert_eq!(again.next().await.unwrap()["error"]["code"], "unauthenticated");
+    }
+}
