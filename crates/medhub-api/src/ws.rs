@@ -32,7 +32,7 @@ use crate::error::{ApiError, wire_error};
 use crate::ratelimit::TokenBucket;
 
 /// Buffered outgoing bytes that force a flush in the middle of a batch.
-const FLUSH_EVERY: usize = 256 * 1024;
+const FLUSH_EVERY: usize = 64 * 1024;
 /// Consecutive rate-limited frames after which the connection is closed (4029).
 const FLOOD_CLOSE_AFTER: u32 = 200;
 /// Longest accepted request id.
@@ -120,10 +120,15 @@ async fn write_watching(
     conn: &medhub_service::Conn,
     timeout: Duration,
 ) -> Write {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
+    use futures_util::FutureExt;
     let write = write_frames(socket, out);
     tokio::pin!(write);
+    // Almost every write completes at once (the socket has room): no timer, no waiter.
+    if let Some(r) = (&mut write).now_or_never() {
+        return if r.is_ok() { Write::Done } else { Write::Failed };
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
     loop {
         tokio::select! {
             r = &mut write => return if r.is_ok() { Write::Done } else { Write::Failed },
@@ -207,25 +212,38 @@ impl Drop for Registration {
     }
 }
 
+/// A connection's task. Its future stays resident for the connection's whole life, so its
+/// size is per-connection memory: the one-off phases (hello, closing) and the rare branches
+/// are boxed so that they cost heap only while they run.
 async fn connection(state: AppState, mut socket: WebSocket, _permit: OwnedSemaphorePermit) {
+    let Some((principal, mut sub, _registration)) = Box::pin(open(&state, &mut socket)).await else { return };
+    let (code, reason) = run(&state, &mut socket, &mut sub, &principal).await;
+    if let Some(code) = code {
+        Box::pin(send_close(&mut socket, code, reason)).await;
+    }
+}
+
+/// The hello phase: authenticate, register with the hub, start the subscription and answer
+/// `ready`. `None` when the connection was refused or went away.
+async fn open(state: &AppState, socket: &mut WebSocket) -> Option<(Arc<Principal>, Subscription, Registration)> {
     let cfg = state.config.clone();
     let services = &state.services;
-    let (token, resume) = match tokio::time::timeout(cfg.hello_timeout, read_hello(&mut socket)).await {
+    let (token, resume) = match tokio::time::timeout(cfg.hello_timeout, read_hello(socket)).await {
         Err(_) => {
             send_bytes(
-                &mut socket,
+                socket,
                 error_frame(None, WireError::with_message(ErrorCode::Unauthenticated, "no hello in time")),
             )
             .await;
-            send_close(&mut socket, close::UNAUTHENTICATED, "hello timeout").await;
-            return;
+            send_close(socket, close::UNAUTHENTICATED, "hello timeout").await;
+            return None;
         }
-        Ok(Err(HelloError::Closed)) => return,
+        Ok(Err(HelloError::Closed)) => return None,
         Ok(Err(HelloError::Refuse(err, code, reason))) => {
             services.metrics.error(err.code.as_str());
-            send_bytes(&mut socket, error_frame(None, err)).await;
-            send_close(&mut socket, code, reason).await;
-            return;
+            send_bytes(socket, error_frame(None, err)).await;
+            send_close(socket, code, reason).await;
+            return None;
         }
         Ok(Ok(hello)) => hello,
     };
@@ -234,21 +252,21 @@ async fn connection(state: AppState, mut socket: WebSocket, _permit: OwnedSemaph
         Err(e) => {
             let err = wire_error(&e);
             services.metrics.error(err.code.as_str());
-            send_bytes(&mut socket, error_frame(None, err)).await;
-            send_close(&mut socket, close::UNAUTHENTICATED, "unauthenticated").await;
-            return;
+            send_bytes(socket, error_frame(None, err)).await;
+            send_close(socket, close::UNAUTHENTICATED, "unauthenticated").await;
+            return None;
         }
     };
     drop(token);
     let hub = services.hub.clone();
     let conn = hub.register(principal.user.id, principal.session.id);
-    let _registration = Registration(hub.clone(), conn.clone());
-    let mut sub = match Subscription::start(hub, conn.clone(), resume.map(EventId::new)) {
+    let registration = Registration(hub.clone(), conn.clone());
+    let sub = match Subscription::start(hub, conn, resume.map(EventId::new)) {
         Ok(s) => s,
         Err(e) => {
-            send_bytes(&mut socket, error_frame(None, wire_error(&e))).await;
-            send_close(&mut socket, close::RESYNC_REQUIRED, "cursor out of range").await;
-            return;
+            send_bytes(socket, error_frame(None, wire_error(&e))).await;
+            send_close(socket, close::RESYNC_REQUIRED, "cursor out of range").await;
+            return None;
         }
     };
     let ready = ServerFrame::Ready {
@@ -266,13 +284,10 @@ async fn connection(state: AppState, mut socket: WebSocket, _permit: OwnedSemaph
             max_in_flight: cfg.max_in_flight,
         },
     };
-    if !send_bytes(&mut socket, frame_bytes(&ready)).await {
-        return;
+    if !send_bytes(socket, frame_bytes(&ready)).await {
+        return None;
     }
-    let (code, reason) = run(&state, &mut socket, &mut sub, &principal).await;
-    if let Some(code) = code {
-        send_close(&mut socket, code, reason).await;
-    }
+    Some((principal, sub, registration))
 }
 
 /// The live phase. Returns the close code to send (if the socket is still usable).
@@ -316,7 +331,7 @@ async fn run(
             };
         }
         if !out.is_empty() {
-            match write_watching(socket, &mut out, &conn, cfg.write_timeout).await {
+            match Box::pin(write_watching(socket, &mut out, &conn, cfg.write_timeout)).await {
                 Write::Done => continue,
                 Write::Failed => return (None, ""),
                 // Overflowed or kicked while a write was stuck: the top of the loop closes it.
@@ -330,9 +345,11 @@ async fn run(
             }
         }
         let busy = inflight.as_ref().map_or(0, FuturesUnordered::len);
+        // Shutdown reaches this loop as a kick (the hub kicks every connection), so no
+        // branch waits on the shutdown token: that would register a waiter on one shared
+        // lock per connection per loop.
         tokio::select! {
             biased;
-            _ = state.shutdown.cancelled() => return (Some(close::GOING_AWAY), "server shutting down"),
             _ = sub.wait() => {}
             Some(reply) = async { match inflight.as_mut() { Some(f) if !f.is_empty() => f.next().await, _ => std::future::pending().await } } => {
                 if let Some(frame) = reply {
@@ -374,11 +391,13 @@ async fn run(
                 if last_heard.elapsed() > cfg.heartbeat_timeout {
                     return (Some(close::HEARTBEAT_TIMEOUT), "heartbeat timeout");
                 }
-                // Revoked (sign-out elsewhere, deactivation) or expired: end the connection.
-                if !state.services.auth.session_valid(&principal.session).await.unwrap_or(true) {
-                    return (Some(close::SESSION_ENDED), "session ended");
+                // Expired: end the connection. (Revocations arrive as kicks from the hub's
+                // session sweeper, within its interval.)
+                if state.services.clock.now() >= principal.session.expires_at {
+                    return (Some(close::SESSION_ENDED), "session expired");
                 }
-                if tokio::time::timeout(cfg.write_timeout, socket.send(Message::Ping(Bytes::new()))).await.map_or(true, |r| r.is_err()) {
+                let ping = Box::pin(tokio::time::timeout(cfg.write_timeout, socket.send(Message::Ping(Bytes::new()))));
+                if ping.await.map_or(true, |r| r.is_err()) {
                     return (None, "");
                 }
             }

@@ -41,3 +41,26 @@ each_backend! {
         assert_eq!(again.next().await.unwrap()["error"]["code"], "unauthenticated");
     }
 }
+
+each_backend! {
+    async fn sessions_revoked_elsewhere_close_their_sockets(db) {
+        let s = TestServer::start_on(db, Settings {
+            service: medhub_service::ServiceConfig {
+                session_sweep_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await;
+        let (alice, bob) = (s.user("alice").await, s.user("bob").await);
+        let (mut a, _) = s.connect(&alice, None).await;
+        let (mut b, _) = s.connect(&bob, None).await;
+        // Deactivate Alice the way `medhub admin` does, through the store, not this server's hub.
+        let store = s.services.store.clone();
+        let id = medhub_core::UserId::from_uuid(alice.id);
+        s.on_server(async move { store.set_user_active(id, false, Timestamp::now()).await.unwrap() }).await;
+        assert_eq!(a.closed().await, Closed::Code(4003));
+        // Bob is untouched.
+        assert_eq!(b.request(json!({"type": "ping"})).await["type"], "pong");
+    }
+}

@@ -73,7 +73,6 @@ pub struct Conn {
     notify: Notify,
     max_frames: usize,
     max_bytes: usize,
-    metrics: Arc<Metrics>,
     presence: Mutex<Vec<UserId>>,
 }
 
@@ -86,15 +85,12 @@ impl Conn {
             return;
         }
         if q.items.len() >= self.max_frames || q.bytes + item.len() > self.max_bytes {
-            self.metrics.queued_frames.dec_by(q.items.len() as i64);
             q.items = VecDeque::new();
             q.bytes = 0;
             q.overflowed = true;
         } else {
             q.bytes += item.len();
             q.items.push_back(item);
-            self.metrics.queued_frames.inc();
-            self.metrics.deliveries.inc();
         }
         drop(q);
         self.notify.notify_one();
@@ -129,7 +125,6 @@ impl Conn {
     fn take(&self, out: &mut VecDeque<Outbound>) -> bool {
         let mut q = self.queue.lock();
         let overflowed = q.overflowed;
-        self.metrics.queued_frames.dec_by(q.items.len() as i64);
         std::mem::swap(out, &mut q.items);
         q.bytes = 0;
         overflowed
@@ -137,7 +132,6 @@ impl Conn {
 
     fn reset(&self) {
         let mut q = self.queue.lock();
-        self.metrics.queued_frames.dec_by(q.items.len() as i64);
         q.items = VecDeque::new();
         q.bytes = 0;
         q.overflowed = false;
@@ -218,7 +212,6 @@ impl Hub {
             notify: Notify::new(),
             max_frames: self.config.connection_queue_frames,
             max_bytes: self.config.connection_queue_bytes,
-            metrics: self.metrics.clone(),
             presence: Mutex::new(Vec::new()),
         });
         let came_online = {
@@ -271,6 +264,51 @@ impl Hub {
         }
     }
 
+    /// Closes every connection of any of these sessions, in one pass over the connections.
+    pub fn kick_sessions(&self, sessions: &std::collections::HashSet<SessionId>) -> usize {
+        let mut kicked = 0;
+        for list in self.conns.read().values() {
+            for c in list.iter().filter(|c| sessions.contains(&c.session)) {
+                c.kick();
+                kicked += 1;
+            }
+        }
+        kicked
+    }
+
+    /// Frames waiting in every connection's queue (for the metrics scrape).
+    pub fn queued_frames(&self) -> usize {
+        self.conns.read().values().flat_map(|l| l.iter()).map(|c| c.depth()).sum()
+    }
+
+    /// Closes the connections of sessions revoked anywhere (another node, `medhub admin`),
+    /// checking the store every `interval`. Revocations on this node close sockets at once.
+    pub async fn run_session_sweeper(self: Arc<Self>, clock: Arc<dyn medhub_core::Clock>, interval: Duration) {
+        // Overlap successive windows generously: a revocation is never missed because of a
+        // small clock difference between nodes, and kicking twice is harmless.
+        let overlap = jiff::SignedDuration::from_secs(60);
+        let mut since = clock.now().checked_sub(overlap).unwrap_or(clock.now());
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = clock.now();
+            match self.store.revoked_sessions_since(since).await {
+                Ok(ids) if !ids.is_empty() => {
+                    let set: std::collections::HashSet<SessionId> = ids.into_iter().collect();
+                    let kicked = self.kick_sessions(&set);
+                    if kicked > 0 {
+                        tracing::info!(kicked, "closed connections of revoked sessions");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check for revoked sessions");
+                    continue;
+                }
+            }
+            since = now.checked_sub(overlap).unwrap_or(now);
+        }
+    }
+
     /// Closes every connection of a user (after deactivation).
     pub fn kick_user(&self, user: UserId) {
         if let Some(list) = self.conns.read().get(&user) {
@@ -292,13 +330,16 @@ impl Hub {
     /// Queues an ephemeral frame to every connection of these users except `skip`.
     pub fn send_ephemeral(&self, users: impl IntoIterator<Item = UserId>, skip: Option<u64>, frame: Bytes) {
         let conns = self.conns.read();
+        let mut delivered = 0u64;
         for u in users {
             if let Some(list) = conns.get(&u) {
                 for c in list.iter().filter(|c| Some(c.id) != skip) {
                     c.push(Outbound::Ephemeral(frame.clone()));
+                    delivered += 1;
                 }
             }
         }
+        self.metrics.deliveries.inc_by(delivered);
     }
 
     /// The cached members of a conversation, if the hub has them.
@@ -454,13 +495,16 @@ impl Hub {
         self.metrics.events_published.inc();
         let frame = event_frame(e);
         let conns = self.conns.read();
+        let mut delivered = 0u64;
         for u in targets {
             if let Some(list) = conns.get(&u) {
                 for c in list {
                     c.push(Outbound::Event { id: e.id, frame: frame.clone() });
+                    delivered += 1;
                 }
             }
         }
+        self.metrics.deliveries.inc_by(delivered);
     }
 }
 

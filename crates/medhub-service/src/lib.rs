@@ -63,6 +63,8 @@ pub struct ServiceConfig {
     pub external_poll_interval: Duration,
     /// Concurrent password hashes (each takes 19 MiB and a core for tens of milliseconds).
     pub max_concurrent_hashes: usize,
+    /// How often live connections of sessions revoked elsewhere are looked for and closed.
+    pub session_sweep_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -79,6 +81,7 @@ impl Default for ServiceConfig {
             member_cache_conversations: 100_000,
             external_poll_interval: Duration::from_millis(250),
             max_concurrent_hashes: 2,
+            session_sweep_interval: Duration::from_secs(5),
         }
     }
 }
@@ -123,9 +126,10 @@ impl Services {
         let (pipeline, writer) =
             Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
         let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
+        let sweeper = tokio::spawn(hub.clone().run_session_sweeper(clock.clone(), config.session_sweep_interval));
         let auth = AuthService::new(store.clone(), config.clone(), clock.clone());
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone());
         let services = Services { config, store, clock, metrics, auth, hub, pipeline, messaging };
-        Ok((services, Background { tasks: vec![writer, publisher] }))
+        Ok((services, Background { tasks: vec![writer, publisher, sweeper] }))
     }
 }

@@ -34,7 +34,7 @@ pub struct Metrics {
     pub events_published: Counter,
     /// Frames queued to connections (one per recipient connection).
     pub deliveries: Counter,
-    /// Frames waiting in connection queues, summed over connections.
+    /// Frames waiting in connection queues, summed over connections (sampled at scrape).
     pub queued_frames: Gauge,
     /// Connections closed because they fell too far behind.
     pub slow_consumer_closes: Counter,

@@ -141,6 +141,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError>;
     /// Marks a session fully active (after the one-time password was changed).
     async fn activate_session(&self, id: SessionId) -> Result<(), StoreError>;
+    /// Sessions revoked at or after `since` (sign-out, deactivation), for closing their
+    /// live connections on every node.
+    async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;
 
     // --- reads ------------------------------------------------------------------------------
 

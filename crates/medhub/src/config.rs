@@ -334,6 +334,7 @@ impl Config {
             member_cache_conversations: self.realtime.member_cache_conversations,
             external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
             max_concurrent_hashes: 2,
+            session_sweep_interval: Duration::from_secs(5),
         }
     }
 

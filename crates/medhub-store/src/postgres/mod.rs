@@ -25,7 +25,10 @@ pub(crate) const EVENT_LOG_LOCK: i64 = 0x6d65_6468_7562;
 /// Channel on which each commit announces its last event id.
 pub const NOTIFY_CHANNEL: &str = "medhub_events";
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_sessions_revoked_index.sql")),
+];
 
 /// The PostgreSQL-backed store.
 pub struct PgStore {
@@ -172,6 +175,17 @@ impl Store for PgStore {
         let client = self.pool.get().await?;
         client.execute("UPDATE sessions SET state = 'active' WHERE id = $1", &[&id.as_uuid()]).await?;
         Ok(())
+    }
+
+    async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
+                &[&since.as_microsecond()],
+            )
+            .await?;
+        rows.iter().map(|r| Ok(SessionId::from_uuid(codec::uuid(r, 0)?))).collect()
     }
 
     async fn last_event_id(&self) -> Result<EventId, StoreError> {

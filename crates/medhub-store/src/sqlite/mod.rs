@@ -12,11 +12,11 @@ mod codec;
 mod read;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crossbeam_channel::{Receiver, Sender};
 use jiff::Timestamp;
 use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
@@ -34,7 +34,10 @@ const QUEUE_BOUND: usize = 4_096;
 /// How often the checkpointer copies the WAL into the main database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_sessions_revoked_index.sql")),
+];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -61,9 +64,11 @@ impl SqliteStore {
         let path = data_dir.join("medhub.db");
         // The writer opens first and switches the file to WAL so readers find it so.
         let writer_conn = open_connection(&path, false)?;
-        let (writer, writer_rx) = crossbeam_channel::bounded::<Job>(QUEUE_BOUND);
-        spawn_worker("medhub-sqlite-writer", writer_conn, writer_rx)?;
-        let (readers, readers_rx) = crossbeam_channel::bounded::<Job>(QUEUE_BOUND);
+        // The channels themselves are unbounded: the semaphores below bound them.
+        let (writer, writer_rx) = std::sync::mpsc::channel::<Job>();
+        spawn_worker("medhub-sqlite-writer", writer_conn, Arc::new(Mutex::new(writer_rx)))?;
+        let (readers, readers_rx) = std::sync::mpsc::channel::<Job>();
+        let readers_rx = Arc::new(Mutex::new(readers_rx));
         for i in 0..READERS {
             let conn = open_connection(&path, true)?;
             spawn_worker(&format!("medhub-sqlite-reader-{i}"), conn, readers_rx.clone())?;
@@ -98,7 +103,7 @@ impl SqliteStore {
             let _ = tx.send(f(conn));
             drop(permit);
         });
-        queue.try_send(job).map_err(|_| StoreError::Closed)?;
+        queue.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -134,22 +139,36 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
          PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-32768;
-         PRAGMA wal_autocheckpoint=0;",
+         PRAGMA wal_autocheckpoint=0;
+         PRAGMA mmap_size=0;",
     )?;
+    // No memory map: mapped pages count as the server's resident memory once touched. The
+    // readers' own caches stay small (512 KiB each; misses are served from the kernel's
+    // page cache) and the writer's holds 16 MiB, where dirty pages live until commit.
     if read_only {
-        conn.execute_batch("PRAGMA query_only=ON;")?;
+        conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-512;")?;
+    } else {
+        conn.execute_batch("PRAGMA cache_size=-16384;")?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
-fn spawn_worker(name: &str, mut conn: Connection, jobs: Receiver<Job>) -> Result<(), StoreError> {
+/// A worker thread: takes the next job (readers share one queue; the one waiting in `recv`
+/// holds the lock, the others wait for it, all parked rather than spinning).
+fn spawn_worker(name: &str, mut conn: Connection, jobs: Arc<Mutex<Receiver<Job>>>) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            while let Ok(job) = jobs.recv() {
-                job(&mut conn);
+            loop {
+                let next = match jobs.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                match next {
+                    Ok(job) => job(&mut conn),
+                    Err(_) => return,
+                }
             }
         })
         .map(|_| ())
@@ -283,6 +302,10 @@ impl Store for SqliteStore {
 
     async fn activate_session(&self, id: SessionId) -> Result<(), StoreError> {
         self.write(move |c| batch::activate_session(c, id)).await
+    }
+
+    async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {
+        self.read(move |c| read::revoked_sessions_since(c, since)).await
     }
 
     async fn last_event_id(&self) -> Result<EventId, StoreError> {

@@ -64,6 +64,15 @@ pub(super) fn session_by_token_hash(
         .optional()?)
 }
 
+pub(super) fn revoked_sessions_since(
+    c: &mut Connection,
+    since: Timestamp,
+) -> Result<Vec<medhub_core::SessionId>, StoreError> {
+    let mut st = c.prepare_cached("SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at >= ?1")?;
+    let rows = st.query_map([since.as_microsecond()], |r| codec::id(r, 0, medhub_core::SessionId::from_slice))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub(super) fn last_event_id(c: &mut Connection) -> Result<EventId, StoreError> {
     Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| codec::event_id(r, 0))?)
 }
