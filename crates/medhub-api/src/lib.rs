@@ -85,7 +85,7 @@ impl Default for ApiConfig {
             max_connections: 19_000,
             long_poll_max: Duration::from_secs(30),
             ws_read_buffer_bytes: 512,
-            ws_write_buffer_bytes: 16 * 1024,
+            ws_write_buffer_bytes: 4 * 1024,
         }
     }
 }

@@ -331,7 +331,12 @@ async fn run(
             };
         }
         if !out.is_empty() {
-            match Box::pin(write_watching(socket, &mut out, &conn, cfg.write_timeout)).await {
+            let written = Box::pin(write_watching(socket, &mut out, &conn, cfg.write_timeout)).await;
+            // After a burst (a replayed page), release the batch's memory.
+            if out.capacity() > medhub_service::hub::SHRINK_ABOVE {
+                out = Vec::new();
+            }
+            match written {
                 Write::Done => continue,
                 Write::Failed => return (None, ""),
                 // Overflowed or kicked while a write was stuck: the top of the loop closes it.

@@ -34,6 +34,8 @@ use crate::{ServiceConfig, ServiceError};
 const PUBLISH_QUEUE: usize = 1024;
 /// Events read from the store per page when filling gaps or replaying.
 const PAGE: u32 = 500;
+/// Queue capacity above which a drained queue's memory is released.
+pub const SHRINK_ABOVE: usize = 32;
 /// Users one connection may follow for presence.
 pub const MAX_PRESENCE_SUBSCRIPTIONS: usize = 500;
 
@@ -601,6 +603,11 @@ impl Subscription {
                 }
                 Outbound::Ephemeral(frame) => out.push(frame),
             }
+        }
+        // A burst grew the queue: give the memory back rather than keep it for the
+        // connection's whole life.
+        if self.scratch.capacity() > SHRINK_ABOVE {
+            self.scratch = VecDeque::new();
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ pub struct RealtimeConfig {
     pub connection_queue_bytes: usize,
     /// Initial WebSocket read buffer per connection, in bytes; grows on demand. Default: 512.
     pub ws_read_buffer_bytes: usize,
-    /// Outgoing WebSocket bytes buffered before a write is forced. Default: 16384.
+    /// Outgoing WebSocket bytes buffered before a write is forced; the buffer keeps its largest size for the connection's life. Default: 4096.
     pub ws_write_buffer_bytes: usize,
     /// Most commands committed in one transaction. Default: 1024.
     pub max_batch: usize,
@@ -161,7 +161,7 @@ impl Default for RealtimeConfig {
             connection_queue_frames: 1024,
             connection_queue_bytes: 1024 * 1024,
             ws_read_buffer_bytes: 512,
-            ws_write_buffer_bytes: 16 * 1024,
+            ws_write_buffer_bytes: 4 * 1024,
             max_batch: 1024,
             pipeline_queue: 8192,
             external_poll_ms: 250,

@@ -383,13 +383,18 @@ mod tests {
     fn statements_are_not_re_prepared_when_bindings_change() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_connection(&dir.path().join("t.db"), false).unwrap();
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, k BLOB, v TEXT); CREATE INDEX t_k ON t(k, id);").unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, k BLOB, v TEXT); CREATE INDEX t_k ON t(k, id);")
+            .unwrap();
         for i in 0..100 {
             conn.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", rusqlite::params![vec![(i % 3) as u8], "x"]).unwrap();
         }
-        let mut st = conn.prepare_cached("SELECT id FROM t WHERE k = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4").unwrap();
+        let mut st =
+            conn.prepare_cached("SELECT id FROM t WHERE k = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4").unwrap();
         for n in 0..20i64 {
-            let _ = st.query_map(rusqlite::params![vec![(n % 3) as u8], n, n + 50, 10 + n], |r| r.get::<_, i64>(0)).unwrap().count();
+            let _ = st
+                .query_map(rusqlite::params![vec![(n % 3) as u8], n, n + 50, 10 + n], |r| r.get::<_, i64>(0))
+                .unwrap()
+                .count();
         }
         assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
