@@ -74,7 +74,7 @@ impl Default for ServiceConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             min_password_chars: 12,
             max_password_chars: 256,
-            max_batch: 1024,
+            max_batch: 4096,
             pipeline_queue: 8192,
             connection_queue_frames: 1024,
             connection_queue_bytes: 1024 * 1024,

@@ -140,7 +140,7 @@ pub struct RealtimeConfig {
     pub ws_read_buffer_bytes: usize,
     /// Outgoing WebSocket bytes buffered before a write is forced; the buffer keeps its largest size for the connection's life. Default: 4096.
     pub ws_write_buffer_bytes: usize,
-    /// Most commands committed in one transaction. Default: 1024.
+    /// Most commands committed in one transaction. Default: 4096.
     pub max_batch: usize,
     /// Commands waiting for the writer before senders wait. Default: 8192.
     pub pipeline_queue: usize,
@@ -162,7 +162,7 @@ impl Default for RealtimeConfig {
             connection_queue_bytes: 1024 * 1024,
             ws_read_buffer_bytes: 512,
             ws_write_buffer_bytes: 4 * 1024,
-            max_batch: 1024,
+            max_batch: 4096,
             pipeline_queue: 8192,
             external_poll_ms: 250,
             member_cache_conversations: 100_000,
