@@ -2,6 +2,9 @@
 //! per-recipient status, edits with their history, recalls, membership events, typing and
 //! presence, on both databases.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use medhub_testkit::{FRAME_TIMEOUT, Settings, TestServer, TestUser, WsClient, each_backend};

@@ -1,6 +1,9 @@
 //! The long-polling transport at `GET /api/v1/events` end to end: the same frames, in the same
 //! order, under the same cursor rules as the WebSocket, on both databases.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use medhub_testkit::{FRAME_TIMEOUT, Settings, TestServer, TestUser, WsClient, each_backend};

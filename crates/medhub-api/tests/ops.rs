@@ -1,6 +1,9 @@
 //! Operations endpoints end to end: liveness and readiness probes, Prometheus metrics, the
 //! OpenAPI document and the HTML reference page, on both databases.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! The REST API end to end: sign-in and sessions, the error format, conversations and
 //! membership, history paging and sending, against a real server on both databases.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use medhub_core::UserId;
 use medhub_core::model::{SessionState, SystemRole};
 use medhub_service::auth::NewUser;

@@ -1,5 +1,8 @@
 //! Store tests. Every test runs on SQLite and on PostgreSQL.
 
+// Tests panic on anything unexpected; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
