@@ -3,8 +3,12 @@
 //! A connection authenticates with `hello`, registers with the hub, replays what it missed
 //! and then follows live events, while answering requests (up to `max_in_flight` at once).
 //! Every buffer is bounded: the read buffer starts at `ws_read_buffer_bytes`, frames are
-//! capped at `max_frame_bytes`, the outgoing queue lives in the hub with its own bound, and
-//! writes are flushed at least every [`FLUSH_EVERY`] bytes.
+//! capped at `max_frame_bytes`, and the outgoing queue lives in the hub with its own bound.
+//!
+//! Reading (unmasking, fragments, control frames, UTF-8 checks) is tungstenite's. Outgoing
+//! text frames are written by [`write_frames`] directly to the socket: a 2-10 byte header
+//! and the frame's shared bytes, many frames per vectored write. The same serialized event is
+//! sent to thousands of connections without a copy, and no connection keeps a write buffer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,27 +16,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use medhub_core::{ConversationId, EventId, MessageId, Seq, UserId};
 use medhub_service::hub::{MAX_PRESENCE_SUBSCRIPTIONS, Subscription, frame_bytes};
 use medhub_service::{Hub, Principal, ServiceError};
 use medhub_wire::frames::LimitsView;
 use medhub_wire::views::{AckView, MessageView};
 use medhub_wire::{ClientFrame, ErrorCode, PROTOCOL_VERSION, ServerFrame, WireError};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::AppState;
 use crate::error::{ApiError, wire_error};
 use crate::ratelimit::TokenBucket;
 
-/// Buffered outgoing bytes that force a flush in the middle of a batch.
-const FLUSH_EVERY: usize = 64 * 1024;
+/// Frames written by one vectored write at most (two slices each; IOV_MAX is 1024).
+const FRAMES_PER_WRITE: usize = 256;
+
+/// The server's side of an upgraded connection.
+type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// Consecutive rate-limited frames after which the connection is closed (4029).
 const FLOOD_CLOSE_AFTER: u32 = 200;
 /// Longest accepted request id.
@@ -57,17 +71,79 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/ws", get(upgrade))
 }
 
-async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// A valid WebSocket upgrade request (RFC 6455 §4.2.1), ready to be accepted.
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl FromRequestParts<AppState> for Upgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let bad = |m: &str| ApiError::with_message(ErrorCode::InvalidRequest, format!("not a WebSocket upgrade: {m}"));
+        if parts.method != Method::GET {
+            return Err(ApiError::code(ErrorCode::MethodNotAllowed));
+        }
+        if !header_has(&parts.headers, header::CONNECTION, "upgrade")
+            || !header_has(&parts.headers, header::UPGRADE, "websocket")
+        {
+            return Err(bad("Connection: upgrade and Upgrade: websocket are required"));
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(bad("Sec-WebSocket-Version must be 13"));
+        }
+        let key =
+            parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned().ok_or_else(|| bad("Sec-WebSocket-Key is missing"))?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or_else(|| bad("the connection cannot be upgraded"))?;
+        Ok(Upgrade { key, on_upgrade })
+    }
+}
+
+async fn upgrade(State(state): State<AppState>, up: Upgrade) -> Response {
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return ApiError::code(ErrorCode::Overloaded).into_response();
     };
-    let c = state.config.clone();
-    ws.read_buffer_size(c.ws_read_buffer_bytes)
-        .write_buffer_size(c.ws_write_buffer_bytes)
-        .max_write_buffer_size(FLUSH_EVERY + 2 * c.max_frame_bytes.max(128 * 1024))
-        .max_message_size(c.max_frame_bytes)
-        .max_frame_size(c.max_frame_bytes)
-        .on_upgrade(move |socket| connection(state, socket, permit))
+    let c = &state.config;
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = c.ws_read_buffer_bytes;
+    // Outgoing text frames bypass tungstenite's write buffer (see `write_frames`); it only
+    // carries pongs, pings and the close frame.
+    config.write_buffer_size = 0;
+    config.max_write_buffer_size = 64 * 1024;
+    config.max_message_size = Some(c.max_frame_bytes);
+    config.max_frame_size = Some(c.max_frame_bytes);
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(up.key.as_bytes());
+    let on_upgrade = up.on_upgrade;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                connection(state, socket, permit).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
 }
 
 type Reply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
@@ -77,33 +153,61 @@ fn error_frame(id: Option<String>, error: WireError) -> Bytes {
 }
 
 async fn send_close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    let frame =
+        Message::Close(Some(CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static(reason) }));
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(frame)).await;
 }
 
 async fn send_bytes(socket: &mut WebSocket, frame: Bytes) -> bool {
-    match Utf8Bytes::try_from(frame) {
-        Ok(text) => tokio::time::timeout(Duration::from_secs(5), socket.send(Message::Text(text)))
-            .await
-            .is_ok_and(|r| r.is_ok()),
-        Err(_) => false,
+    let mut one = vec![frame];
+    tokio::time::timeout(Duration::from_secs(5), write_frames(socket, &mut one)).await.is_ok_and(|r| r.is_ok())
+}
+
+/// A server-to-client text frame header: FIN, opcode 1, unmasked, and the payload length.
+fn text_header(len: usize, buf: &mut [u8; 10]) -> usize {
+    buf[0] = 0x81;
+    if len < 126 {
+        buf[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        buf[1] = 126;
+        buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        buf[1] = 127;
+        buf[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }
 
-/// Writes queued frames, flushing every [`FLUSH_EVERY`] bytes and at the end.
-async fn write_frames(socket: &mut WebSocket, out: &mut Vec<Bytes>) -> Result<(), axum::Error> {
-    let mut pending = 0usize;
-    for frame in out.drain(..) {
-        pending += frame.len();
-        if let Ok(text) = Utf8Bytes::try_from(frame) {
-            socket.feed(Message::Text(text)).await?;
+/// Writes `out` as text frames straight to the socket, many per vectored write, and empties
+/// it. Frames are serde_json output, hence valid UTF-8. Whatever tungstenite still holds (a
+/// pong) is flushed first so that frames never interleave.
+async fn write_frames(socket: &mut WebSocket, out: &mut Vec<Bytes>) -> std::io::Result<()> {
+    socket.flush().await.map_err(std::io::Error::other)?;
+    for chunk in out.chunks(FRAMES_PER_WRITE) {
+        let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
+        let mut lens = [0usize; FRAMES_PER_WRITE];
+        for (i, f) in chunk.iter().enumerate() {
+            lens[i] = text_header(f.len(), &mut headers[i]);
         }
-        if pending >= FLUSH_EVERY {
-            socket.flush().await?;
-            pending = 0;
+        let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for (i, f) in chunk.iter().enumerate() {
+            slices.push(std::io::IoSlice::new(&headers[i][..lens[i]]));
+            slices.push(std::io::IoSlice::new(f));
+        }
+        let mut rest = &mut slices[..];
+        let io = socket.get_mut();
+        while !rest.is_empty() {
+            let n = io.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            std::io::IoSlice::advance_slices(&mut rest, n);
         }
     }
-    socket.flush().await
+    out.clear();
+    Ok(())
 }
 
 enum Write {
@@ -151,20 +255,18 @@ enum HelloError {
 }
 
 /// Maps a WebSocket read error to the close code the protocol specifies.
-fn read_error_close(e: &axum::Error) -> Option<(u16, &'static str, ErrorCode)> {
-    use std::error::Error as _;
-    let inner = e.source().and_then(|s| s.downcast_ref::<tungstenite::Error>());
-    match inner {
-        Some(tungstenite::Error::Capacity(_)) => Some((close::TOO_BIG, "frame too large", ErrorCode::PayloadTooLarge)),
-        Some(tungstenite::Error::Utf8(_)) => Some((close::INVALID_PAYLOAD, "invalid utf-8", ErrorCode::BadFrame)),
-        Some(tungstenite::Error::Protocol(_)) => Some((close::PROTOCOL_ERROR, "protocol error", ErrorCode::BadFrame)),
+fn read_error_close(e: &tungstenite::Error) -> Option<(u16, &'static str, ErrorCode)> {
+    match e {
+        tungstenite::Error::Capacity(_) => Some((close::TOO_BIG, "frame too large", ErrorCode::PayloadTooLarge)),
+        tungstenite::Error::Utf8(_) => Some((close::INVALID_PAYLOAD, "invalid utf-8", ErrorCode::BadFrame)),
+        tungstenite::Error::Protocol(_) => Some((close::PROTOCOL_ERROR, "protocol error", ErrorCode::BadFrame)),
         _ => None,
     }
 }
 
 async fn read_hello(socket: &mut WebSocket) -> Result<(String, Option<u64>), HelloError> {
     loop {
-        let msg = match socket.recv().await {
+        let msg = match socket.next().await {
             None => return Err(HelloError::Closed),
             Some(Err(e)) => {
                 return Err(match read_error_close(&e) {
@@ -197,7 +299,7 @@ async fn read_hello(socket: &mut WebSocket) -> Result<(String, Option<u64>), Hel
                     "hello expected",
                 ));
             }
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Close(_) => return Err(HelloError::Closed),
         }
     }
@@ -361,7 +463,7 @@ async fn run(
                     out.push(frame);
                 }
             }
-            msg = socket.recv(), if busy < cfg.max_in_flight => {
+            msg = socket.next(), if busy < cfg.max_in_flight => {
                 last_heard = Instant::now();
                 match msg {
                     None | Some(Ok(Message::Close(_))) => return (None, ""),
@@ -374,7 +476,7 @@ async fn run(
                             None => (None, ""),
                         };
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Binary(_))) => {
                         metrics.error(ErrorCode::UnsupportedFrame.as_str());
                         out.push(error_frame(None, WireError::new(ErrorCode::UnsupportedFrame)));
@@ -546,5 +648,20 @@ fn handle_text(
                 })
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_header;
+
+    #[test]
+    fn text_frame_headers_use_the_shortest_length_encoding() {
+        let mut b = [0u8; 10];
+        assert_eq!((text_header(0, &mut b), &b[..2]), (2, &[0x81, 0][..]));
+        assert_eq!((text_header(125, &mut b), &b[..2]), (2, &[0x81, 125][..]));
+        assert_eq!((text_header(126, &mut b), &b[..4]), (4, &[0x81, 126, 0, 126][..]));
+        assert_eq!((text_header(65_535, &mut b), &b[..4]), (4, &[0x81, 126, 0xff, 0xff][..]));
+        assert_eq!((text_header(65_536, &mut b), &b[..10]), (10, &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0][..]));
     }
 }
