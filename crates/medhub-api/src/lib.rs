@@ -66,8 +66,6 @@ pub struct ApiConfig {
     pub long_poll_max: Duration,
     /// Initial WebSocket read buffer per connection (grows on demand for larger frames).
     pub ws_read_buffer_bytes: usize,
-    /// Outgoing bytes buffered before a WebSocket write is forced.
-    pub ws_write_buffer_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -85,7 +83,6 @@ impl Default for ApiConfig {
             max_connections: 19_000,
             long_poll_max: Duration::from_secs(30),
             ws_read_buffer_bytes: 512,
-            ws_write_buffer_bytes: 4 * 1024,
         }
     }
 }

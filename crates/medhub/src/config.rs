@@ -138,8 +138,6 @@ pub struct RealtimeConfig {
     pub connection_queue_bytes: usize,
     /// Initial WebSocket read buffer per connection, in bytes; grows on demand. Default: 512.
     pub ws_read_buffer_bytes: usize,
-    /// Outgoing WebSocket bytes buffered before a write is forced; the buffer keeps its largest size for the connection's life. Default: 4096.
-    pub ws_write_buffer_bytes: usize,
     /// Most commands committed in one transaction. Default: 4096.
     pub max_batch: usize,
     /// Commands waiting for the writer before senders wait. Default: 8192.
@@ -161,7 +159,6 @@ impl Default for RealtimeConfig {
             connection_queue_frames: 1024,
             connection_queue_bytes: 1024 * 1024,
             ws_read_buffer_bytes: 512,
-            ws_write_buffer_bytes: 4 * 1024,
             max_batch: 4096,
             pipeline_queue: 8192,
             external_poll_ms: 250,
@@ -353,7 +350,6 @@ impl Config {
             max_connections: self.limits.max_connections,
             long_poll_max: Duration::from_secs(r.long_poll_max_secs),
             ws_read_buffer_bytes: r.ws_read_buffer_bytes,
-            ws_write_buffer_bytes: r.ws_write_buffer_bytes,
         }
     }
 
