@@ -9,12 +9,13 @@ exact commands behind each row.
 import json
 import sys
 
-PEERS = {"socketio/memory": "Socket.IO 4", "synapse/sqlite": "Synapse"}
+PEERS = {"socketio/memory": "Socket.IO 4", "synapse/sqlite": "Synapse", "floor/memory": "floor relay"}
 LABEL = {
     "medhub/sqlite": "medhub (SQLite)",
     "medhub/postgres": "medhub (PostgreSQL)",
     "socketio/memory": "Socket.IO 4 (in memory)",
     "synapse/sqlite": "Synapse (SQLite)",
+    "floor/memory": "floor relay (bare write loop, fan-out only)",
 }
 
 

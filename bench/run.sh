@@ -95,6 +95,7 @@ for cfg in "${TP_SWEEP[@]}"; do
   add "medhub-throughput-postgres-$tag throughput $cfg ${TP[*]} --postgres $PG"
 done
 add "medhub-resume resume ${RESUME[*]}"
+add "floor-fanout fanout --target floor ${FAN[*]}"
 add "socketio-storm storm --target socketio ${N[*]}"
 add "socketio-idle idle --target socketio ${N[*]}"
 add "socketio-direct direct --target socketio ${DIRECT[*]}"

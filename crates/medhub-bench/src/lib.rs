@@ -9,6 +9,7 @@
 //! test call.
 
 pub mod client;
+pub mod floor;
 pub mod frame;
 pub mod medhub;
 pub mod net;
@@ -67,6 +68,8 @@ pub enum Target {
     Medhub,
     Socketio,
     Synapse,
+    /// A bare single-threaded relay (fan-out only): the floor of this machine.
+    Floor,
 }
 
 impl Target {
@@ -75,6 +78,7 @@ impl Target {
             Target::Medhub => "medhub",
             Target::Socketio => "socketio",
             Target::Synapse => "synapse",
+            Target::Floor => "floor",
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Options {
     /// Use PostgreSQL on this server (admin URL) instead of SQLite.
     pub postgres: Option<String>,
     pub medhub_bin: PathBuf,
+    /// The `medhub-bench` binary that runs the floor relay (default: this executable).
+    #[serde(skip)]
+    pub floor_bin: Option<PathBuf>,
     /// Run medhub inside this process (smoke tests).
     pub in_process: bool,
     pub handshake_concurrency: usize,
@@ -160,6 +167,7 @@ impl Options {
             missed: 50,
             postgres: None,
             medhub_bin: default_medhub_bin(repo),
+            floor_bin: None,
             in_process: false,
             handshake_concurrency: if synapse { 8 } else { 1024 },
             sources: (2..=9).map(|i| IpAddr::from([127, 0, 0, i])).collect(),

@@ -35,6 +35,12 @@ enum Command {
     Throughput(RunArgs),
     /// (f) N clients that each missed messages reconnect at once.
     Resume(RunArgs),
+    /// The floor relay's server process (started by `fanout --target floor`).
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long)]
+        port: u16,
+    },
     /// Medians of raw result files, and the latency plot.
     Summarize {
         /// Directory of raw per-run JSON files.
@@ -199,6 +205,15 @@ fn options(scenario: Scenario, a: RunArgs) -> Result<(Options, Option<PathBuf>)>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::FloorServer { port } = cli.command {
+        return match medhub_bench::floor::serve(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("medhub-bench floor-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("medhub-bench").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -235,6 +250,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fanout(a) => (Scenario::Fanout, a),
         Command::Throughput(a) => (Scenario::Throughput, a),
         Command::Resume(a) => (Scenario::Resume, a),
+        Command::FloorServer { .. } => return Ok(ExitCode::FAILURE),
     };
     let (opts, out) = options(scenario, args)?;
     let report = medhub_bench::run(opts).await?;

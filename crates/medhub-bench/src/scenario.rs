@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientSetup, Cmd, Dest, MedhubClient, ResumeExpect, SocketIoClient};
+use crate::floor::FloorServer;
 use crate::medhub::{Launch, MedhubServer, SeedPlan, Seeded, Storage, Tuning};
 use crate::net::{Dialer, free_port};
 use crate::procfs::{Machine, Probe, cpu_seconds_of_command, listen_counters};
@@ -29,6 +30,7 @@ enum Server {
     Medhub(MedhubServer),
     Node(NodeServer),
     Synapse(SynapseEnv),
+    Floor(FloorServer),
 }
 
 /// How to create client `i` for the target.
@@ -76,6 +78,7 @@ impl Env {
             Server::Medhub(s) => s.pid(),
             Server::Node(n) => n.pid,
             Server::Synapse(s) => s.pid,
+            Server::Floor(f) => f.pid,
         }
     }
 
@@ -139,6 +142,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             Target::Medhub => if opts.postgres.is_some() { "postgres" } else { "sqlite" }.to_owned(),
             Target::Socketio => "memory".to_owned(),
             Target::Synapse => "sqlite".to_owned(),
+            Target::Floor => "memory".to_owned(),
         },
         command: shell_join(&opts.command_line),
         command_line: opts.command_line.clone(),
@@ -183,6 +187,7 @@ pub async fn run(opts: Options) -> Result<Report> {
                 report.notes.push(format!("stopping Synapse failed: {e:#}"));
             }
         }
+        Server::Floor(f) => f.stop().await,
     }
     if let Some(storage) = &env.storage
         && let Err(e) = storage.remove().await
@@ -366,11 +371,35 @@ async fn prepare(opts: &Options, rec: &Arc<Recorder>, work: &std::path::Path, re
                 .collect();
             (Server::Synapse(env), Spawner::Synapse { clients })
         }
+        Target::Floor => {
+            if opts.scenario != Scenario::Fanout {
+                bail!("the floor relay is measured for fan-out only");
+            }
+            channels = opts.members.clone();
+            let floor = FloorServer::start(opts.floor_bin.as_deref(), port, work).await?;
+            say(&format!("started {}", floor.command));
+            report.server = ServerInfo {
+                kind: "floor".into(),
+                command: floor.command.clone(),
+                pid: floor.pid,
+                in_process: false,
+                setup_commands: vec![floor.command.clone()],
+                log: Some(floor.log.display().to_string()),
+            };
+            report.notes.push(
+                "the floor relay stores nothing and checks nothing: one thread writes each event, built once, \
+                 to every member's socket"
+                    .into(),
+            );
+            let seeded = crate::floor::seeded(users, &channels);
+            (Server::Floor(floor), Spawner::Medhub { seeded })
+        }
     };
     let server_addr = match &server {
         Server::Medhub(s) => s.addr(),
         Server::Node(n) => format!("127.0.0.1:{}", n.port).parse()?,
         Server::Synapse(_) => "127.0.0.1:8008".parse()?,
+        Server::Floor(f) => format!("127.0.0.1:{}", f.port).parse()?,
     };
     let dialer = Arc::new(Dialer { server: server_addr, sources: opts.sources.clone(), timeout: opts.connect_timeout });
     let mut env =
@@ -640,7 +669,7 @@ async fn direct(opts: &Options, rec: &Arc<Recorder>, env: &Env, fleet: &Fleet, m
         ack: rec.ack.summary(),
         delivery: rec.delivery.summary(),
         send_lag: rec.send_lag.summary(),
-        ack_is_durable: opts.target != Target::Socketio,
+        ack_is_durable: matches!(opts.target, Target::Medhub | Target::Synapse),
         drain_s,
         server_cpu_s: cpu,
         cpu_s_per_1000_msgs: if c.acked > 0 { cpu / c.acked as f64 * 1000.0 } else { 0.0 },
@@ -848,7 +877,7 @@ async fn throughput(
         deliveries_per_s: (c1.delivered - c0.delivered) as f64 / elapsed,
         ack: rec.ack.summary(),
         ack_errors: rec.counts().ack_errors,
-        ack_is_durable: opts.target != Target::Socketio,
+        ack_is_durable: matches!(opts.target, Target::Medhub | Target::Synapse),
         server_cpu_s: cpu,
         cpu_s_per_1000_msgs: if acked > 0 { cpu / acked as f64 * 1000.0 } else { 0.0 },
         database_cpu_s,

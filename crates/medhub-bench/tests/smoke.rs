@@ -95,6 +95,23 @@ async fn fanout_reaches_every_member() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_relay_reaches_every_member() {
+    let w = work();
+    let mut o = tiny(Scenario::Fanout, &w);
+    o.target = Target::Floor;
+    o.in_process = false;
+    o.floor_bin = Some(env!("CARGO_BIN_EXE_medhub-bench").into());
+    let r = run(o).await;
+    assert_eq!(r.server.kind, "floor");
+    assert_eq!(r.fanout.len(), 4);
+    for f in &r.fanout {
+        assert_eq!(f.incomplete_messages, 0, "{f:?}");
+        assert_eq!(f.deliveries, f.expected_deliveries, "{f:?}");
+        assert_eq!(f.counts.acked, f.messages, "{f:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_acks_everything_on_sqlite() {
     let w = work();
     let r = run(tiny(Scenario::Throughput, &w)).await;
