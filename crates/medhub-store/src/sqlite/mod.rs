@@ -398,4 +398,23 @@ mod tests {
         }
         assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
+
+    /// The bundled SQLite is built with `.cargo/config.toml`'s flags: no global page-cache
+    /// group and no memory statistics, whose global mutexes serialised the writer and the
+    /// readers. A build that lost the flags fails here, not in a benchmark.
+    #[test]
+    fn sqlite_is_built_without_global_cache_and_memory_mutexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("t.db"), false).unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    }
 }
