@@ -81,9 +81,17 @@ impl StoreArgs {
 }
 
 fn init_logging(config: &Config) {
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone());
-    let filter = medhub_api::log_filter(&spec);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    init_logging_at(config, &std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.level.clone()));
+}
+
+/// Logs to standard error; colours only on a terminal, so that a log file or journal holds
+/// plain text.
+fn init_logging_at(config: &Config, spec: &str) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(medhub_api::log_filter(spec))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -145,12 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Admin commands log only warnings, so that their standard output stays scriptable.
 fn init_logging_quiet(config: &Config) {
-    let filter = medhub_api::log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    init_logging_at(config, &std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
 }
 
 async fn open_store(config: &Config) -> Result<medhub_store::DynStore> {
