@@ -1,0 +1,133 @@
+//! The real binary's operator commands on both databases: `migrate`, `check-config` and
+//! `admin` (users, conversations, memberships), as a deployment script would use them, and
+//! their errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use medhub_store::each_backend;
+use medhub_store::testdb::TestDb;
+use serde_json::Value;
+
+/// The store arguments for `db`.
+fn store_args(db: &TestDb) -> Vec<String> {
+    match db.location() {
+        medhub_store::Location::Sqlite { data_dir } => vec!["--data-dir".into(), data_dir.display().to_string()],
+        medhub_store::Location::Postgres { url, .. } => vec!["--database-url".into(), url.clone()],
+    }
+}
+
+/// Runs `medhub ARGS… STORE-ARGS` with `stdin` fed in; logging kept quiet.
+fn medhub(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medhub"))
+        .args(args)
+        .args(store_args(db))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn medhub");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// The JSON lines of an output, skipping the bootstrap announcement.
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+each_backend! {
+    async fn an_operator_scripts_a_deployment_with_the_cli(db) {
+        // migrate: on an empty store, then again (idempotent).
+        ok(&medhub(&db, &["migrate"], None));
+        ok(&medhub(&db, &["migrate"], None));
+
+        // Users: a generated one-time password, and one read from standard input.
+        let nurse = json_lines(&ok(&medhub(&db, &["admin", "user", "create", "nurse", "--display-name", "Night Nurse", "--json"], None)));
+        let nurse = nurse.iter().find(|v| v["username"] == "nurse").expect("the created user");
+        assert!(nurse["one_time_password"].as_str().unwrap().len() >= 15);
+        let doc_password = "correct horse battery staple";
+        let doc = json_lines(&ok(&medhub(
+            &db,
+            &["admin", "user", "create", "doc", "--display-name", "Dr Doc", "--password-stdin", "--json"],
+            Some(&format!("{doc_password}\n")),
+        )));
+        assert!(doc[0].get("one_time_password").is_none_or(Value::is_null), "{doc:?}");
+        let taken = failed(&medhub(&db, &["admin", "user", "create", "nurse", "--display-name", "X"], None));
+        assert!(taken.contains("already taken"), "{taken}");
+        let short = failed(&medhub(&db, &["admin", "user", "create", "intern", "--display-name", "I", "--password-stdin"], Some("short\n")));
+        assert!(short.contains("password"), "{short}");
+
+        let users = json_lines(&ok(&medhub(&db, &["admin", "user", "list", "--json"], None)));
+        let names: Vec<&str> = users.iter().map(|u| u["username"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["admin", "doc", "nurse"]);
+
+        // A channel with an owner; members added, re-roled, removed.
+        let created = json_lines(&ok(&medhub(
+            &db,
+            &["admin", "conversation", "create", "--kind", "channel", "--title", "Cardiology on call", "--owner", "nurse", "--json"],
+            None,
+        )));
+        let conv = created[0]["id"].as_str().unwrap().to_owned();
+        ok(&medhub(&db, &["admin", "member", "add", &conv, "doc", "--role", "read-only"], None));
+        let members = json_lines(&ok(&medhub(&db, &["admin", "member", "list", &conv, "--json"], None)));
+        let roles: Vec<(&str, &str)> =
+            members.iter().map(|m| (m["username"].as_str().unwrap(), m["role"].as_str().unwrap())).collect();
+        assert_eq!(roles, vec![("nurse", "owner"), ("doc", "read_only")]);
+        ok(&medhub(&db, &["admin", "member", "role", &conv, "doc", "member"], None));
+        let members = json_lines(&ok(&medhub(&db, &["admin", "member", "list", &conv, "--json"], None)));
+        assert_eq!(members[1]["role"], "member");
+        ok(&medhub(&db, &["admin", "member", "remove", &conv, "doc"], None));
+        let members = json_lines(&ok(&medhub(&db, &["admin", "member", "list", &conv, "--json"], None)));
+        assert_eq!(members.len(), 1);
+        let nobody = failed(&medhub(&db, &["admin", "member", "add", &conv, "nobody"], None));
+        assert!(nobody.contains("no user named \"nobody\""), "{nobody}");
+        let bad_conv = failed(&medhub(&db, &["admin", "member", "list", "not-a-uuid"], None));
+        assert!(!bad_conv.is_empty());
+
+        // Deactivation shows in the list.
+        ok(&medhub(&db, &["admin", "user", "deactivate", "nurse"], None));
+        let users = json_lines(&ok(&medhub(&db, &["admin", "user", "list", "--json"], None)));
+        let nurse = users.iter().find(|u| u["username"] == "nurse").unwrap();
+        assert_eq!(nurse["active"], false);
+
+        // check-config: the effective settings, with the database password redacted;
+        // a bad value from the environment is named.
+        let out = Command::new(env!("CARGO_BIN_EXE_medhub"))
+            .args(["check-config", "--database-url", "postgres://medhub:s3cret-pw@db.example/medhub"])
+            .output()
+            .unwrap();
+        let shown = ok(&out);
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains(r#"database_url = "<redacted>""#), "{shown}");
+        let out = Command::new(env!("CARGO_BIN_EXE_medhub"))
+            .args(["check-config"])
+            .env("MEDHUB__AUTH__SESSION_TTL_HOURS", "0")
+            .output()
+            .unwrap();
+        let err = failed(&out);
+        assert!(err.contains("auth.session_ttl_hours"), "{err}");
+    }
+}
