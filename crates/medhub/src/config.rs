@@ -365,11 +365,35 @@ impl Config {
     /// The effective configuration as TOML, with secrets replaced.
     pub fn to_redacted_toml(&self) -> String {
         let mut c = self.clone();
-        if c.storage.database_url.is_some() {
-            c.storage.database_url = Some(Secret("<redacted>".into()));
+        if let Some(url) = &c.storage.database_url {
+            c.storage.database_url = Some(Secret(mask_url(&url.0)));
         }
         toml::to_string_pretty(&c).unwrap_or_default()
     }
+}
+
+/// A connection URL with its password hidden and everything else kept, so that an operator
+/// can still see which server and database are meant. Anything that does not parse as
+/// `scheme://[user[:password]@]host[/path][?query]` is hidden whole; a query that mentions a
+/// password is hidden too.
+fn mask_url(url: &str) -> String {
+    const HIDDEN: &str = "<redacted>";
+    let Some((scheme, rest)) = url.split_once("://") else { return HIDDEN.to_owned() };
+    let (user, after_userinfo) = match rest.rsplit_once('@') {
+        // A '/' or '?' before the last '@' is ambiguous (a password may contain either):
+        // hide everything rather than guess.
+        Some((userinfo, _)) if userinfo.contains(['/', '?']) => return HIDDEN.to_owned(),
+        Some((userinfo, after)) => match userinfo.split_once(':') {
+            Some((user, _)) => (format!("{user}:{HIDDEN}@"), after),
+            None => (format!("{userinfo}@"), after),
+        },
+        None => (String::new(), rest),
+    };
+    let rest = match after_userinfo.split_once('?') {
+        Some((path, query)) if query.to_ascii_lowercase().contains("password") => format!("{path}?{HIDDEN}"),
+        _ => after_userinfo.to_owned(),
+    };
+    format!("{scheme}://{user}{rest}")
 }
 
 /// A figment error as lines an operator can act on, naming the key and where it came from.
@@ -518,5 +542,22 @@ mod tests {
         c.storage.database_url = Some(Secret("postgres://u:hunter2@db/medhub".into()));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn database_passwords_are_masked_and_the_rest_is_kept() {
+        assert_eq!(
+            mask_url("postgres://medhub:s3cret@db.example:5432/medhub"),
+            "postgres://medhub:<redacted>@db.example:5432/medhub"
+        );
+        assert_eq!(
+            mask_url("postgres://medhub@db/medhub?sslmode=require"),
+            "postgres://medhub@db/medhub?sslmode=require"
+        );
+        assert_eq!(mask_url("postgres://u:p@ss:word@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(mask_url("postgres://h/db?user=u&password=x"), "postgres://h/db?<redacted>");
+        assert_eq!(mask_url("host=db password=x"), "<redacted>");
+        assert_eq!(mask_url("postgres://u:pa/ss@h/db"), "<redacted>");
+        assert_eq!(mask_url("postgres://u:pa?ss@h/db"), "<redacted>");
     }
 }
