@@ -455,15 +455,7 @@ async fn run_model(db: TestDb) {
         }
         m.settle(i).await;
     }
-    for i in 0..m.clients.len() {
-        m.drain(i).await;
-        assert!(m.clients[i].unknown.is_empty(), "client {i} still has sends of unknown fate");
-    }
-    if let Some(s) = m.server.take() {
-        s.kill().await;
-    }
-
-    // The oracle: the committed log.
+    // The oracle: the committed log, final now that every send is settled.
     let store = db.open().await;
     let head = store.last_event_id().await.unwrap();
     let mut log = Vec::new();
@@ -490,6 +482,24 @@ async fn run_model(db: TestDb) {
             assert!(by_txn.insert(key, (message.id.to_string(), message.seq.get())).is_none(), "a txn committed twice");
             seqs.entry(e.conversation).or_default().push(message.seq.get());
         }
+    }
+    // An ack means "committed", not "already queued to every other member": the publisher
+    // may still be queuing the last events when a barrier is answered. Repeat the barrier
+    // until each client has seen the newest event meant for it (bounded; a lost event then
+    // shows as a difference below, not as a hang).
+    for i in 0..m.clients.len() {
+        let newest = expected.get(&m.clients[i].user).and_then(|v| v.last().copied());
+        for _ in 0..100 {
+            m.drain(i).await;
+            if newest.is_none_or(|n| m.clients[i].received.last().is_some_and(|&r| r >= n)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(m.clients[i].unknown.is_empty(), "client {i} still has sends of unknown fate");
+    }
+    if let Some(s) = m.server.take() {
+        s.kill().await;
     }
     for (conv, s) in &seqs {
         assert_eq!(s, &(1..=s.len() as u64).collect::<Vec<_>>(), "gap-free seqs in {conv}");
