@@ -37,7 +37,7 @@ pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
     }
     filter
 }
-pub use ws::close;
+pub use ws::{close, text_header};
 
 /// Settings of the HTTP and real-time layer.
 #[derive(Clone, Debug)]

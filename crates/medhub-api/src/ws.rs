@@ -164,7 +164,7 @@ async fn send_bytes(socket: &mut WebSocket, frame: Bytes) -> bool {
 }
 
 /// A server-to-client text frame header: FIN, opcode 1, unmasked, and the payload length.
-fn text_header(len: usize, buf: &mut [u8; 10]) -> usize {
+pub fn text_header(len: usize, buf: &mut [u8; 10]) -> usize {
     buf[0] = 0x81;
     if len < 126 {
         buf[1] = len as u8;

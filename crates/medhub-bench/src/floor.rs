@@ -16,13 +16,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -62,22 +61,9 @@ impl FloorServer {
             None => std::env::current_exe().context("the load generator's own path")?,
         };
         let log = work.join("floor-server.log");
-        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let mut child = tokio::process::Command::new(&exe)
-            .args(["floor-server", "--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawn {}", exe.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("the floor server exited at once"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
-            Ok(Ok(Some(l))) if l.starts_with("ready") => {}
-            other => bail!("the floor server did not start ({other:?}); see {}", log.display()),
-        }
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(["floor-server", "--port", &port.to_string()]);
+        let (child, pid) = crate::spawn_until_ready(&mut cmd, "the floor server", &log).await?;
         let command = format!("{} floor-server --port {port}", exe.display());
         Ok(Self { child, pid, port, command, log })
     }
@@ -175,21 +161,12 @@ impl Conn {
     }
 }
 
-/// A server-to-client text frame (unmasked).
+/// A server-to-client text frame (unmasked), with medhub's own header encoding.
 fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(payload.len() + 10);
-    f.push(0x81);
-    match payload.len() {
-        n if n < 126 => f.push(n as u8),
-        n if n < 65_536 => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let mut header = [0u8; 10];
+    let n = medhub_api::text_header(payload.len(), &mut header);
+    let mut f = Vec::with_capacity(n + payload.len());
+    f.extend_from_slice(&header[..n]);
     f.extend_from_slice(payload);
     f
 }

@@ -227,6 +227,36 @@ pub fn say(line: &str) {
     eprintln!("medhub-bench: {line}");
 }
 
+/// Spawns a peer server process, its standard error going to `log`, and waits up to 30 s
+/// for the `ready …` line it prints on standard output; later output is drained so that the
+/// process never blocks on a full pipe. Returns the child and its pid.
+pub async fn spawn_until_ready(
+    cmd: &mut tokio::process::Command,
+    what: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, u32)> {
+    use anyhow::{Context, anyhow, bail};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(log_file))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawn {what}"))?;
+    let pid = child.id().ok_or_else(|| anyhow!("{what} exited at once"))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from {what}"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+        Ok(Ok(Some(l))) if l.starts_with("ready") => {}
+        Err(_) => bail!("{what} did not print `ready` within 30 s; see {}", log.display()),
+        Ok(other) => bail!("{what} printed {other:?} instead of `ready`; see {}", log.display()),
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid))
+}
+
 /// Sends SIGTERM to a process (through `kill(1)`: the workspace forbids unsafe code).
 pub fn signal_term(pid: u32) {
     let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();

@@ -1,11 +1,9 @@
 //! The Socket.IO peer: `node bench/peers/socketio/server.js`, a relay with no persistence.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use anyhow::{Result, bail};
 
 /// The running Node.js process.
 pub struct NodeServer {
@@ -27,31 +25,13 @@ impl NodeServer {
             bail!("run `npm ci` in {} first", dir.display());
         }
         let log = work.join("socketio-server.log");
-        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let mut child = tokio::process::Command::new("node")
-            .arg("server.js")
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg("server.js")
             .current_dir(dir)
             .env("PORT", port.to_string())
             .env_remove("PING_INTERVAL_MS")
-            .env_remove("PING_TIMEOUT_MS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn node (is Node.js installed?)")?;
-        let pid = child.id().ok_or_else(|| anyhow!("node exited at once"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .map_err(|_| anyhow!("node did not print `ready` within 30 s; see {}", log.display()))??;
-        match ready {
-            Some(l) if l.starts_with("ready") => {}
-            other => bail!("node printed {other:?} instead of `ready`; see {}", log.display()),
-        }
-        // Keep draining stdout so that the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            .env_remove("PING_TIMEOUT_MS");
+        let (child, pid) = crate::spawn_until_ready(&mut cmd, "node", &log).await?;
         let command = format!("cd {} && PORT={port} node server.js", dir.display());
         Ok(Self { child, pid, port, command, log })
     }

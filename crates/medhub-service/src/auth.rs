@@ -305,16 +305,6 @@ impl AuthService {
         }
     }
 
-    /// Whether a session is still unrevoked, unexpired and its user active (checked by live
-    /// connections at every heartbeat).
-    pub async fn session_valid(&self, session: &Session) -> Result<bool, ServiceError> {
-        Ok(self
-            .store
-            .session_by_token_hash(&session.token_hash, self.clock.now())
-            .await?
-            .is_some_and(|(s, _)| s.id == session.id))
-    }
-
     /// Ends a session.
     pub async fn logout(&self, principal: &Principal) -> Result<(), ServiceError> {
         self.store.revoke_session(principal.session.id, self.clock.now()).await?;

@@ -330,8 +330,8 @@ impl Config {
             connection_queue_bytes: self.realtime.connection_queue_bytes,
             member_cache_conversations: self.realtime.member_cache_conversations,
             external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
-            max_concurrent_hashes: 2,
-            session_sweep_interval: Duration::from_secs(5),
+            // Not operator settings: the service's own defaults.
+            ..medhub_service::ServiceConfig::default()
         }
     }
 

@@ -146,7 +146,7 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
          PRAGMA mmap_size=0;",
     )?;
     // No memory map: mapped pages count as the server's resident memory once touched. The
-    // readers' own caches stay small (512 KiB each; misses are served from the kernel's
+    // readers' own caches stay small (2 MiB each; misses are served from the kernel's
     // page cache) and the writer's holds 16 MiB, where dirty pages live until commit.
     if read_only {
         conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-2048;")?;
