@@ -88,7 +88,9 @@ each_backend! {
         let conv = s.conversation(&alice, "group", &[&bob]).await;
         send_rest(&s, &alice, &conv, "t1", json!({"body": "one"})).await;
         send_rest(&s, &alice, &conv, "t2", json!({"body": "two"})).await;
+        let last = s.services.store.last_event_id().await.unwrap();
         let (_, ready) = s.connect(&bob, None).await;
+        assert_eq!(ready["cursor"].as_u64(), Some(last.get()), "{ready}");
         // No `timeout_ms`: the default wait is 25 s, so an answer well within that did not wait.
         let resp = tokio::time::timeout(
             Duration::from_secs(10),

@@ -205,8 +205,22 @@ impl TestServer {
         body["conversation"]["id"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// Opens a WebSocket, says hello and returns the client and its `ready` frame.
+    /// Waits until the hub has published every event committed so far. A 201 means committed;
+    /// the hub publishes a moment later, so without this a connection opened right after a
+    /// request may start before that request's event.
+    pub async fn settle(&self) {
+        let last = self.services.store.last_event_id().await.unwrap_or_else(|e| panic!("last event: {e}"));
+        let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+        while self.services.hub.published() < last {
+            assert!(std::time::Instant::now() < deadline, "event {last:?} was never published");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Opens a WebSocket, says hello and returns the client and its `ready` frame. It first
+    /// [settles](Self::settle), so the `ready` cursor is after everything done before the call.
     pub async fn connect(&self, user: &TestUser, cursor: Option<u64>) -> (WsClient, Value) {
+        self.settle().await;
         let mut c = WsClient::open(&self.ws_url()).await.unwrap_or_else(|e| panic!("ws connect: {e:#}"));
         let mut hello = json!({"type": "hello", "token": user.token});
         if let Some(c) = cursor {
