@@ -28,6 +28,22 @@ pub fn wire_error(e: &ServiceError) -> WireError {
         ServiceError::Unauthenticated => WireError::new(ErrorCode::Unauthenticated),
         ServiceError::InvalidCredentials => WireError::new(ErrorCode::InvalidCredentials),
         ServiceError::PasswordChangeRequired => WireError::new(ErrorCode::PasswordChangeRequired),
+        ServiceError::MfaEnrollmentRequired => WireError::new(ErrorCode::MfaEnrollmentRequired),
+        ServiceError::MfaRequired => WireError::new(ErrorCode::MfaRequired),
+        ServiceError::StepUpRequired => WireError::new(ErrorCode::StepUpRequired),
+        ServiceError::InvalidMfaCode => WireError::new(ErrorCode::InvalidMfaCode),
+        ServiceError::MfaAlreadyEnrolled => WireError::new(ErrorCode::MfaAlreadyEnrolled),
+        ServiceError::InvalidInvitation => WireError::new(ErrorCode::InvalidInvitation),
+        ServiceError::SessionExpired(_) => WireError::new(ErrorCode::SessionExpired),
+        ServiceError::Throttled { retry_after_secs } => WireError {
+            retry_after: Some(*retry_after_secs),
+            ..WireError::with_message(ErrorCode::RateLimited, "too many failed attempts; wait and try again")
+        },
+        ServiceError::ServerKeyMismatch => {
+            let id = medhub_service::correlation_id();
+            tracing::error!(correlation = %id, "the server key does not decrypt stored second factors");
+            WireError::internal(id)
+        }
         ServiceError::AdminRequired => WireError::with_message(ErrorCode::Forbidden, "administrator role required"),
         ServiceError::InvalidRequest(m) => WireError::with_message(ErrorCode::InvalidRequest, m.clone()),
         ServiceError::CursorOutOfRange { .. } => WireError::with_message(ErrorCode::CursorOutOfRange, e.to_string()),
@@ -64,8 +80,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = self.0.code;
+        let retry_after = self.0.retry_after;
         let mut resp = (status, Json(ErrorBody { error: self.0 })).into_response();
         resp.extensions_mut().insert(ErrorTag(code));
+        if let Some(secs) = retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));

@@ -2,17 +2,29 @@
 //! bodies, path ids and query strings.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use medhub_service::Principal;
+use medhub_service::auth::ClientInfo;
 use medhub_wire::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// The caller's verified session, from `Authorization: Bearer <token>`.
+/// The caller's verified session, from `Authorization: Bearer <token>`. The request counts
+/// as user activity (it restarts the idle timeout) unless the client marks it as background
+/// with `X-Medhub-Background: 1` (automatic refreshes).
 pub struct Authed(pub Principal);
+
+/// Like [`Authed`], but never user activity: long-poll waits and WebSocket ticket fetches
+/// happen without the user doing anything.
+pub struct AuthedPassive(pub Principal);
+
+/// The header a client sets on requests the user did not ask for.
+pub const BACKGROUND_HEADER: &str = "x-medhub-background";
 
 /// Reads the bearer token from the `Authorization` header.
 pub fn bearer(parts: &Parts) -> Option<&str> {
@@ -25,8 +37,34 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthedPassive(p) = AuthedPassive::from_request_parts(parts, state).await?;
+        let background = parts.headers.get(BACKGROUND_HEADER).is_some_and(|v| v.as_bytes() == b"1");
+        if !background {
+            state.services.auth.touch(p.session.id);
+        }
+        Ok(Authed(p))
+    }
+}
+
+impl FromRequestParts<AppState> for AuthedPassive {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| ApiError::code(ErrorCode::Unauthenticated))?;
-        Ok(Authed(state.services.auth.authenticate(token).await?))
+        Ok(AuthedPassive(state.services.auth.authenticate(token).await?))
+    }
+}
+
+/// Where the request came from: the peer address and `User-Agent`.
+pub struct Client(pub ClientInfo);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ua = parts.headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+        Ok(Client(ClientInfo::new(ip, ua)))
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod error;
 mod extract;
+mod identity;
 mod longpoll;
 pub mod openapi;
 mod ops;
@@ -66,6 +67,11 @@ pub struct ApiConfig {
     pub long_poll_max: Duration,
     /// Initial WebSocket read buffer per connection (grows on demand for larger frames).
     pub ws_read_buffer_bytes: usize,
+    /// Accept the session's bearer token in `hello` (instead of a single-use ticket). Off by
+    /// default; for old clients and the load generator.
+    pub allow_token_hello: bool,
+    /// Origins (`https://host[:port]`) besides the server's own that may open WebSockets.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +89,8 @@ impl Default for ApiConfig {
             max_connections: 19_000,
             long_poll_max: Duration::from_secs(30),
             ws_read_buffer_bytes: 512,
+            allow_token_hello: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -110,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_http_body_bytes;
     Router::new()
         .merge(rest::routes())
+        .merge(identity::routes())
         .merge(longpoll::routes())
         .merge(ws::routes())
         .merge(ops::routes())

@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, Authed};
+use crate::extract::{ApiQuery, AuthedPassive};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/events", get(events))
@@ -41,7 +41,7 @@ pub struct EventsQuery {
               (status = 401, body = medhub_wire::ErrorBody), (status = 503, description = "overloaded", body = medhub_wire::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
-    Authed(p): Authed,
+    AuthedPassive(p): AuthedPassive,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     p.require_active()?;

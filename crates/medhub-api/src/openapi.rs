@@ -32,7 +32,14 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "medhub API", description = "REST API of medhub. The real-time protocol (WebSocket at /api/v1/ws) is described in docs/protocol.md."),
     paths(
-        crate::rest::login, crate::rest::logout, crate::rest::change_password, crate::rest::me,
+        crate::identity::login, crate::identity::logout, crate::identity::change_password,
+        crate::identity::totp_enroll, crate::identity::totp_confirm, crate::identity::mfa_verify,
+        crate::identity::regenerate_recovery_codes, crate::identity::step_up, crate::identity::my_sessions,
+        crate::identity::end_my_session, crate::identity::ws_ticket, crate::identity::accept_invitation,
+        crate::identity::all_sessions, crate::identity::kill_session, crate::identity::invite, crate::identity::reinvite,
+        crate::identity::update_user, crate::identity::reset_mfa, crate::identity::get_settings,
+        crate::identity::update_settings,
+        crate::rest::me,
         crate::rest::list_users, crate::rest::get_user,
         crate::rest::list_conversations, crate::rest::create_conversation, crate::rest::get_conversation,
         crate::rest::update_conversation, crate::rest::add_member, crate::rest::set_member_role, crate::rest::remove_member,
@@ -45,7 +52,8 @@ impl Modify for BearerAuth {
     components(schemas(medhub_wire::ClientFrame, medhub_wire::ServerFrame, medhub_wire::ErrorCode)),
     modifiers(&BearerAuth),
     tags(
-        (name = "auth", description = "Sign-in and sessions"),
+        (name = "auth", description = "Sign-in, second factors, step-up and sessions"),
+        (name = "admin", description = "Accounts, sessions and settings, for administrators"),
         (name = "users", description = "The user directory"),
         (name = "conversations", description = "Conversations and membership"),
         (name = "messages", description = "History, sending, edits, recalls, receipts and acknowledgements"),

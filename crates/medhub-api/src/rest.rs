@@ -11,13 +11,13 @@ use medhub_core::policy::Actor;
 use medhub_core::{ConversationId, MessageId, Seq, UserId};
 use medhub_store::HistoryPage;
 use medhub_wire::rest::{
-    AckRequest, AckResponseBody, AddMemberRequest, ChangePasswordRequest, ChangeResponse, ConversationDetail,
-    ConversationList, CreateConversationRequest, EditMessageRequest, LoginRequest, LoginResponse, MeResponse,
-    MessagePage, MessageResponse, MessageStatus, ReceiptRequest, ReceiptResponse, RevisionList, RevisionView,
-    SendMessageRequest, SendMessageResponse, SetRoleRequest, UpdateConversationRequest, UserList,
+    AckRequest, AckResponseBody, AddMemberRequest, ChangeResponse, ConversationDetail, ConversationList,
+    CreateConversationRequest, EditMessageRequest, MeResponse, MessagePage, MessageResponse, MessageStatus,
+    ReceiptRequest, ReceiptResponse, RevisionList, RevisionView, SendMessageRequest, SendMessageResponse,
+    SetRoleRequest, UpdateConversationRequest, UserList,
 };
 use medhub_wire::views::{AckView, ConversationView, MemberView, MessageView, RecipientStatusView, UserView};
-use medhub_wire::{ErrorBody, ErrorCode, frames::Token};
+use medhub_wire::{ErrorBody, ErrorCode};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -30,9 +30,6 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/password", post(change_password))
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users))
         .route("/api/v1/users/{id}", get(get_user))
@@ -48,45 +45,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/messages/{id}/revisions", get(revisions))
         .route("/api/v1/messages/{id}/ack", post(ack_message))
         .route("/api/v1/messages/{id}/status", get(message_status))
-}
-
-/// Sign in with username and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, description = "invalid_credentials", body = ErrorBody),
-              (status = 429, description = "rate_limited", body = ErrorBody)))]
-pub async fn login(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Json<LoginResponse>> {
-    let issued = state.services.auth.login(&req.username, &req.password.0).await?;
-    Ok(Json(LoginResponse {
-        token: Token(issued.token),
-        session_id: issued.session.id.as_uuid(),
-        user: UserView::from(&issued.user),
-        expires_at: issued.session.expires_at,
-        password_change_required: issued.session.state == medhub_core::model::SessionState::PasswordChangeRequired,
-    }))
-}
-
-/// End the current session; its live connections close with 4003.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, Authed(p): Authed) -> ApiResult<StatusCode> {
-    state.services.auth.logout(&p).await?;
-    state.services.hub.kick_session(p.session.id);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Change the password (required after signing in with a one-time password).
-#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth", security(("bearer" = [])), request_body = ChangePasswordRequest,
-    responses((status = 204), (status = 400, description = "password_length", body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn change_password(
-    State(state): State<AppState>,
-    Authed(p): Authed,
-    ApiJson(req): ApiJson<ChangePasswordRequest>,
-) -> ApiResult<StatusCode> {
-    state.services.auth.change_password(&p, &req.current_password.0, &req.new_password.0).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The signed-in user and session.

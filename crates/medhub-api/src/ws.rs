@@ -86,11 +86,30 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Cross-site WebSocket hijacking defence: a browser always sends `Origin` on an upgrade, and
+/// only pages served by medhub itself (same host) or listed in `allowed_origins` may open one.
+/// Clients that are not browsers send no `Origin` and are let through; they authenticate like
+/// everyone else.
+pub(crate) fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    let origin = origin.trim_end_matches('/');
+    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
 impl FromRequestParts<AppState> for Upgrade {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let bad = |m: &str| ApiError::with_message(ErrorCode::InvalidRequest, format!("not a WebSocket upgrade: {m}"));
+        if !origin_allowed(&parts.headers, &state.config.allowed_origins) {
+            return Err(ApiError::code(ErrorCode::OriginNotAllowed));
+        }
         if parts.method != Method::GET {
             return Err(ApiError::code(ErrorCode::MethodNotAllowed));
         }
@@ -264,7 +283,15 @@ fn read_error_close(e: &tungstenite::Error) -> Option<(u16, &'static str, ErrorC
     }
 }
 
-async fn read_hello(socket: &mut WebSocket) -> Result<(String, Option<u64>), HelloError> {
+/// How a `hello` authenticates.
+enum Credential {
+    /// A single-use ticket from `POST /api/v1/auth/ws-ticket`.
+    Ticket(String),
+    /// The session's bearer token, only where `allow_token_hello` is on.
+    Token(String),
+}
+
+async fn read_hello(socket: &mut WebSocket) -> Result<(Credential, Option<u64>), HelloError> {
     loop {
         let msg = match socket.next().await {
             None => return Err(HelloError::Closed),
@@ -279,7 +306,17 @@ async fn read_hello(socket: &mut WebSocket) -> Result<(String, Option<u64>), Hel
         match msg {
             Message::Text(text) => {
                 return match serde_json::from_str::<ClientFrame>(&text) {
-                    Ok(ClientFrame::Hello { token, cursor }) => Ok((token.0, cursor)),
+                    Ok(ClientFrame::Hello { ticket: Some(t), token: None, cursor }) => {
+                        Ok((Credential::Ticket(t.0), cursor))
+                    }
+                    Ok(ClientFrame::Hello { ticket: None, token: Some(t), cursor }) => {
+                        Ok((Credential::Token(t.0), cursor))
+                    }
+                    Ok(ClientFrame::Hello { .. }) => Err(HelloError::Refuse(
+                        WireError::with_message(ErrorCode::BadFrame, "hello needs exactly one of ticket and token"),
+                        close::UNAUTHENTICATED,
+                        "hello expected",
+                    )),
                     Ok(_) => Err(HelloError::Refuse(
                         WireError::with_message(ErrorCode::Unauthenticated, "the first frame must be hello"),
                         close::UNAUTHENTICATED,
@@ -330,7 +367,7 @@ async fn connection(state: AppState, mut socket: WebSocket, _permit: OwnedSemaph
 async fn open(state: &AppState, socket: &mut WebSocket) -> Option<(Arc<Principal>, Subscription, Registration)> {
     let cfg = state.config.clone();
     let services = &state.services;
-    let (token, resume) = match tokio::time::timeout(cfg.hello_timeout, read_hello(socket)).await {
+    let (credential, resume) = match tokio::time::timeout(cfg.hello_timeout, read_hello(socket)).await {
         Err(_) => {
             send_bytes(
                 socket,
@@ -349,7 +386,14 @@ async fn open(state: &AppState, socket: &mut WebSocket) -> Option<(Arc<Principal
         }
         Ok(Ok(hello)) => hello,
     };
-    let principal = match services.auth.authenticate(&token).await.and_then(|p| p.require_active().map(|()| p)) {
+    let authenticated = match credential {
+        Credential::Ticket(ticket) => services.auth.redeem_ws_ticket(&ticket).await,
+        Credential::Token(token) if cfg.allow_token_hello => services.auth.authenticate(&token).await,
+        Credential::Token(_) => Err(ServiceError::InvalidRequest(
+            "authenticate with a ticket from POST /api/v1/auth/ws-ticket; tokens are not accepted here".into(),
+        )),
+    };
+    let principal = match authenticated.and_then(|p| p.require_active().map(|()| p)) {
         Ok(p) => Arc::new(p),
         Err(e) => {
             let err = wire_error(&e);
@@ -359,7 +403,6 @@ async fn open(state: &AppState, socket: &mut WebSocket) -> Option<(Arc<Principal
             return None;
         }
     };
-    drop(token);
     let hub = services.hub.clone();
     let conn = hub.register(principal.user.id, principal.session.id);
     let registration = Registration(hub.clone(), conn.clone());
@@ -552,6 +595,9 @@ fn handle_text(
     }
     let services = state.services.clone();
     let p = principal.clone();
+    if frame.is_user_action() {
+        services.auth.touch(p.session.id);
+    }
     match frame {
         ClientFrame::Hello { .. } => {
             metrics.error(ErrorCode::BadFrame.as_str());

@@ -43,15 +43,8 @@ async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
     })
     .await;
     let bob = s.user("bob").await;
-    let (_, login) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": "nurse", "password": password})),
-        )
-        .await;
-    let token = login["token"].as_str().unwrap().to_owned();
+    let signed_in = s.sign_in("nurse", password, None).await;
+    let token = signed_in.user.token.clone();
     let wrong = s
         .call(
             reqwest::Method::POST,
@@ -61,7 +54,15 @@ async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
         )
         .await;
     assert_eq!(wrong.0, 401);
-    let nurse = medhub_testkit::TestUser { id: uuid::Uuid::nil(), username: "nurse".into(), token: token.clone() };
+    // A second sign-in with the authenticator, a wrong code and a step-up with a recovery code.
+    let again = s.sign_in("nurse", password, Some(&signed_in.totp_secret)).await;
+    let (status, _) = s.post("/api/v1/auth/step-up", &again.user, json!({"code": "000000"})).await;
+    assert!(status == 401 || status == 204);
+    let recovery = signed_in.recovery_codes[0].clone();
+    let (status, body) = s.post("/api/v1/auth/step-up", &again.user, json!({"recovery_code": recovery})).await;
+    assert_eq!(status, 204, "{body}");
+    let ticket = s.ws_ticket(&again.user).await;
+    let nurse = signed_in.user.clone();
     let conv = s.conversation(&nurse, "direct", &[&bob]).await;
     let (mut ws, _) = s.connect(&nurse, None).await;
     let body = "PATIENT-BODY-Jane-Doe-MRN-99812";
@@ -82,7 +83,11 @@ async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
         password.to_owned(),
         "WRONG-PASSWORD-77aa".to_owned(),
         token,
+        again.user.token,
         bob.token,
+        signed_in.totp_secret.clone(),
+        recovery,
+        ticket,
         body.to_owned(),
         "PATIENT-EDIT".to_owned(),
         "PATIENT-REJECTED".to_owned(),

@@ -19,6 +19,22 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/login", &["post"]),
     ("/api/v1/auth/logout", &["post"]),
     ("/api/v1/auth/password", &["post"]),
+    ("/api/v1/auth/mfa/totp/enroll", &["post"]),
+    ("/api/v1/auth/mfa/totp/confirm", &["post"]),
+    ("/api/v1/auth/mfa/verify", &["post"]),
+    ("/api/v1/auth/mfa/recovery-codes", &["post"]),
+    ("/api/v1/auth/step-up", &["post"]),
+    ("/api/v1/auth/sessions", &["get"]),
+    ("/api/v1/auth/sessions/{id}", &["delete"]),
+    ("/api/v1/auth/ws-ticket", &["post"]),
+    ("/api/v1/auth/invitation", &["post"]),
+    ("/api/v1/admin/sessions", &["get"]),
+    ("/api/v1/admin/sessions/{id}", &["delete"]),
+    ("/api/v1/admin/users", &["post"]),
+    ("/api/v1/admin/users/{id}", &["patch"]),
+    ("/api/v1/admin/users/{id}/invitation", &["post"]),
+    ("/api/v1/admin/users/{id}/mfa-reset", &["post"]),
+    ("/api/v1/admin/settings", &["get", "patch"]),
     ("/api/v1/me", &["get"]),
     ("/api/v1/users", &["get"]),
     ("/api/v1/users/{id}", &["get"]),
@@ -225,18 +241,29 @@ each_backend! {
                 }
             }
         }
-        // Every session-bound operation declares the bearer scheme; signing in does not.
+        // Every session-bound operation declares the bearer scheme; signing in and redeeming an
+        // invitation do not.
         for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/api/v1/")) {
             for m in METHODS {
                 let Some(op) = item.get(m) else { continue };
                 let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
-                assert_eq!(secured, path != "/api/v1/auth/login", "{m} {path}: {}", op["security"]);
+                let public = ["/api/v1/auth/login", "/api/v1/auth/invitation"].contains(&path.as_str());
+                assert_eq!(secured, !public, "{m} {path}: {}", op["security"]);
             }
         }
         // The error codes a client can receive are all in the schema.
         let codes = &doc["components"]["schemas"]["ErrorCode"];
         let text = codes.to_string();
-        for code in ["bad_frame", "not_found", "password_change_required", "cursor_out_of_range", "message_recalled"] {
+        for code in [
+            "bad_frame",
+            "not_found",
+            "password_change_required",
+            "cursor_out_of_range",
+            "message_recalled",
+            "mfa_required",
+            "step_up_required",
+            "session_expired",
+        ] {
             assert!(text.contains(&format!("\"{code}\"")), "{code} missing from {codes}");
         }
     }

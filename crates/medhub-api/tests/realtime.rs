@@ -134,8 +134,9 @@ each_backend! {
     async fn a_cursor_ahead_of_the_log_requires_a_resync(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
         let alice = s.user("alice").await;
+        let ticket = s.ws_ticket(&alice).await;
         let mut c = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
-        c.send(json!({"type": "hello", "token": alice.token, "cursor": 999_999})).await;
+        c.send(json!({"type": "hello", "ticket": ticket, "cursor": 999_999})).await;
         let err = c.next().await.unwrap();
         assert_eq!(err["error"]["code"], "cursor_out_of_range");
         assert_eq!(c.closed().await, Closed::Code(4010));
@@ -214,10 +215,29 @@ each_backend! {
             ..Default::default()
         }).await;
         drop(db);
-        let mut c = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
-        c.send(json!({"type": "hello", "token": "mh_forged"})).await;
-        assert_eq!(c.next().await.unwrap()["error"]["code"], "unauthenticated");
-        assert_eq!(c.closed().await, Closed::Code(4001));
+        for forged in [json!({"ticket": "mht_forged"}), json!({"ticket": "mh_not_a_ticket"})] {
+            let mut c = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
+            let mut hello = forged.clone();
+            hello["type"] = json!("hello");
+            c.send(hello).await;
+            assert_eq!(c.next().await.unwrap()["error"]["code"], "unauthenticated", "{forged}");
+            assert_eq!(c.closed().await, Closed::Code(4001));
+        }
+        // A real session token is refused in `hello` (tickets only, by default), and so is a
+        // hello with both or neither.
+        let alice = s.user("alice").await;
+        for hello in [
+            json!({"type": "hello", "token": alice.token}),
+            json!({"type": "hello"}),
+            json!({"type": "hello", "token": alice.token, "ticket": "mht_x"}),
+        ] {
+            let mut c = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
+            c.send(hello.clone()).await;
+            let e = c.next().await.unwrap();
+            assert_eq!(e["type"], "error", "{hello}: {e}");
+            assert_ne!(e["error"]["code"], "internal");
+            assert_eq!(c.closed().await, Closed::Code(4001), "{hello}");
+        }
         let mut c = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
         c.send(json!({"type": "ping"})).await;
         assert_eq!(c.next().await.unwrap()["error"]["code"], "unauthenticated");
@@ -328,7 +348,8 @@ each_backend! {
         let alice = s.user("alice").await;
         // A client that never answers pings.
         let mut raw = medhub_testkit::RawWs::connect(s.addr, "/api/v1/ws").await.unwrap();
-        raw.send_text(&json!({"type": "hello", "token": alice.token}).to_string()).await.unwrap();
+        let ticket = s.ws_ticket(&alice).await;
+        raw.send_text(&json!({"type": "hello", "ticket": ticket}).to_string()).await.unwrap();
         let (code, pings) = raw.read_until_close().await.unwrap();
         assert_eq!(code, 4009);
         assert!(pings >= 2, "the server pinged before giving up ({pings})");

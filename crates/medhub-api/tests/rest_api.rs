@@ -82,7 +82,7 @@ fn assert_error(body: &Value, code: &str) {
     let err = body["error"].as_object().unwrap_or_else(|| panic!("`error` is not an object: {body}"));
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    assert!(err.keys().all(|k| ["code", "message", "correlation_id"].contains(&k.as_str())), "{body}");
+    assert!(err.keys().all(|k| ["code", "message", "correlation_id", "retry_after"].contains(&k.as_str())), "{body}");
 }
 
 fn seqs(page: &Value) -> Vec<u64> {
@@ -112,11 +112,19 @@ each_backend! {
         assert_eq!(body["user"]["username"], "nurse.joy");
         assert_eq!(body["password_change_required"], false);
         assert!(body["token"].as_str().is_some_and(|t| t.starts_with("mh_")), "{body}");
+        // A password alone is not enough: the account has no second factor yet.
+        assert_eq!(body["state"], "mfa_enrollment_required");
         let joy = user_from_login(&body);
         let (status, me) = s.get("/api/v1/me", &joy).await;
+        assert_eq!(status, 403, "{me}");
+        assert_error(&me, "mfa_enrollment_required");
+        // With an authenticator enrolled, the same account gets a working session.
+        let signed_in = s.sign_in("nurse.joy", PASSWORD, None).await;
+        let (status, me) = s.get("/api/v1/me", &signed_in.user).await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(me["user"]["id"], json!(id));
-        assert_eq!(me["session_id"], body["session_id"]);
+        let (status, body) = login(&s, "nurse.joy", PASSWORD).await;
+        assert_eq!((status, &body["state"]), (200, &json!("mfa_required")), "{body}");
         // Usernames are case-insensitive at sign-in.
         let (status, _) = login(&s, "  Nurse.Joy ", PASSWORD).await;
         assert_eq!(status, 200);
@@ -231,12 +239,10 @@ each_backend! {
             }
         }
         // (Asserted at the end, so that the rest of the flow is checked too.)
-        // The real-time transport refuses it too.
-        let mut ws = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
-        ws.send(json!({"type": "hello", "token": newbie.token})).await;
-        let refused = ws.next().await.unwrap();
-        assert_eq!(refused["error"]["code"], "password_change_required", "{refused}");
-        assert_eq!(ws.closed().await, Closed::Code(4001));
+        // The real-time transport refuses it too: no WebSocket ticket.
+        let (status, refused) = s.post("/api/v1/auth/ws-ticket", &newbie, json!({})).await;
+        assert_eq!(status, 403, "{refused}");
+        assert_error(&refused, "password_change_required");
 
         // The change itself checks the current password and the length rules.
         let change = |current: &str, new: &str| json!({"current_password": current, "new_password": new});
@@ -247,9 +253,15 @@ each_backend! {
         assert_eq!(status, 400, "{body}");
         assert_error(&body, "password_length");
         let (status, body) = s.post("/api/v1/auth/password", &newbie, change(one_time, new_password)).await;
-        assert_eq!(status, 204, "{body}");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "mfa_enrollment_required");
 
-        // The same session is now fully signed in.
+        // The same session enrols an authenticator and is then fully signed in.
+        let (status, e) = s.post("/api/v1/auth/mfa/totp/enroll", &newbie, json!({})).await;
+        assert_eq!(status, 200, "{e}");
+        let code = s.totp_code(e["secret"].as_str().unwrap(), 0);
+        let (status, c) = s.post("/api/v1/auth/mfa/totp/confirm", &newbie, json!({"code": code})).await;
+        assert_eq!((status, &c["state"]), (200, &json!("active")), "{c}");
         let (status, me) = s.get("/api/v1/me", &newbie).await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(s.get("/api/v1/conversations", &newbie).await.0, 200);
@@ -260,6 +272,7 @@ each_backend! {
         let (status, body) = login(&s, "dr.new", new_password).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["password_change_required"], false);
+        assert_eq!(body["state"], "mfa_required");
         assert!(wrong.is_empty(), "not refused with 403 password_change_required:\n{}", wrong.join("\n"));
     }
 }
@@ -271,6 +284,7 @@ each_backend! {
         let phone = another_session(&s, &alice).await;
         let (mut desk_ws, _) = s.connect(&alice, None).await;
         let (mut phone_ws, _) = s.connect(&phone, None).await;
+        let unused_ticket = s.ws_ticket(&alice).await;
         let (status, body) = s.call(Method::POST, "/api/v1/auth/logout", Some(&alice), None).await;
         assert_eq!(status, 204, "{body}");
         assert_eq!(desk_ws.closed().await, Closed::Code(4003));
@@ -278,7 +292,7 @@ each_backend! {
         assert_eq!(status, 401, "{body}");
         assert_error(&body, "unauthenticated");
         let mut again = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
-        again.send(json!({"type": "hello", "token": alice.token})).await;
+        again.send(json!({"type": "hello", "ticket": unused_ticket})).await;
         assert_eq!(again.next().await.unwrap()["error"]["code"], "unauthenticated");
         assert_eq!(again.closed().await, Closed::Code(4001));
         // Only that session ended: the other device stays signed in and connected.

@@ -26,19 +26,29 @@ each_backend! {
         .await;
         let alice = s.user("alice").await;
         let (mut ws, _) = s.connect(&alice, None).await;
+        let ticket = s.ws_ticket(&alice).await;
         assert_eq!(s.get("/api/v1/me", &alice).await.0, 200);
-        // Just before the 12-hour lifetime ends, everything still works.
-        clock.advance(SignedDuration::from_hours(12) - SignedDuration::from_secs(60));
+        // Busy all shift: a user action every 10 minutes keeps the idle timeout away...
+        for _ in 0..71 {
+            clock.advance(SignedDuration::from_mins(10));
+            assert_eq!(s.get("/api/v1/me", &alice).await.0, 200);
+        }
+        // ...until one second before the 12-hour lifetime ends.
+        clock.advance(SignedDuration::from_mins(10) - SignedDuration::from_secs(1));
         assert_eq!(s.get("/api/v1/me", &alice).await.0, 200);
         assert_eq!(ws.request(json!({"type": "ping"})).await["type"], "pong");
-        // Past it, REST refuses and the socket is closed with 4003 at its next heartbeat.
-        clock.advance(SignedDuration::from_secs(120));
+        // At 12:00:00, REST refuses and the socket is closed with 4003 at its next heartbeat.
+        clock.advance(SignedDuration::from_secs(1));
         let (status, body) = s.get("/api/v1/me", &alice).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("session_expired")), "{body}");
         assert_eq!(ws.closed().await, Closed::Code(4003));
+        // A ticket issued earlier does not outlive its session (nor its 30 seconds).
         let mut again = medhub_testkit::WsClient::open(&s.ws_url()).await.unwrap();
-        again.send(json!({"type": "hello", "token": alice.token})).await;
+        again.send(json!({"type": "hello", "ticket": ticket})).await;
         assert_eq!(again.next().await.unwrap()["error"]["code"], "unauthenticated");
+        // Afterwards it is just an unknown token.
+        let (status, body) = s.get("/api/v1/me", &alice).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
     }
 }
 

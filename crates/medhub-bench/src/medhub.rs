@@ -313,7 +313,8 @@ impl Tuning {
     }
 
     fn api_config(&self) -> medhub_api::ApiConfig {
-        let mut c = medhub_api::ApiConfig::default();
+        // Clients say `hello` with their session token, as with the binary (see spawn_binary).
+        let mut c = medhub_api::ApiConfig { allow_token_hello: true, ..Default::default() };
         if let Some(v) = self.get("MEDHUB__LIMITS__FRAMES_PER_SECOND") {
             c.frames_per_second = v;
         }
@@ -407,8 +408,10 @@ async fn spawn_binary(path: &Path, port: u16, work: &Path, storage: &Storage, tu
     let log = work.join("medhub-server.log");
     let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
     let mut cmd = tokio::process::Command::new(path);
-    cmd.arg("serve").env("MEDHUB__SERVER__LISTEN", addr.to_string());
-    let mut shown = vec![format!("MEDHUB__SERVER__LISTEN={addr}")];
+    // The load generator's clients say `hello` with their session token: 15,000 ticket
+    // requests per storm would measure ticket issuance, not the real-time path.
+    cmd.arg("serve").env("MEDHUB__SERVER__LISTEN", addr.to_string()).env("MEDHUB__AUTH__ALLOW_TOKEN_HELLO", "true");
+    let mut shown = vec![format!("MEDHUB__SERVER__LISTEN={addr}"), "MEDHUB__AUTH__ALLOW_TOKEN_HELLO=true".to_owned()];
     match storage {
         Storage::Sqlite { data_dir } => {
             cmd.env("MEDHUB__STORAGE__DATA_DIR", data_dir);

@@ -15,6 +15,9 @@ pub enum DomainError {
     /// The user does not exist or is deactivated.
     #[error("user not found")]
     UserNotFound,
+    /// The session does not exist, has ended, or is not the caller's.
+    #[error("session not found")]
+    SessionNotFound,
     /// The caller is a member but its role does not allow this action.
     #[error("not allowed for your role in this conversation")]
     Forbidden,

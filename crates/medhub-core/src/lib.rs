@@ -12,6 +12,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod recipients;
+pub mod session;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -128,6 +128,8 @@ pub struct Org {
     pub id: OrgId,
     pub name: String,
     pub created_at: Timestamp,
+    /// Sessions without user activity for this long end (15 minutes unless chosen).
+    pub idle_timeout: jiff::SignedDuration,
 }
 
 /// A user account.
@@ -315,29 +317,39 @@ mod tests {
     }
 }
 
-/// What a session may do.
+/// What a session may do. Only `Active` reaches patient data; the other states reach just
+/// the routes of their next step (see `medhub_core::session`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionState {
-    /// Fully signed in.
+    /// Fully signed in: password and second factor.
     Active,
     /// Signed in with a one-time password: only the password change is allowed.
     PasswordChangeRequired,
+    /// The account has no second factor yet: only enrolment is allowed.
+    MfaEnrollmentRequired,
+    /// The password was right; the second factor is still to be proven.
+    MfaRequired,
 }
 
 impl SessionState {
+    pub const ALL: [SessionState; 4] = [
+        SessionState::Active,
+        SessionState::PasswordChangeRequired,
+        SessionState::MfaEnrollmentRequired,
+        SessionState::MfaRequired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SessionState::Active => "active",
             SessionState::PasswordChangeRequired => "password_change_required",
+            SessionState::MfaEnrollmentRequired => "mfa_enrollment_required",
+            SessionState::MfaRequired => "mfa_required",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "active" => SessionState::Active,
-            "password_change_required" => SessionState::PasswordChangeRequired,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -349,7 +361,15 @@ pub struct Session {
     pub token_hash: [u8; 32],
     pub state: SessionState,
     pub created_at: Timestamp,
-    pub last_seen_at: Timestamp,
+    /// The last user action (heartbeats and automatic refreshes do not count).
+    pub last_activity_at: Timestamp,
+    /// The absolute end of the session, whatever its activity.
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// When the second factor was last proven in this session (sign-in or step-up).
+    pub mfa_at: Option<Timestamp>,
+    /// The client's address at sign-in.
+    pub ip: Option<String>,
+    /// The client's `User-Agent` at sign-in, shortened.
+    pub user_agent: Option<String>,
 }

@@ -18,6 +18,33 @@ pub enum ServiceError {
     /// The session may only change its one-time password.
     #[error("password change required")]
     PasswordChangeRequired,
+    /// The account has no second factor yet: only enrolment is allowed.
+    #[error("second factor enrolment required")]
+    MfaEnrollmentRequired,
+    /// The password was right; the second factor is still to be proven.
+    #[error("second factor required")]
+    MfaRequired,
+    /// A sensitive action needs the second factor proven within the last 5 minutes.
+    #[error("step-up required")]
+    StepUpRequired,
+    /// The TOTP or recovery code is wrong, already used, or out of its time window.
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    /// The account already has a confirmed authenticator.
+    #[error("authenticator already enrolled")]
+    MfaAlreadyEnrolled,
+    /// Too many failures: wait this long.
+    #[error("throttled for {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
+    /// The session ended: idle timeout or absolute lifetime.
+    #[error("session expired ({})", .0.as_str())]
+    SessionExpired(medhub_core::session::Expiry),
+    /// The invitation code is unknown, used or expired.
+    #[error("invalid invitation")]
+    InvalidInvitation,
+    /// The server key does not decrypt what it encrypted earlier.
+    #[error("the server key does not match the one this database was set up with")]
+    ServerKeyMismatch,
     /// The caller is not an administrator.
     #[error("administrator role required")]
     AdminRequired,

@@ -283,34 +283,6 @@ impl Hub {
         self.conns.read().values().flat_map(|l| l.iter()).map(|c| c.depth()).sum()
     }
 
-    /// Closes the connections of sessions revoked anywhere (another node, `medhub admin`),
-    /// checking the store every `interval`. Revocations on this node close sockets at once.
-    pub async fn run_session_sweeper(self: Arc<Self>, clock: Arc<dyn medhub_core::Clock>, interval: Duration) {
-        // Overlap successive windows generously: a revocation is never missed because of a
-        // small clock difference between nodes, and kicking twice is harmless.
-        let overlap = jiff::SignedDuration::from_secs(60);
-        let mut since = clock.now().checked_sub(overlap).unwrap_or(clock.now());
-        loop {
-            tokio::time::sleep(interval).await;
-            let now = clock.now();
-            match self.store.revoked_sessions_since(since).await {
-                Ok(ids) if !ids.is_empty() => {
-                    let set: std::collections::HashSet<SessionId> = ids.into_iter().collect();
-                    let kicked = self.kick_sessions(&set);
-                    if kicked > 0 {
-                        tracing::info!(kicked, "closed connections of revoked sessions");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not check for revoked sessions");
-                    continue;
-                }
-            }
-            since = now.checked_sub(overlap).unwrap_or(now);
-        }
-    }
-
     /// Closes every connection of a user (after deactivation).
     pub fn kick_user(&self, user: UserId) {
         if let Some(list) = self.conns.read().get(&user) {

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod messaging;
 pub mod metrics;
 pub mod pipeline;
+pub mod server_key;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
 pub use metrics::Metrics;
 pub use pipeline::Pipeline;
+pub use server_key::ServerKey;
 
 /// A fresh correlation id for an internal error: what the client quotes, what the log holds.
 pub fn correlation_id() -> String {
@@ -63,8 +65,12 @@ pub struct ServiceConfig {
     pub external_poll_interval: Duration,
     /// Concurrent password hashes (each takes 19 MiB and a core for tens of milliseconds).
     pub max_concurrent_hashes: usize,
-    /// How often live connections of sessions revoked elsewhere are looked for and closed.
+    /// How often pending activity is written, idle sessions are ended, and live connections
+    /// of sessions ended anywhere are closed.
     pub session_sweep_interval: Duration,
+    /// Encrypts TOTP secrets. The binary loads it from `auth.secret_key_file`; the default is
+    /// a fresh random key, which suits tests and nothing else.
+    pub server_key: ServerKey,
 }
 
 impl Default for ServiceConfig {
@@ -82,6 +88,7 @@ impl Default for ServiceConfig {
             external_poll_interval: Duration::from_millis(250),
             max_concurrent_hashes: 2,
             session_sweep_interval: Duration::from_secs(5),
+            server_key: ServerKey::generate().unwrap_or_else(|_| ServerKey::from_bytes([0; 32])),
         }
     }
 }
@@ -126,8 +133,10 @@ impl Services {
         let (pipeline, writer) =
             Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
         let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
-        let sweeper = tokio::spawn(hub.clone().run_session_sweeper(clock.clone(), config.session_sweep_interval));
-        let auth = AuthService::new(store.clone(), config.clone(), clock.clone());
+        let auth =
+            AuthService::new(store.clone(), config.clone(), clock.clone(), hub.clone(), config.server_key.clone());
+        auth.start().await?;
+        let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone());
         let services = Services { config, store, clock, metrics, auth, hub, pipeline, messaging };
         Ok((services, Background { tasks: vec![writer, publisher, sweeper] }))

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The username is already taken.
     #[error("username is already taken")]
     UsernameTaken,
+    /// The change conflicts with what is stored (the caller's message says what).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The store's worker threads have stopped (the process is shutting down).
     #[error("store is shut down")]
     Closed,

@@ -19,12 +19,14 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, Seq, SessionId, Use
 
 mod columns;
 mod error;
+pub mod identity;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
+pub use identity::{Ended, IdentityStore, TotpRecord};
 
 pub(crate) use columns::{EventColumns, EventRow};
 
@@ -95,7 +97,7 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: IdentityStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.
@@ -132,15 +134,9 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError>;
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
-    /// The unrevoked, unexpired session with this token hash, with its active user.
-    async fn session_by_token_hash(
-        &self,
-        hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<(Session, User)>, StoreError>;
-    async fn revoke_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError>;
-    /// Marks a session fully active (after the one-time password was changed).
-    async fn activate_session(&self, id: SessionId) -> Result<(), StoreError>;
+    /// The unrevoked session with this token hash, with its active user. Expiry is the
+    /// caller's decision (it knows the idle timeout and recent activity).
+    async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError>;
     /// Sessions revoked at or after `since` (sign-out, deactivation), for closing their
     /// live connections on every node.
     async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError>;

@@ -3,8 +3,11 @@
 pub(crate) const USER_COLS: &str =
     "id, org_id, username, display_name, role, active, password_hash, must_change_password, created_at";
 
+/// Session columns; a joined user row starts at [`SESSION_COL_COUNT`].
 pub(crate) const SESSION_COLS: &str =
-    "id, user_id, token_hash, state, created_at, last_seen_at, expires_at, revoked_at";
+    "id, user_id, token_hash, state, created_at, last_activity_at, expires_at, revoked_at, mfa_at, ip, user_agent";
+
+pub(crate) const SESSION_COL_COUNT: usize = 11;
 
 pub(crate) const CONVERSATION_COLS: &str =
     "id, kind, title, created_by, created_at, last_seq, member_count, owner_count";

@@ -23,7 +23,12 @@ async fn org(store: &DynStore) -> Org {
     if let Some(o) = store.org().await.unwrap() {
         return o;
     }
-    let org = Org { id: OrgId::new_v7(), name: "General Hospital".into(), created_at: now() };
+    let org = Org {
+        id: OrgId::new_v7(),
+        name: "General Hospital".into(),
+        created_at: now(),
+        idle_timeout: medhub_core::session::DEFAULT_IDLE_TIMEOUT,
+    };
     let admin = record(org.id, "admin");
     assert!(store.bootstrap(&org, &admin).await.unwrap());
     org
@@ -102,7 +107,7 @@ each_backend! {
         let store = db.open().await;
         assert_eq!(store.org().await.unwrap(), None);
         let first = org(&store).await;
-        let again = Org { id: OrgId::new_v7(), name: "Other".into(), created_at: now() };
+        let again = Org { name: "Other".into(), id: OrgId::new_v7(), ..first.clone() };
         assert!(!store.bootstrap(&again, &record(again.id, "admin2")).await.unwrap());
         assert_eq!(store.org().await.unwrap(), Some(first));
         assert!(store.user_record_by_username("admin2").await.unwrap().is_none());
@@ -123,36 +128,150 @@ each_backend! {
     }
 }
 
+fn session(user: UserId, hash: u8, last_activity: Timestamp, expires: Timestamp) -> Session {
+    Session {
+        id: SessionId::new_v7(),
+        user,
+        token_hash: [hash; 32],
+        state: SessionState::Active,
+        created_at: now(),
+        last_activity_at: last_activity,
+        expires_at: expires,
+        revoked_at: None,
+        mfa_at: None,
+        ip: Some("10.1.2.3".into()),
+        user_agent: Some("Ward tablet".into()),
+    }
+}
+
 each_backend! {
-    async fn sessions_expire_revoke_and_die_with_deactivation(db) {
+    async fn sessions_end_when_revoked_idle_too_old_or_deactivated(db) {
         let store = db.open().await;
         let u = user(&store, "nurse").await;
-        let mk = |hash: u8, expires: Timestamp| Session {
-            id: SessionId::new_v7(),
-            user: u,
-            token_hash: [hash; 32],
-            state: SessionState::Active,
-            created_at: now(),
-            last_seen_at: now(),
-            expires_at: expires,
-            revoked_at: None,
-        };
-        let live = mk(1, now() + SignedDuration::from_hours(1));
-        let expired = mk(2, now() - SignedDuration::from_secs(1));
-        let other = mk(3, now() + SignedDuration::from_hours(1));
-        for s in [&live, &expired, &other] {
+        let hour = SignedDuration::from_hours(1);
+        let idle = SignedDuration::from_mins(15);
+        let live = session(u, 1, now(), now() + hour);
+        let too_old = session(u, 2, now(), now() - SignedDuration::from_secs(1));
+        let other = session(u, 3, now(), now() + hour);
+        let idle_one = session(u, 4, now() - idle, now() + hour);
+        let almost_idle = session(u, 5, now() - idle + SignedDuration::from_secs(1), now() + hour);
+        for s in [&live, &too_old, &other, &idle_one, &almost_idle] {
             store.create_session(s).await.unwrap();
         }
-        let (found, who) = store.session_by_token_hash(&[1; 32], now()).await.unwrap().unwrap();
+        let (found, who) = store.session_by_token_hash(&[1; 32]).await.unwrap().unwrap();
         assert_eq!((found.id, who.id), (live.id, u));
-        assert!(store.session_by_token_hash(&[2; 32], now()).await.unwrap().is_none(), "expired");
-        assert!(store.session_by_token_hash(&[9; 32], now()).await.unwrap().is_none(), "unknown");
-        store.revoke_session(live.id, now()).await.unwrap();
-        assert!(store.session_by_token_hash(&[1; 32], now()).await.unwrap().is_none(), "revoked");
+        assert_eq!(found, live, "every column round-trips");
+        assert!(store.session_by_token_hash(&[9; 32]).await.unwrap().is_none(), "unknown");
+
+        // The sweep ends exactly the idle (15:00) and too old sessions, with their reasons.
+        let mut ended = store.end_expired_sessions(now(), idle).await.unwrap();
+        ended.sort();
+        let mut expect = vec![(too_old.id, u), (idle_one.id, u)];
+        expect.sort();
+        assert_eq!(ended, expect);
+        assert!(store.session_by_token_hash(&[2; 32]).await.unwrap().is_none(), "too old");
+        assert!(store.session_by_token_hash(&[4; 32]).await.unwrap().is_none(), "idle");
+        assert!(store.session_by_token_hash(&[5; 32]).await.unwrap().is_some(), "14:59 idle is alive");
+
+        // Activity only moves forward.
+        let later = now() + SignedDuration::from_mins(5);
+        store.record_activity(&[(almost_idle.id, later), (live.id, now() - hour)]).await.unwrap();
+        assert_eq!(store.session(almost_idle.id).await.unwrap().unwrap().last_activity_at, later);
+        assert_eq!(store.session(live.id).await.unwrap().unwrap().last_activity_at, now());
+
+        assert!(store.end_session(live.id, now(), "logout").await.unwrap());
+        assert!(!store.end_session(live.id, now(), "logout").await.unwrap(), "already ended");
+        assert!(store.session_by_token_hash(&[1; 32]).await.unwrap().is_none(), "revoked");
+        assert!(store.revoked_sessions_since(now()).await.unwrap().contains(&live.id));
+
+        let listed: Vec<SessionId> = store.sessions_for_user(u).await.unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(listed, vec![almost_idle.id, other.id], "live sessions, newest first");
+        let ended = store.end_user_sessions(u, Some(other.id), now(), "password_changed").await.unwrap();
+        assert_eq!(ended, vec![(almost_idle.id, u)]);
         assert!(store.set_user_active(u, false, now()).await.unwrap());
-        assert!(store.session_by_token_hash(&[3; 32], now()).await.unwrap().is_none(), "deactivated");
+        assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "deactivated");
         store.set_user_active(u, true, now()).await.unwrap();
-        assert!(store.session_by_token_hash(&[3; 32], now()).await.unwrap().is_none(), "stays revoked");
+        assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "stays revoked");
+        assert!(store.live_sessions(None, 10).await.unwrap().is_empty());
+    }
+}
+
+each_backend! {
+    async fn totp_steps_only_move_forward_and_recovery_codes_work_once(db) {
+        let store = db.open().await;
+        let u = user(&store, "resident").await;
+        assert_eq!(store.totp(u).await.unwrap(), None);
+        store.put_pending_totp(u, b"sealed-1", now()).await.unwrap();
+        store.put_pending_totp(u, b"sealed-2", now()).await.unwrap();
+        let pending = store.totp(u).await.unwrap().unwrap();
+        assert_eq!((pending.secret_enc.as_slice(), pending.confirmed_at), (&b"sealed-2"[..], None));
+        assert!(!store.advance_totp_step(u, 10).await.unwrap(), "not confirmed yet");
+        let hashes: Vec<String> = (0..3).map(|i| format!("hash-{i}")).collect();
+        assert!(store.confirm_totp(u, 100, &hashes, now()).await.unwrap());
+        assert!(!store.confirm_totp(u, 101, &hashes, now()).await.unwrap(), "confirmed once");
+        assert!(matches!(store.put_pending_totp(u, b"x", now()).await, Err(StoreError::Conflict(_))));
+        assert!(!store.advance_totp_step(u, 100).await.unwrap(), "the confirming code's step is used");
+        assert!(store.advance_totp_step(u, 101).await.unwrap());
+        assert!(!store.advance_totp_step(u, 101).await.unwrap(), "same step again");
+        assert!(!store.advance_totp_step(u, 99).await.unwrap(), "older step");
+        assert_eq!(store.totp(u).await.unwrap().unwrap().last_step, Some(101));
+
+        let codes = store.recovery_codes(u).await.unwrap();
+        assert_eq!(codes.iter().map(|(i, h)| (*i, h.as_str())).collect::<Vec<_>>(), vec![(0, "hash-0"), (1, "hash-1"), (2, "hash-2")]);
+        assert!(store.use_recovery_code(u, 1, now()).await.unwrap());
+        assert!(!store.use_recovery_code(u, 1, now()).await.unwrap(), "used once");
+        assert_eq!(store.recovery_codes(u).await.unwrap().len(), 2);
+        store.replace_recovery_codes(u, &["new".to_owned()]).await.unwrap();
+        assert_eq!(store.recovery_codes(u).await.unwrap(), vec![(0, "new".to_owned())]);
+        store.remove_second_factors(u).await.unwrap();
+        assert_eq!(store.totp(u).await.unwrap(), None);
+        assert!(store.recovery_codes(u).await.unwrap().is_empty());
+    }
+}
+
+each_backend! {
+    async fn tickets_work_once_and_expire(db) {
+        let store = db.open().await;
+        let u = user(&store, "clerk").await;
+        let s = session(u, 1, now(), now() + SignedDuration::from_hours(1));
+        store.create_session(&s).await.unwrap();
+        let soon = now() + SignedDuration::from_secs(30);
+        store.create_ws_ticket(&[7; 32], s.id, soon).await.unwrap();
+        store.create_ws_ticket(&[8; 32], s.id, soon).await.unwrap();
+        assert_eq!(store.consume_ws_ticket(&[7; 32], now()).await.unwrap(), Some(s.id));
+        assert_eq!(store.consume_ws_ticket(&[7; 32], now()).await.unwrap(), None, "single use");
+        assert_eq!(store.consume_ws_ticket(&[8; 32], soon).await.unwrap(), None, "expired at 30 s");
+        assert_eq!(store.consume_ws_ticket(&[9; 32], now()).await.unwrap(), None, "unknown");
+    }
+}
+
+each_backend! {
+    async fn throttles_invitations_and_the_key_check_persist(db) {
+        let store = db.open().await;
+        let t = medhub_core::session::Throttle { failures: 6, window_start: now(), locked_until: Some(now() + SignedDuration::from_secs(2)) };
+        store.put_throttle("login:acct:alice", &t).await.unwrap();
+        let keys = vec!["login:acct:alice".to_owned(), "login:ip:10.0.0.1".to_owned()];
+        assert_eq!(store.throttles(&keys).await.unwrap(), vec![("login:acct:alice".to_owned(), t)]);
+        store.clear_throttle("login:acct:alice").await.unwrap();
+        assert!(store.throttles(&keys).await.unwrap().is_empty());
+
+        let admin = store.user_record_by_username("admin").await.unwrap();
+        let by = match admin { Some(a) => a.user.id, None => user(&store, "boss").await };
+        let invitee = user(&store, "newbie").await;
+        let week = now() + SignedDuration::from_hours(168);
+        store.create_invitation(&[5; 32], invitee, by, now(), week).await.unwrap();
+        assert!(store.has_open_invitation(invitee, now()).await.unwrap());
+        assert_eq!(store.redeem_invitation(&[6; 32], "phc", now()).await.unwrap(), None, "unknown code");
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc", week).await.unwrap(), None, "expired");
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc", now()).await.unwrap(), Some(invitee));
+        assert_eq!(store.user_record(invitee).await.unwrap().unwrap().password_hash.as_deref(), Some("phc"));
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc2", now()).await.unwrap(), None, "single use");
+        assert!(!store.has_open_invitation(invitee, now()).await.unwrap());
+
+        assert_eq!(store.key_check(None, now()).await.unwrap(), None);
+        assert_eq!(store.key_check(Some(b"first"), now()).await.unwrap(), Some(b"first".to_vec()));
+        assert_eq!(store.key_check(Some(b"second"), now()).await.unwrap(), Some(b"first".to_vec()), "kept from the first use");
+        assert_eq!(store.key_check(None, now()).await.unwrap(), Some(b"first".to_vec()));
     }
 }
 

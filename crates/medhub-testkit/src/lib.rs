@@ -36,6 +36,16 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// A user signed in over HTTP with password and authenticator.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub user: TestUser,
+    /// The authenticator's secret (base32).
+    pub totp_secret: String,
+    /// The recovery codes, when this sign-in enrolled the authenticator.
+    pub recovery_codes: Vec<String>,
+}
+
 /// Settings for a test server.
 #[derive(Clone)]
 pub struct Settings {
@@ -217,12 +227,69 @@ impl TestServer {
         }
     }
 
+    /// Signs in over HTTP with a password, as a client would: `login`, then enrols an
+    /// authenticator if the account has none (or proves it with `totp_secret`). Returns the
+    /// active user and the authenticator's secret and recovery codes (when it enrolled).
+    pub async fn sign_in(&self, username: &str, password: &str, totp_secret: Option<&str>) -> SignedIn {
+        let (status, login) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(status, 200, "login {username}: {login}");
+        let token = login["token"].as_str().unwrap_or_else(|| panic!("no token: {login}")).to_owned();
+        let id = login["user"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{login}"));
+        let user = TestUser { id, username: username.to_owned(), token };
+        match (login["state"].as_str(), totp_secret) {
+            (Some("mfa_enrollment_required"), _) => {
+                let (status, e) = self.post("/api/v1/auth/mfa/totp/enroll", &user, json!({})).await;
+                assert_eq!(status, 200, "enroll: {e}");
+                let secret = e["secret"].as_str().unwrap_or_else(|| panic!("{e}")).to_owned();
+                let (status, c) = self
+                    .post("/api/v1/auth/mfa/totp/confirm", &user, json!({"code": self.totp_code(&secret, 0)}))
+                    .await;
+                assert_eq!(status, 200, "confirm: {c}");
+                assert_eq!(c["state"], "active", "{c}");
+                let codes = c["recovery_codes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+                SignedIn { user, totp_secret: secret, recovery_codes: codes.unwrap_or_default() }
+            }
+            (Some("mfa_required"), Some(secret)) => {
+                // The next step's code: the current one may have been used already.
+                let (status, v) =
+                    self.post("/api/v1/auth/mfa/verify", &user, json!({"code": self.totp_code(secret, 1)})).await;
+                assert_eq!(status, 200, "verify: {v}");
+                SignedIn { user, totp_secret: secret.to_owned(), recovery_codes: Vec::new() }
+            }
+            (state, _) => panic!("unexpected sign-in state {state:?}: {login}"),
+        }
+    }
+
+    /// The TOTP code for `secret` at the server's clock, `steps_ahead` 30-second steps on
+    /// (within the ±1 step window, so a code can be made that is not yet used).
+    pub fn totp_code(&self, secret: &str, steps_ahead: i64) -> String {
+        let at = self.services.clock.now().as_second() + 30 * steps_ahead;
+        medhub_service::auth::totp_code(secret, at).unwrap_or_else(|| panic!("bad TOTP secret"))
+    }
+
+    /// A single-use WebSocket ticket for the user's session.
+    pub async fn ws_ticket(&self, user: &TestUser) -> String {
+        let (status, body) = self.post("/api/v1/auth/ws-ticket", user, json!({})).await;
+        assert_eq!(status, 200, "ws-ticket: {body}");
+        body["ticket"].as_str().unwrap_or_else(|| panic!("no ticket: {body}")).to_owned()
+    }
+
     /// Opens a WebSocket, says hello and returns the client and its `ready` frame. It first
     /// [settles](Self::settle), so the `ready` cursor is after everything done before the call.
     pub async fn connect(&self, user: &TestUser, cursor: Option<u64>) -> (WsClient, Value) {
         self.settle().await;
+        let ticket = self.ws_ticket(user).await;
         let mut c = WsClient::open(&self.ws_url()).await.unwrap_or_else(|e| panic!("ws connect: {e:#}"));
-        let mut hello = json!({"type": "hello", "token": user.token});
+        let mut hello = json!({"type": "hello", "ticket": ticket});
         if let Some(c) = cursor {
             hello["cursor"] = json!(c);
         }

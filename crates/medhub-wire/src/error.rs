@@ -70,6 +70,14 @@ codes! {
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
     InvalidCredentials = ("invalid_credentials", 401, "The username or password is wrong (the two are not told apart)."),
     PasswordChangeRequired = ("password_change_required", 403, "This session signed in with a one-time password; change it first."),
+    MfaEnrollmentRequired = ("mfa_enrollment_required", 403, "The account has no second factor yet; enrol an authenticator first."),
+    MfaRequired = ("mfa_required", 403, "The password was right; prove the second factor with `POST /api/v1/auth/mfa/verify`."),
+    StepUpRequired = ("step_up_required", 403, "This action needs the second factor proven in the last 5 minutes: `POST /api/v1/auth/step-up`."),
+    InvalidMfaCode = ("invalid_mfa_code", 401, "The authenticator or recovery code is wrong, already used, or outside its time window."),
+    MfaAlreadyEnrolled = ("mfa_already_enrolled", 409, "The account already has an authenticator; an administrator can reset it."),
+    SessionExpired = ("session_expired", 401, "The session ended: no activity for the idle timeout, or 12 hours since sign-in. Sign in again."),
+    InvalidInvitation = ("invalid_invitation", 400, "The invitation code is unknown, used or expired; ask an administrator for a new one."),
+    OriginNotAllowed = ("origin_not_allowed", 403, "The page's origin is not allowed to open a WebSocket to this server."),
     Forbidden = ("forbidden", 403, "Your role does not allow this action."),
     NotFound = ("not_found", 404, "The object does not exist or you cannot see it (the two are not told apart)."),
     MethodNotAllowed = ("method_not_allowed", 405, "The HTTP method is not allowed on this path."),
@@ -87,17 +95,20 @@ pub struct WireError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// For `rate_limited`: seconds to wait before trying again (also in `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl WireError {
     /// An error with the code's standard description as its message.
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, message: code.description().to_owned(), correlation_id: None }
+        Self { code, message: code.description().to_owned(), correlation_id: None, retry_after: None }
     }
 
     /// An error with a specific (safe) message.
     pub fn with_message(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), correlation_id: None }
+        Self { code, message: message.into(), correlation_id: None, retry_after: None }
     }
 
     /// An internal error: opaque message, correlation id for the log.
@@ -106,6 +117,7 @@ impl WireError {
             code: ErrorCode::Internal,
             message: "internal error; quote the correlation id to your administrator".to_owned(),
             correlation_id: Some(correlation_id),
+            retry_after: None,
         }
     }
 }
@@ -119,9 +131,10 @@ pub struct ErrorBody {
 impl From<&DomainError> for WireError {
     fn from(e: &DomainError) -> Self {
         let code = match e {
-            DomainError::ConversationNotFound | DomainError::MessageNotFound | DomainError::UserNotFound => {
-                ErrorCode::NotFound
-            }
+            DomainError::ConversationNotFound
+            | DomainError::MessageNotFound
+            | DomainError::UserNotFound
+            | DomainError::SessionNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,

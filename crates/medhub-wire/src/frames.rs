@@ -27,10 +27,16 @@ impl fmt::Debug for Token {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    /// First frame on every connection: authenticate, and resume after `cursor` if given.
+    /// First frame on every connection: authenticate with a ticket from
+    /// `POST /api/v1/auth/ws-ticket`, and resume after `cursor` if given. (`token`, the
+    /// session's bearer token, is accepted only where the operator allowed it.)
     Hello {
-        #[schema(value_type = String)]
-        token: Token,
+        #[serde(default)]
+        #[schema(value_type = Option<String>)]
+        ticket: Option<Token>,
+        #[serde(default)]
+        #[schema(value_type = Option<String>)]
+        token: Option<Token>,
         /// The last event cursor the client processed; omit on a fresh start.
         #[serde(default)]
         cursor: Option<u64>,
@@ -108,6 +114,20 @@ impl ClientFrame {
             ClientFrame::PresenceSubscribe { .. } => "presence_state",
             ClientFrame::Ping { .. } => "pong",
         })
+    }
+
+    /// Whether the frame is a user action, which restarts the session's idle timeout.
+    /// Heartbeats, presence subscriptions and automatic delivery receipts are not.
+    pub fn is_user_action(&self) -> bool {
+        match self {
+            ClientFrame::Send { .. }
+            | ClientFrame::Edit { .. }
+            | ClientFrame::Recall { .. }
+            | ClientFrame::Ack { .. }
+            | ClientFrame::Typing { .. } => true,
+            ClientFrame::Receipt { read_seq, .. } => read_seq.is_some(),
+            ClientFrame::Hello { .. } | ClientFrame::PresenceSubscribe { .. } | ClientFrame::Ping { .. } => false,
+        }
     }
 
     /// The client's request id, if the frame carries one.
@@ -239,7 +259,7 @@ mod tests {
 
     #[test]
     fn tokens_never_appear_in_debug_output() {
-        let f = ClientFrame::Hello { token: Token("mh_secret".into()), cursor: Some(3) };
+        let f = ClientFrame::Hello { ticket: None, token: Some(Token("mh_secret".into())), cursor: Some(3) };
         assert!(!format!("{f:?}").contains("mh_secret"));
     }
 
@@ -253,7 +273,7 @@ mod tests {
 
     #[test]
     fn every_request_names_its_reply() {
-        let hello = ClientFrame::Hello { token: Token("t".into()), cursor: None };
+        let hello = ClientFrame::Hello { ticket: Some(Token("t".into())), token: None, cursor: None };
         assert_eq!(hello.reply(), Some("ready"));
         assert_eq!(ClientFrame::Typing { conversation_id: Uuid::nil() }.reply(), None);
         assert_eq!(ClientFrame::Ping { id: Some("p".into()) }.request_id(), Some("p"));

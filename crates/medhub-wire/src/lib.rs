@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod frames;
+pub mod identity;
 pub mod rest;
 pub mod views;
 

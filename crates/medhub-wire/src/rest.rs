@@ -29,7 +29,8 @@ impl std::fmt::Debug for LoginRequest {
 /// A new session.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoginResponse {
-    /// Opaque bearer token: send it as `Authorization: Bearer <token>` and in `hello`.
+    /// Opaque bearer token: send it as `Authorization: Bearer <token>`. WebSockets use a
+    /// ticket from `POST /api/v1/auth/ws-ticket` instead.
     #[schema(value_type = String)]
     pub token: Token,
     pub session_id: Uuid,
@@ -37,8 +38,10 @@ pub struct LoginResponse {
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
     /// Signed in with a one-time password: only `POST /api/v1/auth/password` works until it
-    /// is changed.
+    /// is changed. (The same as `state == "password_change_required"`.)
     pub password_change_required: bool,
+    /// The next step of sign-in; only `active` reaches conversations.
+    pub state: crate::identity::SessionStateView,
 }
 
 /// `POST /api/v1/auth/password`.

@@ -177,11 +177,28 @@ pub struct AuthConfig {
     pub min_password_chars: usize,
     /// Longest password, in characters. Default: 256.
     pub max_password_chars: usize,
+    /// The server key (32 bytes, mode 0600) that encrypts TOTP secrets; created on first
+    /// start. Back it up with the database; every node of a PostgreSQL deployment needs the
+    /// same file. Default: `medhub.key` in `storage.data_dir`.
+    pub secret_key_file: Option<PathBuf>,
+    /// Accept the session token in the WebSocket `hello` instead of a single-use ticket. For
+    /// old clients and load tests only. Default: false.
+    pub allow_token_hello: bool,
+    /// Web origins, besides medhub's own, allowed to open WebSockets (for example
+    /// `https://portal.example.org`). Default: none.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { session_ttl_hours: 12, min_password_chars: 12, max_password_chars: 256 }
+        Self {
+            session_ttl_hours: 12,
+            min_password_chars: 12,
+            max_password_chars: 256,
+            secret_key_file: None,
+            allow_token_hello: false,
+            allowed_origins: Vec::new(),
+        }
     }
 }
 
@@ -308,8 +325,15 @@ impl Config {
         if self.auth.min_password_chars < 8 || self.auth.max_password_chars < self.auth.min_password_chars {
             problems.push("auth.min_password_chars must be at least 8 and not above max_password_chars".to_owned());
         }
-        if self.auth.session_ttl_hours == 0 {
-            problems.push("auth.session_ttl_hours must be positive".to_owned());
+        if self.auth.session_ttl_hours == 0 || self.auth.session_ttl_hours > 12 {
+            problems.push("auth.session_ttl_hours must be between 1 and 12".to_owned());
+        }
+        for o in &self.auth.allowed_origins {
+            let rest =
+                o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).map(|r| r.trim_end_matches('/'));
+            if !matches!(rest, Some(r) if !r.is_empty() && !r.contains(['/', '?', '#', ' '])) {
+                problems.push(format!("auth.allowed_origins: {o:?} must be scheme://host[:port]"));
+            }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
     }
@@ -350,7 +374,14 @@ impl Config {
             max_connections: self.limits.max_connections,
             long_poll_max: Duration::from_secs(r.long_poll_max_secs),
             ws_read_buffer_bytes: r.ws_read_buffer_bytes,
+            allow_token_hello: self.auth.allow_token_hello,
+            allowed_origins: self.auth.allowed_origins.clone(),
         }
+    }
+
+    /// Where the server key lives.
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.auth.secret_key_file.clone().unwrap_or_else(|| self.storage.data_dir.join("medhub.key"))
     }
 
     pub fn location(&self) -> medhub_store::Location {

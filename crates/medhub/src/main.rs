@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod server_key;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -171,7 +172,17 @@ async fn open_store(config: &Config) -> Result<medhub_store::DynStore> {
 async fn start(config: &Config) -> Result<Services> {
     let store = open_store(config).await?;
     store.migrate().await.context("migration failed")?;
-    let (services, _background) = Services::start(store, config.service(), Arc::new(SystemClock)).await?;
+    let mut service = config.service();
+    service.server_key = server_key::load_or_create(&config.secret_key_file())?;
+    let (services, _background) =
+        Services::start(store, service, Arc::new(SystemClock)).await.map_err(|e| match e {
+            medhub_service::ServiceError::ServerKeyMismatch => anyhow::anyhow!(
+                "the server key {} is not the one this database was set up with; restore the right key file \
+                 (set auth.secret_key_file) instead of starting with a new one",
+                config.secret_key_file().display()
+            ),
+            other => other.into(),
+        })?;
     if let Some((user, password)) =
         services.auth.bootstrap(&config.bootstrap.organization_name, &config.bootstrap.admin_username).await?
     {

@@ -508,8 +508,8 @@ pub(super) async fn bootstrap(client: &mut Object, org: &Org, admin: &UserRecord
         return Ok(false);
     }
     tx.execute(
-        "INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)",
-        &[&org.id.as_uuid(), &org.name, &org.created_at.as_microsecond()],
+        "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES ($1, $2, $3, $4)",
+        &[&org.id.as_uuid(), &org.name, &org.created_at.as_microsecond(), &org.idle_timeout.as_secs()],
     )
     .await?;
     insert_user(&*tx, admin).await?;
@@ -554,7 +554,7 @@ pub(super) async fn set_user_active(
     let changed = tx.execute("UPDATE users SET active = $2 WHERE id = $1", &[&id.as_uuid(), &active]).await? > 0;
     if !active {
         tx.execute(
-            "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            "UPDATE sessions SET revoked_at = $2, end_reason = 'deactivated' WHERE user_id = $1 AND revoked_at IS NULL",
             &[&id.as_uuid(), &now.as_microsecond()],
         )
         .await?;
@@ -565,16 +565,22 @@ pub(super) async fn set_user_active(
 
 pub(super) async fn create_session(c: &ClientWrapper, s: &Session) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO sessions ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", crate::sql::SESSION_COLS),
+        &format!(
+            "INSERT INTO sessions ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            crate::sql::SESSION_COLS
+        ),
         &[
             &s.id.as_uuid(),
             &s.user.as_uuid(),
             &&s.token_hash[..],
             &s.state.as_str(),
             &s.created_at.as_microsecond(),
-            &s.last_seen_at.as_microsecond(),
+            &s.last_activity_at.as_microsecond(),
             &s.expires_at.as_microsecond(),
             &s.revoked_at.map(|t| t.as_microsecond()),
+            &s.mfa_at.map(|t| t.as_microsecond()),
+            &s.ip,
+            &s.user_agent,
         ],
     )
     .await?;

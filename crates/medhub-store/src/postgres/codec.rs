@@ -101,9 +101,12 @@ pub(super) fn session(row: &Row, o: usize) -> R<Session> {
         token_hash: hash.try_into().map_err(|_| bad(o + 2, "bad token hash"))?,
         state: parse(row, o + 3, SessionState::parse)?,
         created_at: ts(row, o + 4)?,
-        last_seen_at: ts(row, o + 5)?,
+        last_activity_at: ts(row, o + 5)?,
         expires_at: ts(row, o + 6)?,
         revoked_at: opt_ts(row, o + 7)?,
+        mfa_at: opt_ts(row, o + 8)?,
+        ip: row.try_get(o + 9)?,
+        user_agent: row.try_get(o + 10)?,
     })
 }
 

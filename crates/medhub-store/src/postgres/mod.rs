@@ -8,6 +8,7 @@
 
 mod batch;
 mod codec;
+mod identity;
 mod read;
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ pub const NOTIFY_CHANNEL: &str = "medhub_events";
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_sessions_revoked_index.sql")),
+    (3, include_str!("../../migrations/postgres/0003_identity.sql")),
 ];
 
 /// The PostgreSQL-backed store.
@@ -152,29 +154,8 @@ impl Store for PgStore {
         batch::create_session(&*self.pool.get().await?, session).await
     }
 
-    async fn session_by_token_hash(
-        &self,
-        hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<(Session, User)>, StoreError> {
-        read::session_by_token_hash(&*self.pool.get().await?, hash, now).await
-    }
-
-    async fn revoke_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id.as_uuid(), &now.as_microsecond()],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn activate_session(&self, id: SessionId) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client.execute("UPDATE sessions SET state = 'active' WHERE id = $1", &[&id.as_uuid()]).await?;
-        Ok(())
+    async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError> {
+        read::session_by_token_hash(&*self.pool.get().await?, hash).await
     }
 
     async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {

@@ -1,7 +1,6 @@
 //! PostgreSQL reads, including event rendering for resume and gap fill.
 
 use deadpool_postgres::ClientWrapper;
-use jiff::Timestamp;
 use medhub_core::model::{Ack, Conversation, Member, MemberRole, Message, Org, Session, User};
 use medhub_core::plan::Revision;
 use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, UserId};
@@ -23,10 +22,15 @@ async fn query(c: &ClientWrapper, sql: &str, params: &[&(dyn tokio_postgres::typ
 }
 
 pub(super) async fn org(c: &ClientWrapper) -> R<Option<Org>> {
-    let rows = query(c, "SELECT id, name, created_at FROM orgs LIMIT 1", &[]).await?;
+    let rows = query(c, "SELECT id, name, created_at, idle_timeout_s FROM orgs LIMIT 1", &[]).await?;
     rows.first()
         .map(|r| {
-            Ok(Org { id: OrgId::from_uuid(codec::uuid(r, 0)?), name: r.try_get(1)?, created_at: codec::ts(r, 2)? })
+            Ok(Org {
+                id: OrgId::from_uuid(codec::uuid(r, 0)?),
+                name: r.try_get(1)?,
+                created_at: codec::ts(r, 2)?,
+                idle_timeout: jiff::SignedDuration::from_secs(r.try_get(3)?),
+            })
         })
         .transpose()
 }
@@ -57,19 +61,17 @@ pub(super) async fn list_users(c: &ClientWrapper, after: Option<&str>, limit: u3
     rows.iter().map(|r| codec::user_record(r, 0).map(|u| u.user)).collect()
 }
 
-pub(super) async fn session_by_token_hash(
-    c: &ClientWrapper,
-    hash: &[u8; 32],
-    now: Timestamp,
-) -> R<Option<(Session, User)>> {
+pub(super) async fn session_by_token_hash(c: &ClientWrapper, hash: &[u8; 32]) -> R<Option<(Session, User)>> {
     let sql = format!(
         "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active",
+         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND u.active",
         prefixed(SESSION_COLS, "s"),
         prefixed(USER_COLS, "u")
     );
-    let rows = query(c, &sql, &[&&hash[..], &now.as_microsecond()]).await?;
-    rows.first().map(|r| Ok((codec::session(r, 0)?, codec::user_record(r, 8)?.user))).transpose()
+    let rows = query(c, &sql, &[&&hash[..]]).await?;
+    rows.first()
+        .map(|r| Ok((codec::session(r, 0)?, codec::user_record(r, crate::sql::SESSION_COL_COUNT)?.user)))
+        .transpose()
 }
 
 async fn finish_events(c: &ClientWrapper, rows: Vec<Row>) -> R<Vec<Event>> {

@@ -1,9 +1,9 @@
 //! SQLite writes: the batch transaction (load, plan, write, commit) and account writes.
 
 use jiff::Timestamp;
-use medhub_core::model::{Org, Session, SessionState};
+use medhub_core::model::{Org, Session};
 use medhub_core::plan::{self, Command, Effects, Limits, Needs, PeriodOp, Plan, Snapshot};
-use medhub_core::{Event, SessionId, UserId};
+use medhub_core::{Event, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::codec::{self, i};
@@ -289,8 +289,8 @@ pub(super) fn bootstrap(conn: &mut Connection, org: &Org, admin: &UserRecord) ->
         return Ok(false);
     }
     tx.execute(
-        "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)",
-        params![org.id.to_bytes(), org.name, org.created_at.as_microsecond()],
+        "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES (?1, ?2, ?3, ?4)",
+        params![org.id.to_bytes(), org.name, org.created_at.as_microsecond(), org.idle_timeout.as_secs()],
     )?;
     insert_user(&tx, admin)?;
     tx.commit()?;
@@ -349,7 +349,7 @@ pub(super) fn set_user_active(
     let changed = tx.execute("UPDATE users SET active = ?2 WHERE id = ?1", params![id.to_bytes(), active])? > 0;
     if !active {
         tx.execute(
-            "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+            "UPDATE sessions SET revoked_at = ?2, end_reason = 'deactivated' WHERE user_id = ?1 AND revoked_at IS NULL",
             params![id.to_bytes(), now.as_microsecond()],
         )?;
     }
@@ -359,33 +359,23 @@ pub(super) fn set_user_active(
 
 pub(super) fn create_session(conn: &mut Connection, s: &Session) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO sessions ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", codec::SESSION_COLS),
+        &format!(
+            "INSERT INTO sessions ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            codec::SESSION_COLS
+        ),
         params![
             s.id.to_bytes(),
             s.user.to_bytes(),
             s.token_hash,
             s.state.as_str(),
             s.created_at.as_microsecond(),
-            s.last_seen_at.as_microsecond(),
+            s.last_activity_at.as_microsecond(),
             s.expires_at.as_microsecond(),
             s.revoked_at.map(|t| t.as_microsecond()),
+            s.mfa_at.map(|t| t.as_microsecond()),
+            s.ip,
+            s.user_agent,
         ],
-    )?;
-    Ok(())
-}
-
-pub(super) fn revoke_session(conn: &mut Connection, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-        params![id.to_bytes(), now.as_microsecond()],
-    )?;
-    Ok(())
-}
-
-pub(super) fn activate_session(conn: &mut Connection, id: SessionId) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sessions SET state = ?2 WHERE id = ?1",
-        params![id.to_bytes(), SessionState::Active.as_str()],
     )?;
     Ok(())
 }

@@ -89,9 +89,12 @@ pub(super) fn session(row: &Row<'_>, o: usize) -> rusqlite::Result<Session> {
         token_hash: hash.try_into().map_err(|_| corrupt(o + 2, "bad token hash"))?,
         state: parse(row, o + 3, SessionState::parse)?,
         created_at: ts(row, o + 4)?,
-        last_seen_at: ts(row, o + 5)?,
+        last_activity_at: ts(row, o + 5)?,
         expires_at: ts(row, o + 6)?,
         revoked_at: opt_ts(row, o + 7)?,
+        mfa_at: opt_ts(row, o + 8)?,
+        ip: row.get(o + 9)?,
+        user_agent: row.get(o + 10)?,
     })
 }
 

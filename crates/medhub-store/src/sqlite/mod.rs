@@ -9,6 +9,7 @@ pub use rusqlite;
 
 mod batch;
 mod codec;
+mod identity;
 mod read;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_sessions_revoked_index.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_identity.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -290,21 +292,9 @@ impl Store for SqliteStore {
         self.write(move |c| batch::create_session(c, &session)).await
     }
 
-    async fn session_by_token_hash(
-        &self,
-        hash: &[u8; 32],
-        now: Timestamp,
-    ) -> Result<Option<(Session, User)>, StoreError> {
+    async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError> {
         let hash = *hash;
-        self.read(move |c| read::session_by_token_hash(c, &hash, now)).await
-    }
-
-    async fn revoke_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
-        self.write(move |c| batch::revoke_session(c, id, now)).await
-    }
-
-    async fn activate_session(&self, id: SessionId) -> Result<(), StoreError> {
-        self.write(move |c| batch::activate_session(c, id)).await
+        self.read(move |c| read::session_by_token_hash(c, &hash)).await
     }
 
     async fn revoked_sessions_since(&self, since: Timestamp) -> Result<Vec<SessionId>, StoreError> {

@@ -11,8 +11,13 @@ use crate::sql::{EVENT_JOINS, EVENT_SELECT, prefixed};
 use crate::{ConversationView, EventRow, HistoryPage, RecipientRow, StoreError, UserRecord};
 
 pub(super) fn org(c: &mut Connection) -> Result<Option<Org>, StoreError> {
-    Ok(c.query_row("SELECT id, name, created_at FROM orgs LIMIT 1", [], |r| {
-        Ok(Org { id: codec::id(r, 0, OrgId::from_slice)?, name: r.get(1)?, created_at: codec::ts(r, 2)? })
+    Ok(c.query_row("SELECT id, name, created_at, idle_timeout_s FROM orgs LIMIT 1", [], |r| {
+        Ok(Org {
+            id: codec::id(r, 0, OrgId::from_slice)?,
+            name: r.get(1)?,
+            created_at: codec::ts(r, 2)?,
+            idle_timeout: jiff::SignedDuration::from_secs(r.get(3)?),
+        })
     })
     .optional()?)
 }
@@ -50,17 +55,18 @@ pub(super) fn list_users(c: &mut Connection, after: Option<&str>, limit: u32) ->
 pub(super) fn session_by_token_hash(
     c: &mut Connection,
     hash: &[u8; 32],
-    now: Timestamp,
 ) -> Result<Option<(Session, User)>, StoreError> {
     let sql = format!(
         "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2 AND u.active = 1",
+         WHERE s.token_hash = ?1 AND s.revoked_at IS NULL AND u.active = 1",
         prefixed(codec::SESSION_COLS, "s"),
         prefixed(codec::USER_COLS, "u")
     );
     let mut st = c.prepare_cached(&sql)?;
     Ok(st
-        .query_row(params![hash, now.as_microsecond()], |r| Ok((codec::session(r, 0)?, codec::user_record(r, 8)?.user)))
+        .query_row(params![hash], |r| {
+            Ok((codec::session(r, 0)?, codec::user_record(r, crate::sql::SESSION_COL_COUNT)?.user))
+        })
         .optional()?)
 }
 

@@ -1,0 +1,345 @@
+//! Accounts and sessions: Argon2id passwords, opaque bearer tokens stored as SHA-256 hashes,
+//! second factors, idle and absolute expiry, WebSocket tickets and throttling.
+//!
+//! [`Principal`] is what every handler receives. The session state gates what a session may
+//! do in one place: a session is `active` only after the password *and* a second factor.
+//! The rules themselves (expiry, state transitions, step-up, throttling) are pure functions in
+//! `medhub_core::session`; this module does the I/O around them.
+
+mod accounts;
+mod mfa;
+mod sessions;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::model::{Session, SessionState, SystemRole, User};
+use medhub_core::session::{self as rules, ThrottlePolicy};
+use medhub_core::{Clock, SessionId, UserId};
+use medhub_store::DynStore;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::hub::Hub;
+use crate::server_key::ServerKey;
+use crate::{ServiceConfig, ServiceError};
+
+pub use accounts::{Invitation, NewUser};
+pub use mfa::{MfaProof, TotpEnrollment, totp_code};
+pub use sessions::WS_TICKET_TTL;
+
+/// Prefix of every session token, so that leaked tokens are recognisable by scanners.
+pub const TOKEN_PREFIX: &str = "mh_";
+/// Prefix of WebSocket tickets.
+pub const TICKET_PREFIX: &str = "mht_";
+/// Prefix of invitation codes.
+pub const INVITATION_PREFIX: &str = "mhi_";
+
+/// A verified caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub user: User,
+    pub session: Session,
+}
+
+impl Principal {
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.role == SystemRole::Admin
+    }
+
+    /// Fails unless the session is fully signed in (password and second factor).
+    pub fn require_active(&self) -> Result<(), ServiceError> {
+        match self.session.state {
+            SessionState::Active => Ok(()),
+            SessionState::PasswordChangeRequired => Err(ServiceError::PasswordChangeRequired),
+            SessionState::MfaEnrollmentRequired => Err(ServiceError::MfaEnrollmentRequired),
+            SessionState::MfaRequired => Err(ServiceError::MfaRequired),
+        }
+    }
+
+    /// Fails unless the session is active and its user an administrator.
+    pub fn require_admin(&self) -> Result<(), ServiceError> {
+        self.require_active()?;
+        if self.is_admin() { Ok(()) } else { Err(ServiceError::AdminRequired) }
+    }
+
+    /// Fails unless the second factor was proven within the step-up window (5 minutes):
+    /// sensitive actions ask for it again.
+    pub fn require_step_up(&self, now: Timestamp) -> Result<(), ServiceError> {
+        self.require_active()?;
+        if rules::step_up_fresh(self.session.mfa_at, now) { Ok(()) } else { Err(ServiceError::StepUpRequired) }
+    }
+}
+
+/// Where a request came from: recorded on new sessions and used as a throttle key.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The `User-Agent` is shown in session lists; it is cut to 200 characters.
+    pub fn new(ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(200).collect());
+        Self { ip, user_agent }
+    }
+}
+
+/// A new session and its token. The token exists only here and in the client's hands.
+#[derive(Clone)]
+pub struct IssuedSession {
+    pub token: String,
+    pub session: Session,
+    pub user: User,
+}
+
+impl std::fmt::Debug for IssuedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSession").field("session", &self.session.id).field("user", &self.user.id).finish()
+    }
+}
+
+/// Sign-in, sessions, second factors and accounts.
+#[derive(Clone)]
+pub struct AuthService {
+    store: DynStore,
+    config: Arc<ServiceConfig>,
+    clock: Arc<dyn Clock>,
+    hub: Arc<Hub>,
+    hashing: Arc<Semaphore>,
+    /// Verified against when the username is unknown, so both cases take the same work.
+    dummy_hash: Arc<String>,
+    key: ServerKey,
+    /// User activity not yet written to the store: session → newest activity. Written by
+    /// the sweeper every few seconds; read together with the stored value, so expiry on this
+    /// node is exact.
+    activity: Arc<Mutex<HashMap<SessionId, Timestamp>>>,
+    /// The organization's idle timeout in seconds, refreshed by the sweeper.
+    idle_timeout_s: Arc<AtomicI64>,
+    throttle: ThrottlePolicy,
+    /// Password verifications run (known and unknown users alike), for tests and metrics.
+    password_checks: Arc<AtomicU64>,
+}
+
+/// OWASP's recommended Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash_blocking(password: &str) -> Result<String, ServiceError> {
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| ServiceError::InvalidRequest(format!("no randomness: {e}")))?;
+    let salt = SaltString::encode_b64(&raw).map_err(|e| ServiceError::InvalidRequest(format!("salt: {e}")))?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ServiceError::InvalidRequest(format!("password could not be hashed: {e}")))
+}
+
+fn verify_blocking(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// SHA-256 of a token: what the store keeps and looks up.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ServiceError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| ServiceError::InvalidRequest(format!("no randomness: {e}")))?;
+    Ok(bytes)
+}
+
+/// A prefixed random token of 256 bits.
+fn new_token(prefix: &str) -> Result<String, ServiceError> {
+    let bytes = random_bytes::<32>()?;
+    Ok(format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// A random password for bootstrap and resets: 20 characters from an unambiguous alphabet
+/// (about 113 bits).
+pub fn generate_password() -> Result<String, ServiceError> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(20);
+    while out.len() < 20 {
+        for b in random_bytes::<64>()? {
+            // Rejection sampling keeps the choice uniform.
+            if (b as usize) < ALPHABET.len() * (256 / ALPHABET.len()) && out.len() < 20 {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl AuthService {
+    pub fn new(
+        store: DynStore,
+        config: Arc<ServiceConfig>,
+        clock: Arc<dyn Clock>,
+        hub: Arc<Hub>,
+        key: ServerKey,
+    ) -> Self {
+        let dummy = hash_blocking("medhub-dummy-password-for-timing").unwrap_or_default();
+        let permits = config.max_concurrent_hashes.max(1);
+        Self {
+            store,
+            config,
+            clock,
+            hub,
+            hashing: Arc::new(Semaphore::new(permits)),
+            dummy_hash: Arc::new(dummy),
+            key,
+            activity: Arc::new(Mutex::new(HashMap::new())),
+            idle_timeout_s: Arc::new(AtomicI64::new(rules::DEFAULT_IDLE_TIMEOUT.as_secs())),
+            throttle: ThrottlePolicy::default(),
+            password_checks: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Checks the server key against the value stored with the first secret it protected, and
+    /// loads the organization's settings. A different key would make every second factor
+    /// unreadable: the server refuses to start instead.
+    pub async fn start(&self) -> Result<(), ServiceError> {
+        if let Some(stored) = self.store.key_check(None, self.clock.now()).await?
+            && !self.key.matches(&stored)
+        {
+            return Err(ServiceError::ServerKeyMismatch);
+        }
+        self.refresh_settings().await
+    }
+
+    /// Pins the server key in the store before it protects its first secret.
+    async fn pin_server_key(&self) -> Result<(), ServiceError> {
+        let stored = self.store.key_check(Some(&self.key.check_value()?), self.clock.now()).await?;
+        match stored {
+            Some(v) if self.key.matches(&v) => Ok(()),
+            _ => Err(ServiceError::ServerKeyMismatch),
+        }
+    }
+
+    async fn refresh_settings(&self) -> Result<(), ServiceError> {
+        if let Some(org) = self.store.org().await? {
+            self.idle_timeout_s.store(org.idle_timeout.as_secs(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The organization's idle timeout as this node knows it.
+    pub fn idle_timeout(&self) -> SignedDuration {
+        SignedDuration::from_secs(self.idle_timeout_s.load(Ordering::Relaxed))
+    }
+
+    /// How many password verifications ran since start (unknown users included).
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn hash(&self, password: String) -> Result<String, ServiceError> {
+        let _permit = self.hashing.acquire().await.map_err(|_| ServiceError::PipelineStopped)?;
+        tokio::task::spawn_blocking(move || hash_blocking(&password))
+            .await
+            .map_err(|_| ServiceError::InvalidRequest("password hashing was interrupted".into()))?
+    }
+
+    async fn verify(&self, password: String, phc: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else { return false };
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || verify_blocking(&password, &phc)).await.unwrap_or(false)
+    }
+
+    fn check_password_rules(&self, password: &str) -> Result<(), ServiceError> {
+        medhub_core::validate::password(password, self.config.min_password_chars, self.config.max_password_chars)?;
+        Ok(())
+    }
+
+    // --- throttling -------------------------------------------------------------------------
+
+    /// Fails with `rate_limited` while any of `keys` is locked out.
+    async fn check_throttle(&self, keys: &[String]) -> Result<(), ServiceError> {
+        let now = self.now();
+        let mut wait = SignedDuration::ZERO;
+        for (_, t) in self.store.throttles(keys).await? {
+            if let Err(w) = self.throttle.check(Some(&t), now) {
+                wait = wait.max(w);
+            }
+        }
+        if wait.is_positive() {
+            let secs = (wait.as_millis() + 999) / 1000;
+            return Err(ServiceError::Throttled { retry_after_secs: secs.max(1) as u64 });
+        }
+        Ok(())
+    }
+
+    /// Counts one failure against every key.
+    async fn record_failure(&self, keys: &[String]) -> Result<(), ServiceError> {
+        let now = self.now();
+        let current: HashMap<String, _> = self.store.throttles(keys).await?.into_iter().collect();
+        for k in keys {
+            let next = self.throttle.failure(current.get(k), now);
+            self.store.put_throttle(k, &next).await?;
+        }
+        Ok(())
+    }
+}
+
+fn throttle_keys(kind: &str, account: &str, client: &ClientInfo) -> Vec<String> {
+    let mut keys = vec![format!("{kind}:acct:{account}")];
+    if let Some(ip) = client.ip {
+        keys.push(format!("{kind}:ip:{ip}"));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_hashed() {
+        let a = new_token(TOKEN_PREFIX).unwrap();
+        let b = new_token(TOKEN_PREFIX).unwrap();
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43);
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_varied() {
+        let p = generate_password().unwrap();
+        assert_eq!(p.chars().count(), 20);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(p, generate_password().unwrap());
+    }
+
+    #[test]
+    fn argon2id_hashes_verify_and_use_owasp_parameters() {
+        let h = hash_blocking("correct horse battery staple").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_blocking("correct horse battery staple", &h));
+        assert!(!verify_blocking("Correct horse battery staple", &h));
+        assert!(!verify_blocking("x", "not a phc string"));
+    }
+}

@@ -1,0 +1,137 @@
+//! Storage of the identity service: session expiry and listing, second factors, WebSocket
+//! tickets, throttling, invitations and the server-key check. Only `medhub-service::auth`
+//! calls these.
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::model::{Session, SessionState, SystemRole};
+use medhub_core::session::Throttle;
+use medhub_core::{SessionId, UserId};
+
+use crate::StoreError;
+
+/// A user's TOTP enrolment. The secret is encrypted with the server key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TotpRecord {
+    pub secret_enc: Vec<u8>,
+    /// The newest time step accepted; codes of this step or earlier are refused.
+    pub last_step: Option<u64>,
+    /// `None` until the first valid code confirms the enrolment.
+    pub confirmed_at: Option<Timestamp>,
+}
+
+/// Sessions ended by one call, with their users (to close their sockets).
+pub type Ended = Vec<(SessionId, UserId)>;
+
+/// Identity storage. Every method is one transaction.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    // --- sessions ---------------------------------------------------------------------------
+
+    /// A live (unrevoked) session by id.
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// A user's live sessions, newest first.
+    async fn sessions_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+    /// Every live session, newest first, after `before` (for paging), at most `limit`.
+    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError>;
+    /// Ends one live session. Returns whether it was live.
+    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError>;
+    /// Ends every live session of `user` except `keep`.
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<Ended, StoreError>;
+    /// Moves a session to `state`; `mfa_at` is set when given (a factor was just proven).
+    async fn set_session_state(
+        &self,
+        id: SessionId,
+        state: SessionState,
+        mfa_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// Records user activity; a session's `last_activity_at` only moves forward.
+    async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
+    /// Ends every live session idle for `idle_timeout` or past its absolute lifetime, with
+    /// `idle_timeout` or `absolute_lifetime` as the reason.
+    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError>;
+
+    /// Changes a user's system role.
+    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError>;
+
+    /// Sets the organization's idle timeout.
+    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError>;
+
+    // --- second factors ---------------------------------------------------------------------
+
+    async fn totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError>;
+    /// Stores a new, unconfirmed secret, replacing an unconfirmed one. Fails with
+    /// [`StoreError::Conflict`] when a confirmed secret exists.
+    async fn put_pending_totp(&self, user: UserId, secret_enc: &[u8], now: Timestamp) -> Result<(), StoreError>;
+    /// Confirms the pending secret with the step of its first code and stores the recovery
+    /// codes (Argon2id hashes), replacing any earlier set. Returns `false` if there was no
+    /// pending secret or the step was not newer.
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        recovery_hashes: &[String],
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Accepts `step` only if it is newer than the last accepted one (a used code is refused,
+    /// also when two requests race).
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
+    /// Removes the TOTP secret and recovery codes (an administrator's MFA reset).
+    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError>;
+    /// Unused recovery codes: `(index, hash)`.
+    async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError>;
+    /// Marks a recovery code used, if it still was unused.
+    async fn use_recovery_code(&self, user: UserId, idx: u32, now: Timestamp) -> Result<bool, StoreError>;
+    /// Replaces every recovery code.
+    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError>;
+
+    // --- WebSocket tickets ------------------------------------------------------------------
+
+    async fn create_ws_ticket(
+        &self,
+        hash: &[u8; 32],
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Uses a ticket once: the session it was issued to, if the ticket exists, is unused and
+    /// unexpired. Also deletes expired tickets.
+    async fn consume_ws_ticket(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<SessionId>, StoreError>;
+
+    // --- throttling -------------------------------------------------------------------------
+
+    async fn throttles(&self, keys: &[String]) -> Result<Vec<(String, Throttle)>, StoreError>;
+    async fn put_throttle(&self, key: &str, t: &Throttle) -> Result<(), StoreError>;
+    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError>;
+
+    // --- invitations ------------------------------------------------------------------------
+
+    async fn create_invitation(
+        &self,
+        hash: &[u8; 32],
+        user: UserId,
+        by: UserId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Redeems an unused, unexpired invitation of an active user: sets the password and marks
+    /// the invitation (and the user's other invitations) used. Returns the user.
+    async fn redeem_invitation(
+        &self,
+        hash: &[u8; 32],
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError>;
+    /// Whether the user has an unused, unexpired invitation.
+    async fn has_open_invitation(&self, user: UserId, now: Timestamp) -> Result<bool, StoreError>;
+
+    // --- server key -------------------------------------------------------------------------
+
+    /// The stored key check value. With a `candidate`, inserts it first if there is none.
+    async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
+}

@@ -1,0 +1,411 @@
+//! [`IdentityStore`] on PostgreSQL.
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::model::{Session, SessionState, SystemRole};
+use medhub_core::session::Throttle;
+use medhub_core::{SessionId, UserId};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{PgStore, codec};
+use crate::sql::SESSION_COLS;
+use crate::{Ended, IdentityStore, StoreError, TotpRecord};
+
+fn us(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn ended(rows: &[Row]) -> Result<Ended, StoreError> {
+    rows.iter().map(|r| Ok((SessionId::from_uuid(codec::uuid(r, 0)?), codec::user_id(r, 1)?))).collect()
+}
+
+fn sessions(rows: &[Row]) -> Result<Vec<Session>, StoreError> {
+    rows.iter().map(|r| codec::session(r, 0)).collect()
+}
+
+fn replace_codes_sql() -> &'static str {
+    "INSERT INTO recovery_codes (user_id, idx, code_hash, used_at)
+     SELECT $1, (ord - 1)::int, h, NULL FROM UNNEST($2::text[]) WITH ORDINALITY AS t(h, ord)"
+}
+
+#[async_trait]
+impl IdentityStore for PgStore {
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1 AND revoked_at IS NULL");
+        let rows = c.query(&sql, &[&id.as_uuid()]).await?;
+        rows.first().map(|r| codec::session(r, 0)).transpose()
+    }
+
+    async fn sessions_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql =
+            format!("SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC");
+        sessions(&c.query(&sql, &[&user.as_uuid()]).await?)
+    }
+
+    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE revoked_at IS NULL AND ($1::uuid IS NULL OR id < $1)
+             ORDER BY id DESC LIMIT $2"
+        );
+        sessions(&c.query(&sql, &[&before.map(|b| b.as_uuid()), &i64::from(limit)]).await?)
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE sessions SET revoked_at = $2, end_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id.as_uuid(), &us(now), &reason],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<Ended, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "UPDATE sessions SET revoked_at = $2, end_reason = $3
+                 WHERE user_id = $1 AND revoked_at IS NULL AND ($4::uuid IS NULL OR id <> $4)
+                 RETURNING id, user_id",
+                &[&user.as_uuid(), &us(now), &reason, &keep.map(|k| k.as_uuid())],
+            )
+            .await?;
+        ended(&rows)
+    }
+
+    async fn set_session_state(
+        &self,
+        id: SessionId,
+        state: SessionState,
+        mfa_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE sessions SET state = $2, mfa_at = COALESCE($3, mfa_at) WHERE id = $1",
+            &[&id.as_uuid(), &state.as_str(), &mfa_at.map(us)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
+        if activity.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = activity.iter().map(|(id, _)| id.as_uuid()).collect();
+        let ats: Vec<i64> = activity.iter().map(|(_, at)| us(*at)).collect();
+        let c = self.pool.get().await?;
+        c.execute(
+            "UPDATE sessions s SET last_activity_at = GREATEST(s.last_activity_at, a.at)
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS a(id, at)
+             WHERE s.id = a.id AND s.revoked_at IS NULL",
+            &[&ids, &ats],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError> {
+        let idle_start = now.checked_sub(idle_timeout).unwrap_or(Timestamp::MIN);
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "UPDATE sessions
+                 SET revoked_at = $1,
+                     end_reason = CASE WHEN expires_at <= $1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
+                 WHERE revoked_at IS NULL AND (expires_at <= $1 OR last_activity_at <= $2)
+                 RETURNING id, user_id",
+                &[&us(now), &us(idle_start)],
+            )
+            .await?;
+        ended(&rows)
+    }
+
+    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        Ok(())
+    }
+
+    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("UPDATE orgs SET idle_timeout_s = $1", &[&idle_timeout.as_secs()]).await?;
+        Ok(())
+    }
+
+    async fn totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT secret_enc, last_step, confirmed_at FROM totp WHERE user_id = $1", &[&user.as_uuid()])
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(TotpRecord {
+                    secret_enc: r.try_get(0)?,
+                    last_step: r.try_get::<_, Option<i64>>(1)?.map(|s| s.max(0) as u64),
+                    confirmed_at: codec::opt_ts(r, 2)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_pending_totp(&self, user: UserId, secret_enc: &[u8], now: Timestamp) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let confirmed: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+                &[&user.as_uuid()],
+            )
+            .await?
+            .try_get(0)?;
+        if confirmed {
+            return Err(StoreError::Conflict("a confirmed authenticator exists"));
+        }
+        tx.execute(
+            "INSERT INTO totp (user_id, secret_enc, last_step, confirmed_at, created_at)
+             VALUES ($1, $2, NULL, NULL, $3)
+             ON CONFLICT (user_id) DO UPDATE SET secret_enc = excluded.secret_enc, created_at = excluded.created_at
+             WHERE totp.confirmed_at IS NULL",
+            &[&user.as_uuid(), &secret_enc, &us(now)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        recovery_hashes: &[String],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let changed = tx
+            .execute(
+                "UPDATE totp SET confirmed_at = $2, last_step = $3
+                 WHERE user_id = $1 AND confirmed_at IS NULL AND (last_step IS NULL OR last_step < $3)",
+                &[&user.as_uuid(), &us(now), &step],
+            )
+            .await?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.execute(replace_codes_sql(), &[&user.as_uuid(), &recovery_hashes]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let n = c
+            .execute(
+                "UPDATE totp SET last_step = $2
+                 WHERE user_id = $1 AND confirmed_at IS NOT NULL AND (last_step IS NULL OR last_step < $2)",
+                &[&user.as_uuid(), &step],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT idx, code_hash FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL ORDER BY idx",
+                &[&user.as_uuid()],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<_, i32>(0)?.max(0) as u32, r.try_get::<_, String>(1)?))).collect()
+    }
+
+    async fn use_recovery_code(&self, user: UserId, idx: u32, now: Timestamp) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let idx = i32::try_from(idx).unwrap_or(i32::MAX);
+        let n = c
+            .execute(
+                "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND idx = $2 AND used_at IS NULL",
+                &[&user.as_uuid(), &idx, &us(now)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.execute(replace_codes_sql(), &[&user.as_uuid(), &hashes]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_ws_ticket(
+        &self,
+        hash: &[u8; 32],
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO ws_tickets (hash, session_id, expires_at, used_at) VALUES ($1, $2, $3, NULL)",
+            &[&&hash[..], &session.as_uuid(), &us(expires_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn consume_ws_ticket(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<SessionId>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "UPDATE ws_tickets SET used_at = $2 WHERE hash = $1 AND used_at IS NULL AND expires_at > $2
+                 RETURNING session_id",
+                &[&&hash[..], &us(now)],
+            )
+            .await?;
+        let session = rows.first().map(|r| codec::uuid(r, 0).map(SessionId::from_uuid)).transpose()?;
+        tx.execute("DELETE FROM ws_tickets WHERE expires_at <= $1", &[&us(now)]).await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    async fn throttles(&self, keys: &[String]) -> Result<Vec<(String, Throttle)>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT key, failures, window_start, locked_until FROM throttle WHERE key = ANY($1)", &[&keys])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    Throttle {
+                        failures: u32::try_from(r.try_get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                        window_start: codec::ts(r, 2)?,
+                        locked_until: codec::opt_ts(r, 3)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn put_throttle(&self, key: &str, t: &Throttle) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO throttle (key, failures, window_start, locked_until) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                 window_start = excluded.window_start, locked_until = excluded.locked_until",
+            &[&key, &i64::from(t.failures), &us(t.window_start), &t.locked_until.map(us)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("DELETE FROM throttle WHERE key = $1", &[&key]).await?;
+        Ok(())
+    }
+
+    async fn create_invitation(
+        &self,
+        hash: &[u8; 32],
+        user: UserId,
+        by: UserId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO invitations (token_hash, user_id, created_by, created_at, expires_at, used_at)
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+            &[&&hash[..], &user.as_uuid(), &by.as_uuid(), &us(now), &us(expires_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_invitation(
+        &self,
+        hash: &[u8; 32],
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT i.user_id FROM invitations i JOIN users u ON u.id = i.user_id
+                 WHERE i.token_hash = $1 AND i.used_at IS NULL AND i.expires_at > $2 AND u.active
+                 FOR UPDATE OF i",
+                &[&&hash[..], &us(now)],
+            )
+            .await?;
+        let Some(user) = rows.first().map(|r| codec::user_id(r, 0)).transpose()? else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE invitations SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+            &[&user.as_uuid(), &us(now)],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE users SET password_hash = $2, must_change_password = FALSE WHERE id = $1",
+            &[&user.as_uuid(), &password_hash],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    async fn has_open_invitation(&self, user: UserId, now: Timestamp) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM invitations WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2)",
+                &[&user.as_uuid(), &us(now)],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.pool.get().await?;
+        if let Some(v) = candidate {
+            c.execute(
+                "INSERT INTO server_key_check (id, check_value, created_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&v, &us(now)],
+            )
+            .await?;
+        }
+        let rows = c.query("SELECT check_value FROM server_key_check WHERE id = 1", &[]).await?;
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?)
+    }
+}

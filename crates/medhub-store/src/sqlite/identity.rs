@@ -1,0 +1,457 @@
+//! [`IdentityStore`] on SQLite.
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use medhub_core::model::{Session, SessionState, SystemRole};
+use medhub_core::session::Throttle;
+use medhub_core::{SessionId, UserId};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, codec};
+use crate::{Ended, IdentityStore, StoreError, TotpRecord};
+
+fn us(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn ended(
+    rows: rusqlite::MappedRows<'_, impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<(SessionId, UserId)>>,
+) -> Result<Ended, StoreError> {
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn session_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionId, UserId)> {
+    Ok((codec::id(r, 0, SessionId::from_slice)?, codec::user_id(r, 1)?))
+}
+
+fn sessions(c: &rusqlite::Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Session>, StoreError> {
+    let mut st = c.prepare_cached(sql)?;
+    let rows = st.query_map(p, |r| codec::session(r, 0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        self.read(move |c| {
+            let sql = format!("SELECT {} FROM sessions WHERE id = ?1 AND revoked_at IS NULL", codec::SESSION_COLS);
+            Ok(c.prepare_cached(&sql)?.query_row([id.to_bytes()], |r| codec::session(r, 0)).optional()?)
+        })
+        .await
+    }
+
+    async fn sessions_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY id DESC",
+                codec::SESSION_COLS
+            );
+            sessions(c, &sql, [user.to_bytes()])
+        })
+        .await
+    }
+
+    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM sessions WHERE revoked_at IS NULL AND (?1 IS NULL OR id < ?1)
+                 ORDER BY id DESC LIMIT ?2",
+                codec::SESSION_COLS
+            );
+            sessions(c, &sql, params![before.map(|b| b.to_bytes()), limit])
+        })
+        .await
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError> {
+        let reason = reason.to_owned();
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE sessions SET revoked_at = ?2, end_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id.to_bytes(), us(now), reason],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<Ended, StoreError> {
+        let reason = reason.to_owned();
+        self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "UPDATE sessions SET revoked_at = ?2, end_reason = ?3
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)
+                 RETURNING id, user_id",
+            )?;
+            ended(st.query_map(params![user.to_bytes(), us(now), reason, keep.map(|k| k.to_bytes())], session_user)?)
+        })
+        .await
+    }
+
+    async fn set_session_state(
+        &self,
+        id: SessionId,
+        state: SessionState,
+        mfa_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE sessions SET state = ?2, mfa_at = COALESCE(?3, mfa_at) WHERE id = ?1",
+                params![id.to_bytes(), state.as_str(), mfa_at.map(us)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
+        if activity.is_empty() {
+            return Ok(());
+        }
+        let activity = activity.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE sessions SET last_activity_at = MAX(last_activity_at, ?2)
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                )?;
+                for (id, at) in &activity {
+                    st.execute(params![id.to_bytes(), us(*at)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError> {
+        let idle_start = now.checked_sub(idle_timeout).unwrap_or(Timestamp::MIN);
+        self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "UPDATE sessions
+                 SET revoked_at = ?1,
+                     end_reason = CASE WHEN expires_at <= ?1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
+                 WHERE revoked_at IS NULL AND (expires_at <= ?1 OR last_activity_at <= ?2)
+                 RETURNING id, user_id",
+            )?;
+            ended(st.query_map(params![us(now), us(idle_start)], session_user)?)
+        })
+        .await
+    }
+
+    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute("UPDATE orgs SET idle_timeout_s = ?1", [idle_timeout.as_secs()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT secret_enc, last_step, confirmed_at FROM totp WHERE user_id = ?1")?;
+            Ok(st
+                .query_row([user.to_bytes()], |r| {
+                    Ok(TotpRecord {
+                        secret_enc: r.get(0)?,
+                        last_step: r.get::<_, Option<i64>>(1)?.map(|s| s.max(0) as u64),
+                        confirmed_at: codec::opt_ts(r, 2)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_pending_totp(&self, user: UserId, secret_enc: &[u8], now: Timestamp) -> Result<(), StoreError> {
+        let secret = secret_enc.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let confirmed: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL)",
+                [user.to_bytes()],
+                |r| r.get(0),
+            )?;
+            if confirmed {
+                return Err(StoreError::Conflict("a confirmed authenticator exists"));
+            }
+            tx.execute(
+                "INSERT INTO totp (user_id, secret_enc, last_step, confirmed_at, created_at)
+                 VALUES (?1, ?2, NULL, NULL, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET secret_enc = excluded.secret_enc, created_at = excluded.created_at",
+                params![user.to_bytes(), secret, us(now)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn confirm_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        recovery_hashes: &[String],
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let hashes = recovery_hashes.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE totp SET confirmed_at = ?2, last_step = ?3
+                 WHERE user_id = ?1 AND confirmed_at IS NULL AND (last_step IS NULL OR last_step < ?3)",
+                params![user.to_bytes(), us(now), codec::i(step)],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            replace_codes(&tx, user, &hashes)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn advance_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE totp SET last_step = ?2
+                 WHERE user_id = ?1 AND confirmed_at IS NOT NULL AND (last_step IS NULL OR last_step < ?2)",
+                params![user.to_bytes(), codec::i(step)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM totp WHERE user_id = ?1", [user.to_bytes()])?;
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user.to_bytes()])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT idx, code_hash FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL ORDER BY idx",
+            )?;
+            let rows = st.query_map([user.to_bytes()], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, user: UserId, idx: u32, now: Timestamp) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND idx = ?2 AND used_at IS NULL",
+                params![user.to_bytes(), idx, us(now)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError> {
+        let hashes = hashes.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            replace_codes(&tx, user, &hashes)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_ws_ticket(
+        &self,
+        hash: &[u8; 32],
+        session: SessionId,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let hash = *hash;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO ws_tickets (hash, session_id, expires_at, used_at) VALUES (?1, ?2, ?3, NULL)",
+                params![hash, session.to_bytes(), us(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_ws_ticket(&self, hash: &[u8; 32], now: Timestamp) -> Result<Option<SessionId>, StoreError> {
+        let hash = *hash;
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let session = tx
+                .query_row(
+                    "UPDATE ws_tickets SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2
+                     RETURNING session_id",
+                    params![hash, us(now)],
+                    |r| codec::id(r, 0, SessionId::from_slice),
+                )
+                .optional()?;
+            // Used tickets are kept until they expire, so a replay is told apart from garbage
+            // only in the log, never in the answer.
+            tx.execute("DELETE FROM ws_tickets WHERE expires_at <= ?1", [us(now)])?;
+            tx.commit()?;
+            Ok(session)
+        })
+        .await
+    }
+
+    async fn throttles(&self, keys: &[String]) -> Result<Vec<(String, Throttle)>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT failures, window_start, locked_until FROM throttle WHERE key = ?1")?;
+            let mut out = Vec::new();
+            for k in keys {
+                let t = st
+                    .query_row([&k], |r| {
+                        Ok(Throttle {
+                            failures: r.get(0)?,
+                            window_start: codec::ts(r, 1)?,
+                            locked_until: codec::opt_ts(r, 2)?,
+                        })
+                    })
+                    .optional()?;
+                if let Some(t) = t {
+                    out.push((k, t));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_throttle(&self, key: &str, t: &Throttle) -> Result<(), StoreError> {
+        let (key, t) = (key.to_owned(), *t);
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO throttle (key, failures, window_start, locked_until) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                     window_start = excluded.window_start, locked_until = excluded.locked_until",
+                params![key, t.failures, us(t.window_start), t.locked_until.map(us)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_throttle(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM throttle WHERE key = ?1", [key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_invitation(
+        &self,
+        hash: &[u8; 32],
+        user: UserId,
+        by: UserId,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let hash = *hash;
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO invitations (token_hash, user_id, created_by, created_at, expires_at, used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                params![hash, user.to_bytes(), by.to_bytes(), us(now), us(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_invitation(
+        &self,
+        hash: &[u8; 32],
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (hash, phc) = (*hash, password_hash.to_owned());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let user = tx
+                .query_row(
+                    "SELECT i.user_id FROM invitations i JOIN users u ON u.id = i.user_id
+                     WHERE i.token_hash = ?1 AND i.used_at IS NULL AND i.expires_at > ?2 AND u.active = 1",
+                    params![hash, us(now)],
+                    |r| codec::user_id(r, 0),
+                )
+                .optional()?;
+            let Some(user) = user else { return Ok(None) };
+            tx.execute(
+                "UPDATE invitations SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
+                params![user.to_bytes(), us(now)],
+            )?;
+            tx.execute(
+                "UPDATE users SET password_hash = ?2, must_change_password = 0 WHERE id = ?1",
+                params![user.to_bytes(), phc],
+            )?;
+            tx.commit()?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn has_open_invitation(&self, user: UserId, now: Timestamp) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM invitations WHERE user_id = ?1 AND used_at IS NULL AND expires_at > ?2)",
+                params![user.to_bytes(), us(now)],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let candidate = candidate.map(<[u8]>::to_vec);
+        self.write(move |c| {
+            if let Some(v) = candidate {
+                c.execute(
+                    "INSERT INTO server_key_check (id, check_value, created_at) VALUES (1, ?1, ?2)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![v, us(now)],
+                )?;
+            }
+            Ok(c.query_row("SELECT check_value FROM server_key_check WHERE id = 1", [], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+}
+
+fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user.to_bytes()])?;
+    let mut st =
+        tx.prepare_cached("INSERT INTO recovery_codes (user_id, idx, code_hash, used_at) VALUES (?1, ?2, ?3, NULL)")?;
+    for (i, h) in hashes.iter().enumerate() {
+        st.execute(params![user.to_bytes(), i as u32, h])?;
+    }
+    Ok(())
+}
