@@ -3,6 +3,7 @@
 
 mod error;
 mod extract;
+mod headers;
 mod longpoll;
 pub mod openapi;
 mod ops;
@@ -66,6 +67,8 @@ pub struct ApiConfig {
     pub long_poll_max: Duration,
     /// Initial WebSocket read buffer per connection (grows on demand for larger frames).
     pub ws_read_buffer_bytes: usize,
+    /// Send `Strict-Transport-Security`: set when the server is reached over HTTPS.
+    pub hsts: bool,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +86,7 @@ impl Default for ApiConfig {
             max_connections: 19_000,
             long_poll_max: Duration::from_secs(30),
             ws_read_buffer_bytes: 512,
+            hsts: false,
         }
     }
 }
@@ -119,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), error::count_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        // Outside the panic catcher, so that a panic's 500 carries the headers too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false))

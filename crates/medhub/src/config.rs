@@ -350,6 +350,8 @@ impl Config {
             max_connections: self.limits.max_connections,
             long_poll_max: Duration::from_secs(r.long_poll_max_secs),
             ws_read_buffer_bytes: r.ws_read_buffer_bytes,
+            // Plain HTTP only, so far.
+            hsts: false,
         }
     }
 
