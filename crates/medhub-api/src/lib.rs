@@ -9,6 +9,7 @@ pub mod openapi;
 mod ops;
 mod ratelimit;
 mod rest;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use tls::{Tls, TlsError, TlsSettings, serve_tls};
 
 /// The log filter for `spec` (EnvFilter syntax), with the libraries that would log frame
 /// payloads (message bodies, tokens) at debug or trace held at `info` whatever `spec` asks.
