@@ -3,12 +3,14 @@
 
 mod error;
 mod extract;
+mod headers;
 mod identity;
 mod longpoll;
 pub mod openapi;
 mod ops;
 mod ratelimit;
 mod rest;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use tls::{Tls, TlsError, TlsSettings, serve_tls};
 
 /// The log filter for `spec` (EnvFilter syntax), with the libraries that would log frame
 /// payloads (message bodies, tokens) at debug or trace held at `info` whatever `spec` asks.
@@ -72,6 +75,8 @@ pub struct ApiConfig {
     pub allow_token_hello: bool,
     /// Origins (`https://host[:port]`) besides the server's own that may open WebSockets.
     pub allowed_origins: Vec<String>,
+    /// Send `Strict-Transport-Security`: set when the server is reached over HTTPS.
+    pub hsts: bool,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +96,7 @@ impl Default for ApiConfig {
             ws_read_buffer_bytes: 512,
             allow_token_hello: false,
             allowed_origins: Vec::new(),
+            hsts: false,
         }
     }
 }
@@ -128,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), error::count_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panic_response))
+        // Outside the panic catcher, so that a panic's 500 carries the headers too.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), headers::security_headers))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(tower_http::trace::DefaultMakeSpan::new().include_headers(false))

@@ -69,7 +69,20 @@ pub fn document() -> String {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(openapi_json)).route("/api/docs", get(reference_page))
+    Router::new()
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/api/docs", get(reference_page))
+        .route("/api/docs/style.css", get(reference_style))
+}
+
+/// The reference page's style sheet: a file of its own, because the Content-Security-Policy
+/// (`default-src 'self'`) refuses inline styles.
+const REFERENCE_CSS: &str = "body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.4}\
+code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.6rem;overflow:auto}\
+.op{border-top:1px solid #ddd;padding:.6rem 0}.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}\n";
+
+async fn reference_style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], REFERENCE_CSS).into_response()
 }
 
 async fn openapi_json() -> Response {
@@ -93,9 +106,7 @@ pub fn render_reference() -> String {
     let doc = ApiDoc::openapi();
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>medhub API reference</title>\
-         <style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.4}\
-         code,pre{background:#f4f4f4;padding:.1rem .3rem}pre{padding:.6rem;overflow:auto}\
-         .op{border-top:1px solid #ddd;padding:.6rem 0}.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}</style>\
+         <link rel=\"stylesheet\" href=\"/api/docs/style.css\">\
          </head><body><h1>medhub API reference</h1><p>Generated from the server's OpenAPI 3.1 document \
          (<a href=\"/api/openapi.json\">/api/openapi.json</a>). Authenticated operations take \
          <code>Authorization: Bearer &lt;token&gt;</code>. Errors always have the body \

@@ -9,6 +9,9 @@ pub enum StoreError {
     /// PostgreSQL returned an error or the connection failed.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL URL's TLS settings (`sslmode`, `sslrootcert`) cannot be used.
+    #[error("postgres TLS settings: {0}")]
+    PostgresTls(String),
     /// No PostgreSQL connection could be taken from the pool.
     #[error("postgres pool: {0}")]
     Pool(String),
@@ -34,6 +37,18 @@ pub enum StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Pool(e.to_string())
+        // tokio-postgres keeps the reason (the server's message, why a TLS handshake failed)
+        // in `source()`, not in its message: keep the whole chain, once each.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        StoreError::Pool(message)
     }
 }

@@ -25,6 +25,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use medhub_store::each_backend;
 
+pub mod pki;
+
 /// How long a test waits for an expected frame before failing.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -28,6 +28,8 @@ impl std::fmt::Debug for Secret {
 pub struct Config {
     /// The HTTP and WebSocket listener.
     pub server: ServerConfig,
+    /// HTTPS. Without a certificate and key medhub serves plain HTTP, for loopback or behind a TLS-terminating proxy.
+    pub tls: TlsConfig,
     /// Where data lives: the embedded SQLite database, or PostgreSQL.
     pub storage: StorageConfig,
     /// Sizes and rates that bound what clients can send.
@@ -58,6 +60,18 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), listen_backlog: 16_384, shutdown_grace_secs: 10 }
     }
+}
+
+/// HTTPS.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first; with key_file set, medhub serves HTTPS only. Reloaded on SIGHUP. Default: unset.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate; keep it mode 0600. Reloaded on SIGHUP. Default: unset.
+    pub key_file: Option<PathBuf>,
+    /// Also accept TLS 1.2, with ECDHE and AES-GCM or ChaCha20-Poly1305 suites only (TLS 1.3 is always accepted). Default: false.
+    pub allow_tls12: bool,
 }
 
 /// Where data lives.
@@ -251,6 +265,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded.
@@ -287,6 +303,12 @@ impl Config {
         if let Some(u) = &overrides.database_url {
             config.storage.database_url = Some(Secret(u.clone()));
         }
+        if let Some(c) = &overrides.tls_cert {
+            config.tls.cert_file = Some(c.clone());
+        }
+        if let Some(k) = &overrides.tls_key {
+            config.tls.key_file = Some(k.clone());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -298,6 +320,15 @@ impl Config {
             && !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://"))
         {
             problems.push("storage.database_url must start with postgres:// or postgresql://".to_owned());
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                problems.push("tls.cert_file and tls.key_file (--tls-cert, --tls-key) must be set together".to_owned())
+            }
+            (None, None) if self.tls.allow_tls12 => {
+                problems.push("tls.allow_tls12 needs tls.cert_file and tls.key_file".to_owned())
+            }
+            _ => {}
         }
         let l = &self.limits;
         if l.max_message_bytes == 0 || l.max_message_bytes > 1024 * 1024 {
@@ -376,6 +407,19 @@ impl Config {
             ws_read_buffer_bytes: r.ws_read_buffer_bytes,
             allow_token_hello: self.auth.allow_token_hello,
             allowed_origins: self.auth.allowed_origins.clone(),
+            hsts: self.tls_settings().is_some(),
+        }
+    }
+
+    /// The certificate, key and versions to serve HTTPS with, if TLS is configured.
+    pub fn tls_settings(&self) -> Option<medhub_api::TlsSettings> {
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(cert), Some(key)) => Some(medhub_api::TlsSettings {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                allow_tls12: self.tls.allow_tls12,
+            }),
+            _ => None,
         }
     }
 
@@ -512,6 +556,37 @@ mod tests {
             assert!(e.contains("no_such_key"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type.
+    fn tls_comes_from_the_file_the_environment_or_flags_and_needs_both_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[tls]\ncert_file = \"/etc/medhub/cert.pem\"\nkey_file = \"/etc/medhub/key.pem\"\n",
+            )?;
+            jail.set_env("MEDHUB__TLS__ALLOW_TLS12", "true");
+            let c = Config::load(Some(Path::new("c.toml")), &Overrides::default()).map_err(|e| e.to_string())?;
+            let tls = c.tls_settings().expect("TLS is on");
+            assert_eq!(tls.cert_file, Path::new("/etc/medhub/cert.pem"));
+            assert!(tls.allow_tls12);
+            assert!(c.api().hsts, "HTTPS sends HSTS");
+            let flags = Overrides { tls_cert: Some("/run/c.pem".into()), ..Default::default() };
+            let c = Config::load(Some(Path::new("c.toml")), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.tls.cert_file.as_deref(), Some(Path::new("/run/c.pem")));
+            assert_eq!(c.tls.key_file.as_deref(), Some(Path::new("/etc/medhub/key.pem")));
+            jail.set_env("MEDHUB__TLS__ALLOW_TLS12", "false");
+            jail.set_env("MEDHUB__TLS__CERT_FILE", "/srv/cert.pem");
+            let e = Config::load(None, &Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains("must be set together"), "{e}");
+            Ok(())
+        });
+        let c = Config::default();
+        assert!(c.tls_settings().is_none() && !c.api().hsts, "plain HTTP by default, without HSTS");
+        let mut c = Config::default();
+        c.tls.allow_tls12 = true;
+        assert!(c.validate().unwrap_err().to_string().contains("allow_tls12"));
     }
 
     #[test]

@@ -50,6 +50,12 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Serve HTTPS with this PEM certificate chain (needs --tls-key; reloaded on SIGHUP).
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -76,7 +82,12 @@ enum Command {
 
 impl StoreArgs {
     fn load(&self, listen: Option<std::net::SocketAddr>) -> Result<Config> {
-        let overrides = Overrides { listen, data_dir: self.data_dir.clone(), database_url: self.database_url.clone() };
+        self.load_with(Overrides { listen, ..Overrides::default() })
+    }
+
+    fn load_with(&self, overrides: Overrides) -> Result<Config> {
+        let overrides =
+            Overrides { data_dir: self.data_dir.clone(), database_url: self.database_url.clone(), ..overrides };
         Ok(Config::load(self.config.as_deref(), &overrides)?)
     }
 }
@@ -142,7 +153,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("medhub: database is at the current schema");
             Ok(())
         }
-        Command::Serve { listen, store } => serve(store.load(listen)?).await,
+        Command::Serve { listen, tls_cert, tls_key, store } => {
+            serve(store.load_with(Overrides { listen, tls_cert, tls_key, ..Overrides::default() })?).await
+        }
         Command::Admin { store, command } => {
             let config = store.load(None)?;
             init_logging_quiet(&config);
@@ -198,15 +211,39 @@ async fn start(config: &Config) -> Result<Services> {
 
 async fn serve(config: Config) -> Result<()> {
     init_logging(&config);
+    // The certificate and key are read first: a bad file stops the start before anything else.
+    let tls = config.tls_settings().map(medhub_api::Tls::load).transpose().context("cannot serve HTTPS")?;
     let services = start(&config).await?;
     let backend = services.store.backend();
     let state = medhub_api::AppState::new(services, config.api());
     let listener = medhub_api::bind(config.server.listen, config.server.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, ?backend, "medhub listening");
-    println!("medhub: listening on http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, ?backend, tls = tls.is_some(), "medhub listening");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: enable TLS (--tls-cert and --tls-key) \
+             unless a TLS-terminating proxy is the only way in"
+        );
+    }
     let shutdown = state.shutdown.clone();
-    let server = tokio::spawn(medhub_api::serve(listener, state.clone()));
+    let server = match tls {
+        Some(tls) => {
+            // Registered before the address is announced, so that no SIGHUP finds the default
+            // action (which would end the process).
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP (certificate reload)")?;
+            tokio::spawn(reload_on_hangup(hangup, tls.clone()));
+            let state = state.clone();
+            println!("medhub: listening on https://{addr}");
+            tokio::spawn(async move { medhub_api::serve_tls(listener, state, &tls).await })
+        }
+        None => {
+            println!("medhub: listening on http://{addr}");
+            tokio::spawn(medhub_api::serve(listener, state.clone()))
+        }
+    };
     wait_for_signal().await;
     tracing::info!("shutting down: closing connections");
     shutdown.cancel();
@@ -218,6 +255,21 @@ async fn serve(config: Config) -> Result<()> {
     let _ = tokio::time::timeout(grace, server).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads the certificate and key again on each SIGHUP. New connections get the new pair;
+/// a pair that does not load is logged and the previous one stays in force.
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, tls: medhub_api::Tls) {
+    while hangup.recv().await.is_some() {
+        let reloading = tls.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload()).await {
+            Ok(Ok(())) => {
+                tracing::info!(cert = %tls.settings().cert_file.display(), "TLS certificate and key reloaded")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use"),
+            Err(e) => tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -10,6 +10,7 @@ mod batch;
 mod codec;
 mod identity;
 mod read;
+mod tls;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
@@ -40,12 +41,19 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects a pool of `pool_size` connections (the batch writer takes one at a time).
+    /// The URL's `sslmode` (`disable`, `require`, `verify-ca`, `verify-full`) and
+    /// `sslrootcert` are libpq's; see [`tls`].
     pub async fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let parsed = tls::parse(url)?;
         let mut cfg = Config::new();
-        cfg.url = Some(url.to_owned());
+        cfg.url = Some(parsed.url.clone());
         cfg.manager = Some(ManagerConfig { recycling_method: RecyclingMethod::Fast });
         cfg.pool = Some(PoolConfig::new(pool_size.max(2)));
-        let pool = cfg.create_pool(Some(Runtime::Tokio1), NoTls).map_err(|e| StoreError::Pool(e.to_string()))?;
+        let pool = match tls::connector(&parsed)? {
+            Some(tls) => cfg.create_pool(Some(Runtime::Tokio1), tls),
+            None => cfg.create_pool(Some(Runtime::Tokio1), NoTls),
+        }
+        .map_err(|e| StoreError::Pool(e.to_string()))?;
         // Fail fast on a wrong URL instead of at the first request.
         drop(pool.get().await?);
         Ok(Self { pool, url: url.to_owned() })
