@@ -8,9 +8,7 @@ use medhub_core::session as rules;
 use medhub_core::{DomainError, OrgId, UserId, validate};
 use medhub_store::UserRecord;
 
-use super::{
-    AuthService, ClientInfo, INVITATION_PREFIX, Principal, generate_password, new_token, throttle_keys, token_hash,
-};
+use super::{AuthService, ClientInfo, INVITATION_PREFIX, Principal, generate_password, new_token, token_hash};
 use crate::ServiceError;
 
 /// How long an invitation code can be redeemed.
@@ -167,7 +165,10 @@ impl AuthService {
         password: &str,
         client: &ClientInfo,
     ) -> Result<User, ServiceError> {
-        let keys = throttle_keys("invite", "any", client);
+        // Codes are 256-bit random, so guessing is hopeless; the per-address throttle only
+        // keeps a host from hammering the endpoint. (No per-account key: the code names no
+        // account, and a global key would let anyone block every invitation.)
+        let keys: Vec<String> = client.ip.map(|ip| format!("invite:ip:{ip}")).into_iter().collect();
         self.check_throttle(&keys).await?;
         if !code.starts_with(INVITATION_PREFIX) || code.len() > 128 {
             self.record_failure(&keys).await?;

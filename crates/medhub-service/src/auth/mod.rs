@@ -128,7 +128,9 @@ pub struct AuthService {
     activity: Arc<Mutex<HashMap<SessionId, Timestamp>>>,
     /// The organization's idle timeout in seconds, refreshed by the sweeper.
     idle_timeout_s: Arc<AtomicI64>,
+    /// Per account, and per client address.
     throttle: ThrottlePolicy,
+    throttle_ip: ThrottlePolicy,
     /// Password verifications run (known and unknown users alike), for tests and metrics.
     password_checks: Arc<AtomicU64>,
 }
@@ -210,6 +212,7 @@ impl AuthService {
             activity: Arc::new(Mutex::new(HashMap::new())),
             idle_timeout_s: Arc::new(AtomicI64::new(rules::DEFAULT_IDLE_TIMEOUT.as_secs())),
             throttle: ThrottlePolicy::default(),
+            throttle_ip: ThrottlePolicy::per_address(),
             password_checks: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -280,8 +283,8 @@ impl AuthService {
     async fn check_throttle(&self, keys: &[String]) -> Result<(), ServiceError> {
         let now = self.now();
         let mut wait = SignedDuration::ZERO;
-        for (_, t) in self.store.throttles(keys).await? {
-            if let Err(w) = self.throttle.check(Some(&t), now) {
+        for (k, t) in self.store.throttles(keys).await? {
+            if let Err(w) = self.policy(&k).check(Some(&t), now) {
                 wait = wait.max(w);
             }
         }
@@ -292,12 +295,16 @@ impl AuthService {
         Ok(())
     }
 
+    fn policy(&self, key: &str) -> &ThrottlePolicy {
+        if key.contains(":ip:") { &self.throttle_ip } else { &self.throttle }
+    }
+
     /// Counts one failure against every key.
     async fn record_failure(&self, keys: &[String]) -> Result<(), ServiceError> {
         let now = self.now();
         let current: HashMap<String, _> = self.store.throttles(keys).await?.into_iter().collect();
         for k in keys {
-            let next = self.throttle.failure(current.get(k), now);
+            let next = self.policy(k).failure(current.get(k), now);
             self.store.put_throttle(k, &next).await?;
         }
         Ok(())
