@@ -1,6 +1,7 @@
 //! medhub's HTTP and WebSocket layer: thin handlers that parse, authenticate, call a
 //! service and encode the answer. No SQL and no business rules live here.
 
+pub mod authz;
 mod error;
 mod extract;
 mod headers;
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ws::routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authz::enforce))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -595,6 +595,13 @@ fn handle_text(
     }
     let services = state.services.clone();
     let p = principal.clone();
+    let allowed = crate::authz::frame_need(crate::authz::frame_type(&frame))
+        .ok_or_else(|| ApiError::code(ErrorCode::Forbidden))
+        .and_then(|need| crate::authz::check(&p, need));
+    if let Err(ApiError(e)) = allowed {
+        metrics.error(e.code.as_str());
+        return Handled::Reply(error_frame(id, e));
+    }
     if frame.is_user_action() {
         services.auth.touch(p.session.id);
     }

@@ -319,7 +319,7 @@ mod tests {
 
 /// What a session may do. Only `Active` reaches patient data; the other states reach just
 /// the routes of their next step (see `medhub_core::session`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SessionState {
     /// Fully signed in: password and second factor.
     Active,

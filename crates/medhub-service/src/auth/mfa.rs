@@ -140,6 +140,10 @@ impl AuthService {
         code: &str,
         client: &ClientInfo,
     ) -> Result<Vec<String>, ServiceError> {
+        match principal.session.state {
+            SessionState::MfaEnrollmentRequired | SessionState::Active => {}
+            _ => principal.require_active()?,
+        }
         let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
         self.check_throttle(&keys).await?;

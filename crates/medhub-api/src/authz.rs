@@ -1,0 +1,180 @@
+//! The one authorization table: what every HTTP route and every WebSocket frame type needs
+//! from its caller, enforced before any handler runs.
+//!
+//! A route missing from [`ROUTES`] is refused with an internal error (and the permission
+//! matrix test fails), so a new route cannot ship without a decision. The table is checked
+//! against `tests/permissions.csv` by calling every route and frame as every kind of caller.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use medhub_core::authz::{Need, Permission};
+use medhub_core::model::SessionState;
+use medhub_service::Principal;
+use medhub_wire::{ClientFrame, ErrorCode};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::bearer_token;
+
+use Permission::*;
+use SessionState::*;
+
+/// Every route: method, path pattern (as registered), and what it needs.
+pub const ROUTES: &[(&str, &str, Need)] = &[
+    // Signing in, and its next steps. The handlers check the session state they expect.
+    ("POST", "/api/v1/auth/login", Need::Public),
+    ("POST", "/api/v1/auth/invitation", Need::Public),
+    ("POST", "/api/v1/auth/logout", Need::Session),
+    ("POST", "/api/v1/auth/password", Need::Step(&[PasswordChangeRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/totp/enroll", Need::Step(&[MfaEnrollmentRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/totp/confirm", Need::Step(&[MfaEnrollmentRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/verify", Need::Step(&[MfaRequired, Active])),
+    // One's own account.
+    ("POST", "/api/v1/auth/mfa/recovery-codes", Need::Active(OwnAccount)),
+    ("POST", "/api/v1/auth/step-up", Need::Active(OwnAccount)),
+    ("GET", "/api/v1/auth/sessions", Need::Active(OwnAccount)),
+    ("DELETE", "/api/v1/auth/sessions/{id}", Need::Active(OwnAccount)),
+    ("POST", "/api/v1/auth/ws-ticket", Need::Active(OwnAccount)),
+    ("GET", "/api/v1/me", Need::Active(OwnAccount)),
+    // Administration.
+    ("GET", "/api/v1/admin/sessions", Need::Active(SessionAdmin)),
+    ("DELETE", "/api/v1/admin/sessions/{id}", Need::Active(SessionAdmin)),
+    ("POST", "/api/v1/admin/users", Need::Active(UserAdmin)),
+    ("PATCH", "/api/v1/admin/users/{id}", Need::Active(UserAdmin)),
+    ("POST", "/api/v1/admin/users/{id}/invitation", Need::Active(UserAdmin)),
+    ("POST", "/api/v1/admin/users/{id}/mfa-reset", Need::Active(UserAdmin)),
+    ("GET", "/api/v1/admin/settings", Need::Active(OrgSettings)),
+    ("PATCH", "/api/v1/admin/settings", Need::Active(OrgSettings)),
+    // The directory.
+    ("GET", "/api/v1/users", Need::Active(DirectoryRead)),
+    ("GET", "/api/v1/users/{id}", Need::Active(DirectoryRead)),
+    // Conversations and messages (conversation roles apply on top, in the service).
+    ("GET", "/api/v1/conversations", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/conversations", Need::Active(ConversationWrite)),
+    ("GET", "/api/v1/conversations/{id}", Need::Active(ConversationRead)),
+    ("PATCH", "/api/v1/conversations/{id}", Need::Active(ConversationWrite)),
+    ("POST", "/api/v1/conversations/{id}/members", Need::Active(ConversationWrite)),
+    ("PATCH", "/api/v1/conversations/{id}/members/{user_id}", Need::Active(ConversationWrite)),
+    ("DELETE", "/api/v1/conversations/{id}/members/{user_id}", Need::Active(ConversationWrite)),
+    ("GET", "/api/v1/conversations/{id}/messages", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/conversations/{id}/messages", Need::Active(MessageSend)),
+    ("POST", "/api/v1/conversations/{id}/receipts", Need::Active(MessageSend)),
+    ("POST", "/api/v1/conversations/{id}/typing", Need::Active(MessageSend)),
+    ("GET", "/api/v1/messages/{id}", Need::Active(ConversationRead)),
+    ("PATCH", "/api/v1/messages/{id}", Need::Active(MessageSend)),
+    ("POST", "/api/v1/messages/{id}/recall", Need::Active(MessageSend)),
+    ("GET", "/api/v1/messages/{id}/revisions", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/messages/{id}/ack", Need::Active(MessageSend)),
+    ("GET", "/api/v1/messages/{id}/status", Need::Active(ConversationRead)),
+    // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.
+    ("GET", "/api/v1/events", Need::Active(ConversationRead)),
+    ("GET", "/api/v1/ws", Need::Public),
+    // Operations and documentation.
+    ("GET", "/healthz", Need::Public),
+    ("GET", "/readyz", Need::Public),
+    ("GET", "/metrics", Need::Public),
+    ("GET", "/api/openapi.json", Need::Public),
+    ("GET", "/api/docs", Need::Public),
+    ("GET", "/api/docs/style.css", Need::Public),
+];
+
+/// Every WebSocket frame type and what it needs (after `hello`).
+pub const FRAMES: &[(&str, Need)] = &[
+    ("hello", Need::Public),
+    ("ping", Need::Session),
+    ("send", Need::Active(MessageSend)),
+    ("edit", Need::Active(MessageSend)),
+    ("recall", Need::Active(MessageSend)),
+    ("receipt", Need::Active(MessageSend)),
+    ("ack", Need::Active(MessageSend)),
+    ("typing", Need::Active(MessageSend)),
+    ("presence_subscribe", Need::Active(DirectoryRead)),
+];
+
+/// What `method path` needs, if the route is in the table.
+pub fn route_need(method: &Method, path: &str) -> Option<Need> {
+    // HEAD is served by GET handlers, so it needs what GET needs.
+    let method = if method == Method::HEAD { "GET" } else { method.as_str() };
+    ROUTES.iter().find(|(m, p, _)| *m == method && *p == path).map(|(_, _, n)| *n)
+}
+
+/// The `type` of a client frame.
+pub fn frame_type(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Hello { .. } => "hello",
+        ClientFrame::Ping { .. } => "ping",
+        ClientFrame::Send { .. } => "send",
+        ClientFrame::Edit { .. } => "edit",
+        ClientFrame::Recall { .. } => "recall",
+        ClientFrame::Receipt { .. } => "receipt",
+        ClientFrame::Ack { .. } => "ack",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::PresenceSubscribe { .. } => "presence_subscribe",
+    }
+}
+
+/// What a frame type needs; `None` (a type missing from the table) is refused.
+pub fn frame_need(ty: &str) -> Option<Need> {
+    FRAMES.iter().find(|(t, _)| *t == ty).map(|(_, n)| *n)
+}
+
+/// Whether a signed-in principal may do what `need` asks.
+pub fn check(principal: &Principal, need: Need) -> Result<(), ApiError> {
+    match need {
+        Need::Public | Need::Session => Ok(()),
+        Need::Step(states) if states.contains(&principal.session.state) => Ok(()),
+        // The error names the step the session must take next.
+        Need::Step(_) => Err(principal
+            .require_active()
+            .err()
+            .map(ApiError::from)
+            .unwrap_or_else(|| ApiError::code(ErrorCode::Forbidden))),
+        Need::Active(p) => {
+            principal.require_active()?;
+            if principal.user.role.permissions().contains(p) {
+                Ok(())
+            } else {
+                Err(ApiError::code(ErrorCode::Forbidden))
+            }
+        }
+    }
+}
+
+/// A principal already authenticated by [`enforce`], for the handler's extractor.
+#[derive(Clone)]
+pub struct Authorized(pub Arc<Principal>);
+
+/// Route layer: looks the matched route up in [`ROUTES`] and, for routes that need an
+/// active session with a permission or a sign-in step, authenticates and checks it before
+/// the handler runs (and before its body is read).
+pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let need = matched.as_deref().and_then(|p| route_need(req.method(), p));
+    let Some(need) = need else {
+        if matched.as_deref().is_some_and(|m| ROUTES.iter().any(|(_, p, _)| *p == m)) {
+            // A known path with another method: the router answers 405.
+            return next.run(req).await;
+        }
+        let id = medhub_service::correlation_id();
+        tracing::error!(correlation = %id, method = %req.method(), path = ?matched, "route missing from the authorization table");
+        return ApiError(medhub_wire::WireError::internal(id)).into_response();
+    };
+    if matches!(need, Need::Active(_) | Need::Step(_)) {
+        let Some(token) = bearer_token(req.headers()) else {
+            return ApiError::code(ErrorCode::Unauthenticated).into_response();
+        };
+        let principal = match state.services.auth.authenticate(token).await {
+            Ok(p) => p,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        if let Err(e) = check(&principal, need) {
+            return e.into_response();
+        }
+        req.extensions_mut().insert(Authorized(Arc::new(principal)));
+    }
+    next.run(req).await
+}
