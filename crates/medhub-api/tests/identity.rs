@@ -579,13 +579,34 @@ each_backend! {
         let anon = |b: Value| s.call(Method::POST, "/api/v1/auth/invitation", None, Some(b));
         let (status, body) = anon(accept(&code_, "short")).await;
         assert_eq!((status, code(&body)), (400, "password_length"));
+        let (status, body) = anon(accept(&code_, &"p".repeat(129))).await;
+        assert_eq!((status, code(&body)), (400, "password_length"), "ASVS 2.1.2: above 128 refused");
         let (status, body) = anon(accept("mhi_made_up", PASSWORD)).await;
         assert_eq!((status, code(&body)), (400, "invalid_invitation"));
-        let (status, body) = anon(accept(&code_, PASSWORD)).await;
+        let long = "p".repeat(128);
+        let (status, body) = anon(accept(&code_, &long)).await;
         assert_eq!((status, &body["username"]), (200, &json!("new.nurse")), "{body}");
         let (status, body) = anon(accept(&code_, "another fine passphrase")).await;
         assert_eq!((status, code(&body)), (400, "invalid_invitation"), "single use");
-        let signed_in = s.sign_in("new.nurse", PASSWORD, None).await;
+        let signed_in = s.sign_in("new.nurse", &long, None).await;
         assert_eq!(me(&s, &signed_in.user).await, (200, "ok".into()));
+    }
+}
+
+each_backend! {
+    async fn guessing_the_current_password_from_a_session_is_throttled(db) {
+        let clock = clock();
+        let s = server(db, &clock, Duration::from_secs(3600)).await;
+        password_user(&s, "alice", SystemRole::User).await;
+        let alice = s.sign_in("alice", PASSWORD, None).await;
+        let guess = json!({"current_password": "a wrong guess!!", "new_password": "an even better passphrase"});
+        let mut statuses = Vec::new();
+        for _ in 0..7 {
+            statuses.push(s.post("/api/v1/auth/password", &alice.user, guess.clone()).await.0);
+        }
+        assert_eq!(statuses, [401, 401, 401, 401, 401, 401, 429]);
+        clock.advance(secs(1));
+        let right = json!({"current_password": PASSWORD, "new_password": "an even better passphrase"});
+        assert_eq!(s.post("/api/v1/auth/password", &alice.user, right).await.0, 200);
     }
 }

@@ -79,7 +79,7 @@ impl Default for ServiceConfig {
             limits: Limits::default(),
             session_ttl: Duration::from_secs(12 * 3600),
             min_password_chars: 12,
-            max_password_chars: 256,
+            max_password_chars: 128,
             max_batch: 4096,
             pipeline_queue: 8192,
             connection_queue_frames: 1024,

@@ -189,7 +189,7 @@ pub struct AuthConfig {
     pub session_ttl_hours: u64,
     /// Shortest password, in characters (NIST SP 800-63B). Default: 12.
     pub min_password_chars: usize,
-    /// Longest password, in characters. Default: 256.
+    /// Longest password, in characters (OWASP ASVS 2.1.2: at least 64 allowed, above 128 refused). Default: 128.
     pub max_password_chars: usize,
     /// The server key (32 bytes, mode 0600) that encrypts TOTP secrets; created on first
     /// start. Back it up with the database; every node of a PostgreSQL deployment needs the
@@ -208,7 +208,7 @@ impl Default for AuthConfig {
         Self {
             session_ttl_hours: 12,
             min_password_chars: 12,
-            max_password_chars: 256,
+            max_password_chars: 128,
             secret_key_file: None,
             allow_token_hello: false,
             allowed_origins: Vec::new(),
@@ -355,6 +355,9 @@ impl Config {
         }
         if self.auth.min_password_chars < 8 || self.auth.max_password_chars < self.auth.min_password_chars {
             problems.push("auth.min_password_chars must be at least 8 and not above max_password_chars".to_owned());
+        }
+        if self.auth.max_password_chars < 64 {
+            problems.push("auth.max_password_chars must allow at least 64 characters (passphrases)".to_owned());
         }
         if self.auth.session_ttl_hours == 0 || self.auth.session_ttl_hours > 12 {
             problems.push("auth.session_ttl_hours must be between 1 and 12".to_owned());

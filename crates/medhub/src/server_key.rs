@@ -1,11 +1,12 @@
-//! The server key file: 32 random bytes, created with mode 0600 on first start.
+//! The server key file: 32 random bytes, created with mode 0600 (in a 0700 directory, when
+//! medhub creates it) on first start.
 //!
 //! It encrypts TOTP secrets in the database. Back it up with the database: without it, every
 //! user must enrol a new authenticator. Nodes sharing a PostgreSQL database must share it too;
 //! medhub refuses to start with a key that does not match the database.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -30,8 +31,12 @@ pub fn load_or_create(path: &Path) -> Result<ServerKey> {
             Ok(ServerKey::from_bytes(key))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let key = ServerKey::generate()?;
             let mut f = std::fs::OpenOptions::new()
@@ -59,6 +64,7 @@ mod tests {
         let path = dir.path().join("sub").join("medhub.key");
         let a = load_or_create(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
         let b = load_or_create(&path).unwrap();
         assert_eq!(a.to_bytes(), b.to_bytes());
     }

@@ -260,11 +260,17 @@ impl AuthService {
             _ => principal.require_active()?,
         }
         self.check_password_rules(new)?;
+        // A stolen session must not become a way to guess the password: the check of the
+        // current one is throttled like sign-in.
+        let keys = vec![format!("password:acct:{}", principal.user.id)];
+        self.check_throttle(&keys).await?;
         let record = self.store.user_record(principal.user.id).await?.ok_or(ServiceError::Unauthenticated)?;
         let phc = record.password_hash.unwrap_or_else(|| (*self.dummy_hash).clone());
         if !self.verify(current.to_owned(), phc).await {
+            self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidCredentials);
         }
+        self.store.clear_throttle(&keys[0]).await?;
         if current == new {
             return Err(ServiceError::InvalidRequest("the new password must differ from the current one".into()));
         }
