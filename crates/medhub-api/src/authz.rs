@@ -49,6 +49,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/admin/users/{id}/mfa-reset", Need::Active(UserAdmin)),
     ("GET", "/api/v1/admin/settings", Need::Active(OrgSettings)),
     ("PATCH", "/api/v1/admin/settings", Need::Active(OrgSettings)),
+    // Listing roles is for user administrators too (the service lets either in).
+    ("GET", "/api/v1/admin/roles", Need::Active(UserAdmin)),
+    ("POST", "/api/v1/admin/roles", Need::Active(RoleAdmin)),
+    ("GET", "/api/v1/admin/users/{id}/roles", Need::Active(RoleAdmin)),
+    ("PUT", "/api/v1/admin/users/{id}/roles", Need::Active(RoleAdmin)),
     // The directory.
     ("GET", "/api/v1/users", Need::Active(DirectoryRead)),
     ("GET", "/api/v1/users/{id}", Need::Active(DirectoryRead)),
@@ -135,11 +140,7 @@ pub fn check(principal: &Principal, need: Need) -> Result<(), ApiError> {
             .unwrap_or_else(|| ApiError::code(ErrorCode::Forbidden))),
         Need::Active(p) => {
             principal.require_active()?;
-            if principal.user.role.permissions().contains(p) {
-                Ok(())
-            } else {
-                Err(ApiError::code(ErrorCode::Forbidden))
-            }
+            if principal.permissions.contains(p) { Ok(()) } else { Err(ApiError::code(ErrorCode::Forbidden)) }
         }
     }
 }

@@ -9,9 +9,9 @@ use medhub_core::{SessionId, UserId};
 use medhub_service::auth::{MfaProof, WS_TICKET_TTL};
 use medhub_wire::frames::Token;
 use medhub_wire::identity::{
-    AcceptInvitationRequest, InvitationResponse, InviteRequest, MfaProofRequest, OrgSettings, RecoveryCodesResponse,
-    SessionList, SessionStateResponse, SessionStateView, SessionView, TotpConfirmRequest, TotpEnrollResponse,
-    UpdateUserRequest, WsTicketResponse,
+    AcceptInvitationRequest, CreateRoleRequest, InvitationResponse, InviteRequest, MfaProofRequest, OrgSettings,
+    RecoveryCodesResponse, RoleList, RoleView, SessionList, SessionStateResponse, SessionStateView, SessionView,
+    TotpConfirmRequest, TotpEnrollResponse, UpdateUserRequest, UserRoles, WsTicketResponse,
 };
 use medhub_wire::rest::{ChangePasswordRequest, LoginRequest, LoginResponse};
 use medhub_wire::views::UserView;
@@ -47,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/admin/users/{id}/invitation", post(reinvite))
         .route("/api/v1/admin/users/{id}/mfa-reset", post(reset_mfa))
         .route("/api/v1/admin/settings", get(get_settings).patch(update_settings))
+        .route("/api/v1/admin/roles", get(list_roles).post(create_role))
+        .route("/api/v1/admin/users/{id}/roles", get(get_user_roles).put(set_user_roles))
 }
 
 fn proof(req: MfaProofRequest) -> ApiResult<MfaProof> {
@@ -334,7 +336,7 @@ pub async fn reset_mfa(
 #[utoipa::path(get, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = OrgSettings), (status = 403, body = ErrorBody)))]
 pub async fn get_settings(State(state): State<AppState>, Authed(p): Authed) -> ApiResult<Json<OrgSettings>> {
-    p.require_admin()?;
+    p.require(medhub_core::authz::Permission::OrgSettings)?;
     Ok(Json(OrgSettings { idle_timeout_minutes: state.services.auth.idle_timeout().as_mins() }))
 }
 
@@ -348,4 +350,51 @@ pub async fn update_settings(
 ) -> ApiResult<Json<OrgSettings>> {
     state.services.auth.set_idle_timeout(&p, req.idle_timeout_minutes).await?;
     Ok(Json(OrgSettings { idle_timeout_minutes: state.services.auth.idle_timeout().as_mins() }))
+}
+
+/// The role catalogue: the shipped roles and the organization's own.
+#[utoipa::path(get, path = "/api/v1/admin/roles", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = RoleList), (status = 403, body = ErrorBody)))]
+pub async fn list_roles(State(state): State<AppState>, Authed(p): Authed) -> ApiResult<Json<RoleList>> {
+    let roles = state.services.auth.roles(&p).await?;
+    Ok(Json(RoleList { roles: roles.iter().map(RoleView::from).collect() }))
+}
+
+/// Add a role of the organization's own (role administrators, step-up).
+#[utoipa::path(post, path = "/api/v1/admin/roles", tag = "admin", security(("bearer" = [])), request_body = CreateRoleRequest,
+    responses((status = 201, body = RoleView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_role(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiJson(req): ApiJson<CreateRoleRequest>,
+) -> ApiResult<(StatusCode, Json<RoleView>)> {
+    let role = state.services.auth.create_role(&p, &req.key, &req.name, &req.permissions).await?;
+    Ok((StatusCode::CREATED, Json(RoleView::from(&role))))
+}
+
+/// A user's roles (role administrators).
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, body = UserRoles), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_user_roles(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<UserRoles>> {
+    Ok(Json(UserRoles { roles: state.services.auth.user_roles(&p, UserId::from_uuid(id)).await? }))
+}
+
+/// Replace a user's roles (role administrators, step-up). Removing a role ends the user's
+/// sessions at once; a granted role works at the user's next request.
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])), request_body = UserRoles,
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, body = UserRoles), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn set_user_roles(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<UserRoles>,
+) -> ApiResult<Json<UserRoles>> {
+    Ok(Json(UserRoles { roles: state.services.auth.set_user_roles(&p, UserId::from_uuid(id), &req.roles).await? }))
 }

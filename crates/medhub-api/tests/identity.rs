@@ -610,3 +610,72 @@ each_backend! {
         assert_eq!(s.post("/api/v1/auth/password", &alice.user, right).await.0, 200);
     }
 }
+
+// --- roles as data ----------------------------------------------------------------------------
+
+each_backend! {
+    async fn roles_are_data_and_grant_exactly_their_permissions(db) {
+        let clock = clock();
+        let s = server(db, &clock, Duration::from_millis(100)).await;
+        let admin = s.user_with_role("chief", SystemRole::Admin).await;
+        let (status, list) = s.get("/api/v1/admin/roles", &admin).await;
+        assert_eq!(status, 200, "{list}");
+        let roles = list["roles"].as_array().unwrap();
+        for key in ["attending_physician", "nurse", "charge_nurse", "pharmacist", "compliance_officer", "it_support", "administrator"] {
+            assert!(roles.iter().any(|r| r["key"] == key && r["builtin"] == true), "{key} in {list}");
+        }
+        let auditor_role = roles.iter().find(|r| r["key"] == "compliance_officer").unwrap();
+        assert!(auditor_role["permissions"].as_array().unwrap().contains(&json!("audit.read")));
+        assert!(!auditor_role["permissions"].as_array().unwrap().contains(&json!("message.send")));
+
+        // A new user starts as a clinician; making them a compliance officer removes that role,
+        // which ends their sessions.
+        let auditor = s.user("auditor").await;
+        let path = format!("/api/v1/admin/users/{}/roles", auditor.id);
+        assert_eq!(s.get(&path, &admin).await.1, json!({"roles": ["clinician"]}));
+        assert_eq!(s.get("/api/v1/conversations", &auditor).await.0, 200);
+        let (status, body) = s.call(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["compliance_officer"]}))).await;
+        assert_eq!((status, &body), (200, &json!({"roles": ["compliance_officer"]})));
+        assert_eq!(me(&s, &auditor).await.0, 401, "a removed role ends the sessions");
+        let auditor = s.new_session(&auditor).await;
+        let (status, body) = s.get("/api/v1/conversations", &auditor).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "no conversation.read");
+        assert_eq!(s.get("/api/v1/users", &auditor).await.0, 200, "directory.read");
+
+        // An organization's own role; granting it takes effect at the next request.
+        let (status, body) = s.post("/api/v1/admin/roles", &admin, json!({"key": "night_float", "name": "Night float",
+            "permissions": ["conversation.read", "directory.read", "account.self"]})).await;
+        assert_eq!((status, &body["builtin"]), (201, &json!(false)), "{body}");
+        for (bad, why) in [
+            (json!({"key": "night_float", "name": "Again", "permissions": []}), "duplicate key"),
+            (json!({"key": "Night Float", "name": "x", "permissions": []}), "bad key"),
+            (json!({"key": "root", "name": "Root", "permissions": ["everything"]}), "unknown permission"),
+        ] {
+            let (status, body) = s.post("/api/v1/admin/roles", &admin, bad).await;
+            assert_eq!((status, code(&body)), (400, "invalid_request"), "{why}");
+        }
+        let grant = json!({"roles": ["compliance_officer", "night_float"]});
+        let (status, _) = s.call(Method::PUT, &path, Some(&admin), Some(grant)).await;
+        assert_eq!(status, 200);
+        assert_eq!(s.get("/api/v1/conversations", &auditor).await.0, 200, "granted at once, session kept");
+        let (status, body) = s.call(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["no_such_role"]}))).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"));
+
+        // IT support ends sessions but cannot manage users.
+        let it = s.user("it").await;
+        let it_path = format!("/api/v1/admin/users/{}/roles", it.id);
+        assert_eq!(s.call(Method::PUT, &it_path, Some(&admin), Some(json!({"roles": ["it_support"]}))).await.0, 200);
+        let it = s.new_session(&it).await;
+        assert_eq!(s.get("/api/v1/admin/sessions", &it).await.0, 200);
+        let (status, body) = s.post("/api/v1/admin/users", &it, json!({"username": "x", "display_name": "X"})).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"));
+
+        // Administrators cannot drop their own administrator role, and changes need a step-up.
+        let own = format!("/api/v1/admin/users/{}/roles", admin.id);
+        let (status, body) = s.call(Method::PUT, &own, Some(&admin), Some(json!({"roles": ["nurse"]}))).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"));
+        clock.advance(mins(5));
+        let (status, body) = s.call(Method::PUT, &path, Some(&admin), Some(json!({"roles": ["nurse"]}))).await;
+        assert_eq!((status, code(&body)), (403, "step_up_required"));
+    }
+}

@@ -35,6 +35,8 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/admin/users/{id}/invitation", &["post"]),
     ("/api/v1/admin/users/{id}/mfa-reset", &["post"]),
     ("/api/v1/admin/settings", &["get", "patch"]),
+    ("/api/v1/admin/roles", &["get", "post"]),
+    ("/api/v1/admin/users/{id}/roles", &["get", "put"]),
     ("/api/v1/me", &["get"]),
     ("/api/v1/users", &["get"]),
     ("/api/v1/users/{id}", &["get"]),

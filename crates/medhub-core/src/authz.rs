@@ -5,9 +5,10 @@
 //! crate; the tables are checked against `crates/medhub-api/tests/permissions.csv` by a
 //! test that calls every route and frame as every kind of caller.
 //!
-//! Roles are still the two system roles (`admin`, `user`); [`SystemRole::permissions`] is
-//! the catalogue. Roles as data (a hospital's catalogue, per-organization roles) replace that
-//! one function and nothing else.
+//! Roles are data: a role is a named set of permissions, a user holds any number of roles,
+//! and a user's permissions are the union. [`BUILTIN_ROLES`] is the catalogue every
+//! organization starts with; administrators add their own roles. The two system roles
+//! (`admin`, `user`) remain as a coarse flag: `admin` means "holds the administrator role".
 
 use crate::model::{SessionState, SystemRole};
 
@@ -31,10 +32,18 @@ pub enum Permission {
     SessionAdmin,
     /// Change the organization's settings (idle timeout, ...).
     OrgSettings,
+    /// Define roles and grant them to users.
+    RoleAdmin,
+    /// Read the audit trail (compliance officers).
+    AuditRead,
+    /// Open a patient's conversation one is not in, in an emergency (break-glass).
+    BreakGlass,
+    /// Export data (conversations, audit) for legal or clinical requests.
+    DataExport,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 12] = [
         Permission::ConversationRead,
         Permission::ConversationWrite,
         Permission::MessageSend,
@@ -43,6 +52,10 @@ impl Permission {
         Permission::UserAdmin,
         Permission::SessionAdmin,
         Permission::OrgSettings,
+        Permission::RoleAdmin,
+        Permission::AuditRead,
+        Permission::BreakGlass,
+        Permission::DataExport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +68,10 @@ impl Permission {
             Permission::UserAdmin => "user.admin",
             Permission::SessionAdmin => "session.admin",
             Permission::OrgSettings => "org.settings",
+            Permission::RoleAdmin => "role.admin",
+            Permission::AuditRead => "audit.read",
+            Permission::BreakGlass => "break_glass.use",
+            Permission::DataExport => "export.run",
         }
     }
 
@@ -81,6 +98,104 @@ impl Permissions {
     pub fn union(self, other: Permissions) -> Self {
         Permissions(self.0 | other.0)
     }
+
+    /// The permissions in catalogue order.
+    pub fn list(self) -> Vec<Permission> {
+        Permission::ALL.into_iter().filter(|p| self.contains(*p)).collect()
+    }
+
+    /// Space-separated names, as stored.
+    pub fn to_names(self) -> String {
+        self.list().iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Parses space-separated names; `Err` names the first unknown one.
+    pub fn from_names(names: &str) -> Result<Self, String> {
+        let mut out = Permissions::NONE;
+        for n in names.split_whitespace() {
+            out = out.union(Permissions::of(&[Permission::parse(n).ok_or_else(|| n.to_owned())?]));
+        }
+        Ok(out)
+    }
+}
+
+/// A role: a named set of permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// Stable identifier, `[a-z0-9_]`, 1-64 characters.
+    pub key: String,
+    pub name: String,
+    pub permissions: Permissions,
+    /// Part of the shipped catalogue (kept up to date by medhub; not editable).
+    pub builtin: bool,
+}
+
+/// The role every administrator holds; `SystemRole::Admin` means holding it.
+pub const ADMINISTRATOR: &str = "administrator";
+/// The role users created without a more specific one get.
+pub const CLINICIAN: &str = "clinician";
+
+/// The catalogue a hospital network starts with: key, name, permissions.
+pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
+    use Permission::*;
+    const CARE: &[Permission] = &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount];
+    const SENIOR: &[Permission] =
+        &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass];
+    &[
+        (CLINICIAN, "Clinician (general staff)", CARE),
+        ("attending_physician", "Attending physician", SENIOR),
+        ("resident", "Resident physician", CARE),
+        ("physician_assistant", "Physician assistant", CARE),
+        ("nurse_practitioner", "Nurse practitioner", SENIOR),
+        ("nurse", "Nurse", CARE),
+        ("charge_nurse", "Charge nurse", SENIOR),
+        ("pharmacist", "Pharmacist", CARE),
+        ("lab_technologist", "Laboratory technologist", CARE),
+        ("respiratory_therapist", "Respiratory therapist", CARE),
+        ("social_worker", "Social worker", CARE),
+        ("unit_clerk", "Unit clerk", CARE),
+        (
+            "department_head",
+            "Department head",
+            &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass, DataExport],
+        ),
+        ("compliance_officer", "Compliance officer (auditor)", &[DirectoryRead, OwnAccount, AuditRead, DataExport]),
+        ("it_support", "IT support", &[DirectoryRead, OwnAccount, SessionAdmin]),
+        ("observer", "Observer (read-only)", &[ConversationRead, DirectoryRead, OwnAccount]),
+        (
+            ADMINISTRATOR,
+            "Administrator",
+            &[
+                ConversationRead,
+                ConversationWrite,
+                MessageSend,
+                DirectoryRead,
+                OwnAccount,
+                UserAdmin,
+                SessionAdmin,
+                OrgSettings,
+                RoleAdmin,
+            ],
+        ),
+    ]
+};
+
+/// The shipped catalogue as roles.
+pub fn builtin_roles() -> Vec<Role> {
+    BUILTIN_ROLES
+        .iter()
+        .map(|(key, name, perms)| Role {
+            key: (*key).to_owned(),
+            name: (*name).to_owned(),
+            permissions: Permissions::of(perms),
+            builtin: true,
+        })
+        .collect()
+}
+
+/// Checks a role key: `[a-z0-9_]`, 1-64 characters.
+pub fn valid_role_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// What a route or frame needs from its caller.
@@ -117,13 +232,11 @@ pub fn allows(granted: Permissions, need: Need) -> bool {
 }
 
 impl SystemRole {
-    /// The permissions of each system role: the role catalogue until roles become data.
-    pub fn permissions(self) -> Permissions {
-        use Permission::*;
-        let clinical = [ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount];
+    /// The built-in role a system role stands for when no other roles are known.
+    pub fn default_role_key(self) -> &'static str {
         match self {
-            SystemRole::User => Permissions::of(&clinical),
-            SystemRole::Admin => Permissions::of(&Permission::ALL),
+            SystemRole::User => CLINICIAN,
+            SystemRole::Admin => ADMINISTRATOR,
         }
     }
 }
@@ -145,16 +258,57 @@ mod tests {
     }
 
     #[test]
-    fn users_hold_the_clinical_permissions_and_administrators_all() {
-        let user = SystemRole::User.permissions();
-        for p in Permission::ALL {
-            let admin_only = matches!(p, Permission::UserAdmin | Permission::SessionAdmin | Permission::OrgSettings);
-            assert_eq!(user.contains(p), !admin_only, "{p:?}");
-            assert!(SystemRole::Admin.permissions().contains(p), "{p:?}");
+    fn the_catalogue_is_complete_and_sensible() {
+        let roles = builtin_roles();
+        let keys: Vec<&str> = roles.iter().map(|r| r.key.as_str()).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "unique keys");
+        assert!(keys.iter().all(|k| valid_role_key(k)));
+        for needed in [
+            "attending_physician",
+            "resident",
+            "nurse",
+            "charge_nurse",
+            "pharmacist",
+            "lab_technologist",
+            "unit_clerk",
+            "department_head",
+            ADMINISTRATOR,
+            "compliance_officer",
+            "it_support",
+        ] {
+            assert!(keys.contains(&needed), "{needed}");
         }
+        let get = |k: &str| roles.iter().find(|r| r.key == k).map(|r| r.permissions).unwrap_or_default();
+        // Everyone can manage their own account; only clinical roles write messages.
+        assert!(roles.iter().all(|r| r.permissions.contains(Permission::OwnAccount)));
+        assert!(!get("compliance_officer").contains(Permission::MessageSend));
+        assert!(get("compliance_officer").contains(Permission::AuditRead));
+        assert!(!get("observer").contains(Permission::MessageSend));
+        assert!(get("observer").contains(Permission::ConversationRead));
+        // Administration is separate from emergency access and from the audit trail.
+        assert!(!get(ADMINISTRATOR).contains(Permission::BreakGlass));
+        assert!(!get(ADMINISTRATOR).contains(Permission::AuditRead));
+        assert!(get("attending_physician").contains(Permission::BreakGlass));
+        assert!(!get("nurse").contains(Permission::BreakGlass));
+        assert!(get(ADMINISTRATOR).contains(Permission::UserAdmin));
+        assert_eq!(SystemRole::Admin.default_role_key(), ADMINISTRATOR);
+    }
+
+    #[test]
+    fn permission_sets_round_trip_through_their_names() {
+        let p = Permissions::of(&[Permission::AuditRead, Permission::DirectoryRead]);
+        assert_eq!(p.to_names(), "directory.read audit.read");
+        assert_eq!(Permissions::from_names(&p.to_names()), Ok(p));
+        assert_eq!(Permissions::from_names(""), Ok(Permissions::NONE));
+        assert_eq!(Permissions::from_names("directory.read root"), Err("root".to_owned()));
         assert!(allows(Permissions::NONE, Need::Public));
         assert!(allows(Permissions::NONE, Need::Session));
         assert!(!allows(Permissions::NONE, Need::Active(Permission::ConversationRead)));
-        assert!(allows(Permissions::of(&[Permission::OrgSettings]), Need::Active(Permission::OrgSettings)));
+        assert!(!valid_role_key("Nurse"));
+        assert!(!valid_role_key(""));
+        assert!(valid_role_key("night_float_2"));
     }
 }

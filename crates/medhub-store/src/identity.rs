@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::Role;
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
 use medhub_core::{SessionId, UserId};
@@ -57,7 +58,8 @@ pub trait IdentityStore: Send + Sync {
     /// `idle_timeout` or `absolute_lifetime` as the reason.
     async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError>;
 
-    /// Changes a user's system role.
+    /// Changes a user's system role, and with it the administrator role (a demoted user
+    /// without other roles keeps the clinician role).
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError>;
 
     /// Sets the organization's idle timeout.
@@ -129,6 +131,23 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<Option<UserId>, StoreError>;
     /// Whether the user has an unused, unexpired invitation.
     async fn has_open_invitation(&self, user: UserId, now: Timestamp) -> Result<bool, StoreError>;
+
+    // --- roles ------------------------------------------------------------------------------
+
+    /// Inserts or updates the shipped roles (custom roles with the same key are not touched).
+    async fn upsert_builtin_roles(&self, roles: &[Role], now: Timestamp) -> Result<(), StoreError>;
+    /// Every role, by key.
+    async fn roles(&self) -> Result<Vec<Role>, StoreError>;
+    /// Adds a custom role; [`StoreError::Conflict`] if the key exists.
+    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError>;
+    /// The keys of a user's roles, sorted.
+    async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError>;
+    /// Replaces a user's roles ([`StoreError::Conflict`] on an unknown key) and keeps the
+    /// system role in step: `admin` exactly when the administrator role is held.
+    async fn set_user_roles(&self, user: UserId, keys: &[String], by: UserId, now: Timestamp)
+    -> Result<(), StoreError>;
+    /// The permission lists (space-separated names) of every role the user holds.
+    async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError>;
 
     // --- server key -------------------------------------------------------------------------
 

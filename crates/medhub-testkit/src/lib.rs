@@ -176,6 +176,22 @@ impl TestServer {
         .await
     }
 
+    /// Another fully signed-in session (another device) for an existing user.
+    pub async fn new_session(&self, user: &TestUser) -> TestUser {
+        let (auth, store) = (self.services.auth.clone(), self.services.store.clone());
+        let (id, username) = (user.id, user.username.clone());
+        self.on_server(async move {
+            let u = store
+                .user(medhub_core::UserId::from_uuid(id))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("no user {id}"));
+            let issued = auth.issue_session(&u, SessionState::Active).await.unwrap_or_else(|e| panic!("{e}"));
+            TestUser { id, username, token: issued.token }
+        })
+        .await
+    }
+
     /// An HTTP request with the user's bearer token; returns status and JSON body.
     pub async fn call(
         &self,

@@ -244,3 +244,48 @@ pub struct OrgSettings {
     /// Minutes without user activity after which a session ends (1-720; 15 by default).
     pub idle_timeout_minutes: i64,
 }
+
+/// A role: a named set of permissions.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoleView {
+    /// Stable key, `[a-z0-9_]`.
+    pub key: String,
+    pub name: String,
+    /// Permission names, for example `message.send`, `break_glass.use`.
+    pub permissions: Vec<String>,
+    /// Shipped with medhub (kept current by medhub, not editable).
+    pub builtin: bool,
+}
+
+impl From<&medhub_core::authz::Role> for RoleView {
+    fn from(r: &medhub_core::authz::Role) -> Self {
+        RoleView {
+            key: r.key.clone(),
+            name: r.name.clone(),
+            permissions: r.permissions.list().iter().map(|p| p.as_str().to_owned()).collect(),
+            builtin: r.builtin,
+        }
+    }
+}
+
+/// `GET /api/v1/admin/roles`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoleList {
+    pub roles: Vec<RoleView>,
+}
+
+/// `POST /api/v1/admin/roles`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleRequest {
+    pub key: String,
+    pub name: String,
+    pub permissions: Vec<String>,
+}
+
+/// `GET` and `PUT /api/v1/admin/users/{id}/roles`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRoles {
+    pub roles: Vec<String>,
+}

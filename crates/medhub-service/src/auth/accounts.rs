@@ -3,6 +3,7 @@
 //! a privilege ends the sessions it concerns.
 
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::Permission;
 use medhub_core::model::{Org, SessionState, SystemRole, User};
 use medhub_core::session as rules;
 use medhub_core::{DomainError, OrgId, UserId, validate};
@@ -121,7 +122,7 @@ impl AuthService {
         display_name: &str,
         role: SystemRole,
     ) -> Result<(User, Invitation), ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::UserAdmin)?;
         if role == SystemRole::Admin {
             principal.require_step_up(self.now())?;
         }
@@ -142,7 +143,7 @@ impl AuthService {
     /// A fresh invitation for an existing user (administrators): a lost code, or a password
     /// reset in person. Redeeming it replaces the password and ends every session.
     pub async fn reinvite(&self, principal: &Principal, user: UserId) -> Result<Invitation, ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
         let target = self.store.user(user).await?.filter(|u| u.active).ok_or(DomainError::UserNotFound)?;
         self.new_invitation(principal.user.id, target.id).await
@@ -220,7 +221,7 @@ impl AuthService {
         active: Option<bool>,
         role: Option<SystemRole>,
     ) -> Result<User, ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
         let target = self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
         if user == principal.user.id && (active == Some(false) || role == Some(SystemRole::User)) {
@@ -242,7 +243,7 @@ impl AuthService {
     /// Removes a user's second factors (administrators, with step-up): the user enrols again
     /// at the next sign-in. Every session of the user ends.
     pub async fn reset_mfa(&self, principal: &Principal, user: UserId) -> Result<(), ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
         self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
         self.store.remove_second_factors(user).await?;

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod mfa;
+mod roles;
 mod sessions;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::{Permission, Permissions};
 use medhub_core::model::{Session, SessionState, SystemRole, User};
 use medhub_core::session::{self as rules, ThrottlePolicy};
 use medhub_core::{Clock, SessionId, UserId};
@@ -47,6 +49,8 @@ pub const INVITATION_PREFIX: &str = "mhi_";
 pub struct Principal {
     pub user: User,
     pub session: Session,
+    /// The union of the permissions of the user's roles, read with the session.
+    pub permissions: Permissions,
 }
 
 impl Principal {
@@ -68,10 +72,10 @@ impl Principal {
         }
     }
 
-    /// Fails unless the session is active and its user an administrator.
-    pub fn require_admin(&self) -> Result<(), ServiceError> {
+    /// Fails unless the session is active and one of the user's roles grants `p`.
+    pub fn require(&self, p: Permission) -> Result<(), ServiceError> {
         self.require_active()?;
-        if self.is_admin() { Ok(()) } else { Err(ServiceError::AdminRequired) }
+        if self.permissions.contains(p) { Ok(()) } else { Err(ServiceError::AdminRequired) }
     }
 
     /// Fails unless the second factor was proven within the step-up window (5 minutes):
@@ -226,6 +230,8 @@ impl AuthService {
         {
             return Err(ServiceError::ServerKeyMismatch);
         }
+        // The shipped catalogue is kept current; custom roles are the organization's.
+        self.store.upsert_builtin_roles(&medhub_core::authz::builtin_roles(), self.clock.now()).await?;
         self.refresh_settings().await
     }
 
@@ -236,6 +242,17 @@ impl AuthService {
             Some(v) if self.key.matches(&v) => Ok(()),
             _ => Err(ServiceError::ServerKeyMismatch),
         }
+    }
+
+    /// The permissions a user's roles grant.
+    pub(crate) async fn permissions_of(&self, user: UserId) -> Result<Permissions, ServiceError> {
+        let mut out = Permissions::NONE;
+        for names in self.store.user_permission_names(user).await? {
+            out = out.union(Permissions::from_names(&names).map_err(|n| {
+                ServiceError::Store(medhub_store::StoreError::Corrupt(format!("unknown permission {n:?} in a role")))
+            })?);
+        }
+        Ok(out)
     }
 
     async fn refresh_settings(&self) -> Result<(), ServiceError> {

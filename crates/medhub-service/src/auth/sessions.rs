@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::Permission;
 use medhub_core::model::{Session, SessionState, User};
 use medhub_core::session as rules;
 use medhub_core::{SessionId, UserId, validate};
@@ -125,7 +126,8 @@ impl AuthService {
             tracing::info!(target: "medhub::auth", session = %session.id, reason = why.as_str(), "session expired");
             return Err(ServiceError::SessionExpired(why));
         }
-        Ok(Principal { user, session })
+        let permissions = self.permissions_of(user.id).await?;
+        Ok(Principal { user, session, permissions })
     }
 
     /// Records a user action in this session: it restarts the idle timeout. Heartbeats,
@@ -228,7 +230,7 @@ impl AuthService {
         before: Option<SessionId>,
         limit: u32,
     ) -> Result<Vec<Session>, ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::SessionAdmin)?;
         let sessions = match user {
             Some(u) => self.store.sessions_for_user(u).await?,
             None => self.store.live_sessions(before, limit).await?,
@@ -238,7 +240,7 @@ impl AuthService {
 
     /// Ends any session (administrators).
     pub async fn kill_session(&self, principal: &Principal, id: SessionId) -> Result<(), ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::SessionAdmin)?;
         let s = self.store.session(id).await?.ok_or(medhub_core::DomainError::SessionNotFound)?;
         self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
@@ -257,7 +259,7 @@ impl AuthService {
 
     /// Sets the organization's idle timeout (administrators, whole minutes, 1 to 720).
     pub async fn set_idle_timeout(&self, principal: &Principal, minutes: i64) -> Result<(), ServiceError> {
-        principal.require_admin()?;
+        principal.require(Permission::OrgSettings)?;
         principal.require_step_up(self.now())?;
         let d = rules::idle_timeout_from_minutes(minutes)
             .ok_or_else(|| ServiceError::InvalidRequest("idle_timeout_minutes must be between 1 and 720".into()))?;

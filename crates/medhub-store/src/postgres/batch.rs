@@ -521,7 +521,11 @@ pub(super) async fn insert_user(c: &impl tokio_postgres::GenericClient, r: &User
     let u = &r.user;
     let res = c
         .execute(
-            &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            // One statement, so the user and its first role are written together.
+            &format!(
+                "WITH u AS (INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id)
+                 INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) SELECT id, $10, NULL, $9 FROM u"
+            ),
             &[
                 &u.id.as_uuid(),
                 &u.org.as_uuid(),
@@ -532,6 +536,7 @@ pub(super) async fn insert_user(c: &impl tokio_postgres::GenericClient, r: &User
                 &r.password_hash,
                 &r.must_change_password,
                 &u.created_at.as_microsecond(),
+                &u.role.default_role_key(),
             ],
         )
         .await;

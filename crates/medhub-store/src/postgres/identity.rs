@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
 use medhub_core::{SessionId, UserId};
@@ -133,8 +134,33 @@ impl IdentityStore for PgStore {
     }
 
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        match role {
+            SystemRole::Admin => {
+                tx.execute(
+                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES ($1, $2, NULL, 0)
+                     ON CONFLICT DO NOTHING",
+                    &[&user.as_uuid(), &ADMINISTRATOR],
+                )
+                .await?;
+            }
+            SystemRole::User => {
+                tx.execute(
+                    "DELETE FROM user_roles WHERE user_id = $1 AND role_key = $2",
+                    &[&user.as_uuid(), &ADMINISTRATOR],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
+                     SELECT $1, $2, NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1)",
+                    &[&user.as_uuid(), &CLINICIAN],
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -393,6 +419,98 @@ impl IdentityStore for PgStore {
             )
             .await?;
         Ok(row.try_get(0)?)
+    }
+
+    async fn upsert_builtin_roles(&self, roles: &[Role], now: Timestamp) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        for r in roles {
+            tx.execute(
+                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES ($1, $2, $3, TRUE, $4)
+                 ON CONFLICT (key) DO UPDATE SET name = excluded.name, permissions = excluded.permissions
+                 WHERE roles.builtin",
+                &[&r.key, &r.name, &r.permissions.to_names(), &us(now)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn roles(&self) -> Result<Vec<Role>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c.query("SELECT key, name, permissions, builtin FROM roles ORDER BY key", &[]).await?;
+        rows.iter()
+            .map(|r| {
+                let names: String = r.try_get(2)?;
+                Ok(Role {
+                    key: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    permissions: Permissions::from_names(&names)
+                        .map_err(|n| StoreError::Corrupt(format!("unknown permission {n:?}")))?,
+                    builtin: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES ($1, $2, $3, FALSE, $4)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&role.key, &role.name, &role.permissions.to_names(), &us(now)],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
+    }
+
+    async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows =
+            c.query("SELECT role_key FROM user_roles WHERE user_id = $1 ORDER BY role_key", &[&user.as_uuid()]).await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        keys: &[String],
+        by: UserId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let known: i64 = tx.query_one("SELECT COUNT(*) FROM roles WHERE key = ANY($1)", &[&keys]).await?.try_get(0)?;
+        let mut distinct = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if known != distinct.len() as i64 {
+            return Err(StoreError::Conflict("unknown role"));
+        }
+        tx.execute("DELETE FROM user_roles WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.execute(
+            "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
+             SELECT $1, k, $3, $4 FROM UNNEST($2::text[]) AS k ON CONFLICT DO NOTHING",
+            &[&user.as_uuid(), &distinct, &by.as_uuid(), &us(now)],
+        )
+        .await?;
+        let role = if distinct.iter().any(|k| k == ADMINISTRATOR) { SystemRole::Admin } else { SystemRole::User };
+        tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.key = ur.role_key WHERE ur.user_id = $1",
+                &[&user.as_uuid()],
+            )
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {

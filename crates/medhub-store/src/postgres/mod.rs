@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_sessions_revoked_index.sql")),
     (3, include_str!("../../migrations/postgres/0003_identity.sql")),
+    (5, include_str!("../../migrations/postgres/0005_roles.sql")),
 ];
 
 /// The PostgreSQL-backed store.

@@ -314,7 +314,13 @@ fn insert_user(tx: &Transaction<'_>, r: &UserRecord) -> Result<(), StoreError> {
         ],
     );
     match res {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            tx.execute(
+                "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES (?1, ?2, NULL, ?3)",
+                params![u.id.to_bytes(), u.role.default_role_key(), u.created_at.as_microsecond()],
+            )?;
+            Ok(())
+        }
         Err(rusqlite::Error::SqliteFailure(e, Some(msg)))
             if e.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("users.username") =>
         {

@@ -14,7 +14,7 @@ pub(super) use crate::sql::{
     ACK_COLS, CONVERSATION_COLS, MEMBER_COLS, MESSAGE_COLS, MESSAGE_COLS_M, SESSION_COLS, USER_COLS,
 };
 
-fn corrupt(i: usize, what: &str) -> rusqlite::Error {
+pub(super) fn corrupt(i: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, Type::Blob, Box::new(FromSqlError::Other(what.to_owned().into())))
 }
 

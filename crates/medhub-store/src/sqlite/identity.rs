@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
 use medhub_core::{SessionId, UserId};
@@ -148,7 +149,30 @@ impl IdentityStore for SqliteStore {
 
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
         self.write(move |c| {
-            c.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
+            match role {
+                SystemRole::Admin => {
+                    tx.execute(
+                        "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
+                         SELECT ?1, ?2, NULL, 0 WHERE NOT EXISTS
+                           (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role_key = ?2)",
+                        params![user.to_bytes(), ADMINISTRATOR],
+                    )?;
+                }
+                SystemRole::User => {
+                    tx.execute(
+                        "DELETE FROM user_roles WHERE user_id = ?1 AND role_key = ?2",
+                        params![user.to_bytes(), ADMINISTRATOR],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
+                         SELECT ?1, ?2, NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1)",
+                        params![user.to_bytes(), CLINICIAN],
+                    )?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -426,6 +450,111 @@ impl IdentityStore for SqliteStore {
                 params![user.to_bytes(), us(now)],
                 |r| r.get(0),
             )?)
+        })
+        .await
+    }
+
+    async fn upsert_builtin_roles(&self, roles: &[Role], now: Timestamp) -> Result<(), StoreError> {
+        let roles = roles.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES (?1, ?2, ?3, 1, ?4)
+                     ON CONFLICT (key) DO UPDATE SET name = excluded.name, permissions = excluded.permissions
+                     WHERE roles.builtin = 1",
+                )?;
+                for r in &roles {
+                    st.execute(params![r.key, r.name, r.permissions.to_names(), us(now)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn roles(&self) -> Result<Vec<Role>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT key, name, permissions, builtin FROM roles ORDER BY key")?;
+            let rows = st.query_map([], |r| {
+                let names: String = r.get(2)?;
+                Ok(Role {
+                    key: r.get(0)?,
+                    name: r.get(1)?,
+                    permissions: Permissions::from_names(&names)
+                        .map_err(|_| codec::corrupt(2, "unknown permission"))?,
+                    builtin: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError> {
+        let role = role.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (key) DO NOTHING",
+                params![role.key, role.name, role.permissions.to_names(), us(now)],
+            )?;
+            if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT role_key FROM user_roles WHERE user_id = ?1 ORDER BY role_key")?;
+            let rows = st.query_map([user.to_bytes()], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        keys: &[String],
+        by: UserId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for k in &keys {
+                let known: bool =
+                    tx.query_row("SELECT EXISTS (SELECT 1 FROM roles WHERE key = ?1)", [k], |r| r.get(0))?;
+                if !known {
+                    return Err(StoreError::Conflict("unknown role"));
+                }
+            }
+            tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [user.to_bytes()])?;
+            for k in &keys {
+                tx.execute(
+                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    params![user.to_bytes(), k, by.to_bytes(), us(now)],
+                )?;
+            }
+            let admin = keys.iter().any(|k| k == ADMINISTRATOR);
+            let role = if admin { SystemRole::Admin } else { SystemRole::User };
+            tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.key = ur.role_key WHERE ur.user_id = ?1",
+            )?;
+            let rows = st.query_map([user.to_bytes()], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
