@@ -5,12 +5,14 @@
 //! matrix test fails), so a new route cannot ship without a decision. The table is checked
 //! against `tests/permissions.csv` by calling every route and frame as every kind of caller.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use medhub_core::audit::Outcome;
 use medhub_core::authz::{Need, Permission};
 use medhub_core::model::SessionState;
 use medhub_service::Principal;
@@ -165,16 +167,27 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
         return ApiError(medhub_wire::WireError::internal(id)).into_response();
     };
     if matches!(need, Need::Active(_) | Need::Step(_)) {
+        // Every decision on a protected route is audited, allowed or denied.
+        let audit = &state.services.audit;
+        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let target = Some(format!("{} {}", req.method(), req.uri().path()));
+        let deny = |actor: Option<&Principal>, e: ApiError| {
+            let (user, session) = actor.map(|p| (p.user.id, p.session.id)).unzip();
+            audit.record("http", user, session, target.clone(), Outcome::Deny, Some(e.0.code.as_str()), ip.clone());
+            e.into_response()
+        };
         let Some(token) = bearer_token(req.headers()) else {
-            return ApiError::code(ErrorCode::Unauthenticated).into_response();
+            return deny(None, ApiError::code(ErrorCode::Unauthenticated));
         };
         let principal = match state.services.auth.authenticate(token).await {
             Ok(p) => p,
-            Err(e) => return ApiError::from(e).into_response(),
+            Err(e) => return deny(None, ApiError::from(e)),
         };
         if let Err(e) = check(&principal, need) {
-            return e.into_response();
+            return deny(Some(&principal), e);
         }
+        let p = &principal;
+        audit.record("http", Some(p.user.id), Some(p.session.id), target.clone(), Outcome::Allow, None, ip.clone());
         req.extensions_mut().insert(Authorized(Arc::new(principal)));
     }
     next.run(req).await

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use medhub_core::audit::Outcome;
 use medhub_core::{ConversationId, EventId, MessageId, Seq, UserId};
 use medhub_service::hub::{MAX_PRESENCE_SUBSCRIPTIONS, Subscription, frame_bytes};
 use medhub_service::{Hub, Principal, ServiceError};
@@ -600,6 +601,9 @@ fn handle_text(
         .and_then(|need| crate::authz::check(&p, need));
     if let Err(ApiError(e)) = allowed {
         metrics.error(e.code.as_str());
+        let ty = Some(crate::authz::frame_type(&frame).to_owned());
+        let reason = Some(e.code.as_str());
+        services.audit.record("ws.frame", Some(p.user.id), Some(p.session.id), ty, Outcome::Deny, reason, None);
         return Handled::Reply(error_frame(id, e));
     }
     if frame.is_user_action() {

@@ -679,3 +679,81 @@ each_backend! {
         assert_eq!((status, code(&body)), (403, "step_up_required"));
     }
 }
+
+// --- the audit interface ---------------------------------------------------------------------
+
+/// An expected audit record: action, actor, target prefix, outcome, reason.
+type Expected<'a> = (&'a str, Option<uuid::Uuid>, &'a str, &'a str, Option<&'a str>);
+
+/// Waits until the audit writer has stored records matching every `want`, and returns all
+/// records.
+async fn audited(s: &TestServer, want: &[Expected<'_>]) -> Vec<medhub_core::audit::AuditRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let store = s.services.store.clone();
+        let all: Vec<_> = s
+            .on_server(async move { store.audit_events(0, 10_000).await.unwrap() })
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(action, actor, target, outcome, reason)| {
+                !all.iter().any(|r| {
+                    r.action == *action
+                        && r.actor.map(|a| a.as_uuid()) == *actor
+                        && r.target.as_deref().unwrap_or("").starts_with(target)
+                        && r.outcome.as_str() == *outcome
+                        && r.reason.as_deref() == *reason
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return all;
+        }
+        assert!(std::time::Instant::now() < deadline, "never audited: {missing:?}\nhave: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+each_backend! {
+    async fn every_access_decision_and_security_event_is_audited(db) {
+        let s = TestServer::start_on(db, Settings::default()).await;
+        password_user(&s, "nurse", SystemRole::User).await;
+        let nurse = s.sign_in("nurse", PASSWORD, None).await;
+        let admin = s.user_with_role("chief", SystemRole::Admin).await;
+        let (nurse_id, admin_id) = (Some(nurse.user.id), Some(admin.id));
+        assert_eq!(s.get("/api/v1/conversations", &nurse.user).await.0, 200);
+        assert_eq!(s.get("/api/v1/admin/sessions", &nurse.user).await.0, 403);
+        let anon = reqwest::get(s.url("/api/v1/me")).await.unwrap();
+        assert_eq!(anon.status().as_u16(), 401);
+        assert_eq!(login(&s, "nurse", "wrong password!").await.0, 401);
+        assert_eq!(login(&s, "nobody", "wrong password!").await.0, 401);
+        let (_, body) = login(&s, "nurse", PASSWORD).await;
+        let pending = user_from_login(&body);
+        assert_eq!(s.post("/api/v1/auth/mfa/verify", &pending, json!({"code": "000000"})).await.0, 401);
+        let (_, list) = s.get(&format!("/api/v1/admin/sessions?user_id={}", nurse.user.id), &admin).await;
+        let victim = list["sessions"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(s.call(Method::DELETE, &format!("/api/v1/admin/sessions/{victim}"), Some(&admin), None).await.0, 204);
+
+        let all = audited(&s, &[
+            ("auth.sign_in", nurse_id, "", "success", Some("mfa_enrollment_required")),
+            ("auth.mfa_enrol", nurse_id, "totp", "success", None),
+            ("http", nurse_id, "GET /api/v1/conversations", "allow", None),
+            ("http", nurse_id, "GET /api/v1/admin/sessions", "deny", Some("forbidden")),
+            ("http", None, "GET /api/v1/me", "deny", Some("unauthenticated")),
+            ("auth.sign_in", nurse_id, "", "failure", Some("invalid_credentials")),
+            ("auth.sign_in", None, "", "failure", Some("invalid_credentials")),
+            ("auth.mfa", nurse_id, "totp", "failure", Some("invalid_mfa_code")),
+            ("admin.session_kill", admin_id, &victim, "success", None),
+            ("session.end", nurse_id, "", "success", Some("killed")),
+        ]).await;
+        // Addresses are recorded; secrets never are.
+        assert!(all.iter().filter(|r| r.action == "http").all(|r| r.ip.as_deref() == Some("127.0.0.1")));
+        let text = format!("{all:?}");
+        for secret in [PASSWORD, "wrong password!", nurse.totp_secret.as_str(), nurse.user.token.as_str(), pending.token.as_str()] {
+            assert!(!text.contains(secret), "an audit record holds a secret");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! database, a socket or a clock: validation, permissions, recipient selection and the
 //! write planner that turns a batch of commands into rows and events.
 
+pub mod audit;
 pub mod authz;
 pub mod clock;
 pub mod error;

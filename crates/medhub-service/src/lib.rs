@@ -5,6 +5,7 @@
 //! the [`pipeline`] (group commit, one durable transaction per batch) and is then published,
 //! in commit order, by the [`hub`].
 
+pub mod audit;
 pub mod auth;
 mod error;
 pub mod hub;
@@ -21,6 +22,7 @@ use medhub_core::plan::Limits;
 use medhub_store::DynStore;
 use tokio::task::JoinHandle;
 
+pub use audit::AuditSink;
 pub use auth::{AuthService, Principal};
 pub use error::ServiceError;
 pub use hub::{Conn, Hub, Outbound};
@@ -101,6 +103,7 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub auth: AuthService,
+    pub audit: AuditSink,
     pub hub: Arc<Hub>,
     pub pipeline: Pipeline,
     pub messaging: Messaging,
@@ -133,12 +136,20 @@ impl Services {
         let (pipeline, writer) =
             Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
         let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
-        let auth =
-            AuthService::new(store.clone(), config.clone(), clock.clone(), hub.clone(), config.server_key.clone());
+        let (audit, audit_writer) = AuditSink::new(store.clone(), clock.clone());
+        let audit_writer = tokio::spawn(audit_writer);
+        let auth = AuthService::new(
+            store.clone(),
+            config.clone(),
+            clock.clone(),
+            hub.clone(),
+            config.server_key.clone(),
+            audit.clone(),
+        );
         auth.start().await?;
         let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone());
-        let services = Services { config, store, clock, metrics, auth, hub, pipeline, messaging };
-        Ok((services, Background { tasks: vec![writer, publisher, sweeper] }))
+        let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging };
+        Ok((services, Background { tasks: vec![writer, publisher, sweeper, audit_writer] }))
     }
 }

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::AuditRecord;
 use medhub_core::authz::Role;
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
@@ -148,6 +149,13 @@ pub trait IdentityStore: Send + Sync {
     -> Result<(), StoreError>;
     /// The permission lists (space-separated names) of every role the user holds.
     async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError>;
+
+    // --- audit ------------------------------------------------------------------------------
+
+    /// Appends audit records in one transaction.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Audit records with an id above `after`, oldest first, at most `limit`.
+    async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError>;
 
     // --- server key -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 //! a privilege ends the sessions it concerns.
 
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::Outcome;
 use medhub_core::authz::Permission;
 use medhub_core::model::{Org, SessionState, SystemRole, User};
 use medhub_core::session as rules;
@@ -137,6 +138,7 @@ impl AuthService {
             .await?;
         let invitation = self.new_invitation(principal.user.id, user.id).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user.id, "user invited");
+        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None);
         Ok((user, invitation))
     }
 
@@ -237,6 +239,8 @@ impl AuthService {
         if let Some(active) = active {
             self.set_active(user, active).await?;
         }
+        let what = format!("{user} active={active:?} role={:?}", role.map(|r| r.as_str()));
+        self.audit_event("admin.user_update", Some(principal), Some(what), Outcome::Success, None, None);
         self.store.user(user).await?.ok_or_else(|| DomainError::UserNotFound.into())
     }
 
@@ -249,6 +253,7 @@ impl AuthService {
         self.store.remove_second_factors(user).await?;
         self.end_user_sessions(user, None, "mfa_reset").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, "second factors reset");
+        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! sign-in second step, and step-up re-authentication for sensitive actions.
 
 use medhub_core::UserId;
+use medhub_core::audit::Outcome;
 use medhub_core::model::SessionState;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
@@ -157,7 +158,9 @@ impl AuthService {
         };
         let secret = self.key.open(&pending.secret_enc, &Self::aad(user)).ok_or(ServiceError::ServerKeyMismatch)?;
         let t = totp(secret, "medhub", &principal.user.username)?;
+        let ip = client.ip.map(|i| i.to_string());
         let Some(step) = matching_step(&t, code, self.now().as_second()) else {
+            self.audit_event("auth.mfa_enrol", Some(principal), None, Outcome::Failure, Some("invalid_mfa_code"), ip);
             self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidMfaCode);
         };
@@ -173,6 +176,7 @@ impl AuthService {
             self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
         }
         tracing::info!(target: "medhub::auth", user = %user, "authenticator enrolled");
+        self.audit_event("auth.mfa_enrol", Some(principal), Some("totp".into()), Outcome::Success, None, ip);
         Ok(codes)
     }
 
@@ -189,7 +193,7 @@ impl AuthService {
                 Err(e) => Err(e),
             };
         }
-        self.prove(principal.user.id, proof, client).await?;
+        self.prove(principal, "auth.mfa", proof, client).await?;
         self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, session = %principal.session.id, "signed in");
         Ok(())
@@ -204,7 +208,7 @@ impl AuthService {
         client: &ClientInfo,
     ) -> Result<(), ServiceError> {
         principal.require_active()?;
-        self.prove(principal.user.id, proof, client).await?;
+        self.prove(principal, "auth.step_up", proof, client).await?;
         self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, session = %principal.session.id, "stepped up");
         Ok(())
@@ -241,13 +245,30 @@ impl AuthService {
     }
 
     /// Checks a proof, throttled per user and per client address.
-    async fn prove(&self, user: UserId, proof: &MfaProof, client: &ClientInfo) -> Result<(), ServiceError> {
+    async fn prove(
+        &self,
+        principal: &Principal,
+        action: &str,
+        proof: &MfaProof,
+        client: &ClientInfo,
+    ) -> Result<(), ServiceError> {
+        let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
-        self.check_throttle(&keys).await?;
+        let ip = client.ip.map(|i| i.to_string());
+        let kind = match proof {
+            MfaProof::Totp(_) => "totp",
+            MfaProof::RecoveryCode(_) => "recovery_code",
+        };
+        if let Err(e) = self.check_throttle(&keys).await {
+            self.audit_event(action, Some(principal), Some(kind.into()), Outcome::Failure, Some("rate_limited"), ip);
+            return Err(e);
+        }
         let ok = match proof {
             MfaProof::Totp(code) => self.check_totp(user, code).await?,
             MfaProof::RecoveryCode(code) => self.use_recovery_code(user, code).await?,
         };
+        let outcome = if ok { Outcome::Success } else { Outcome::Failure };
+        self.audit_event(action, Some(principal), Some(kind.into()), outcome, (!ok).then_some("invalid_mfa_code"), ip);
         if !ok {
             self.record_failure(&keys).await?;
             tracing::info!(target: "medhub::auth", user = %user, outcome = "denied", "second factor refused");

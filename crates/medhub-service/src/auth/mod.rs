@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::audit::AuditSink;
 use crate::hub::Hub;
 use crate::server_key::ServerKey;
 use crate::{ServiceConfig, ServiceError};
@@ -137,6 +138,7 @@ pub struct AuthService {
     throttle_ip: ThrottlePolicy,
     /// Password verifications run (known and unknown users alike), for tests and metrics.
     password_checks: Arc<AtomicU64>,
+    audit: AuditSink,
 }
 
 /// OWASP's recommended Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
@@ -202,6 +204,7 @@ impl AuthService {
         clock: Arc<dyn Clock>,
         hub: Arc<Hub>,
         key: ServerKey,
+        audit: AuditSink,
     ) -> Self {
         let dummy = hash_blocking("medhub-dummy-password-for-timing").unwrap_or_default();
         let permits = config.max_concurrent_hashes.max(1);
@@ -218,6 +221,7 @@ impl AuthService {
             throttle: ThrottlePolicy::default(),
             throttle_ip: ThrottlePolicy::per_address(),
             password_checks: Arc::new(AtomicU64::new(0)),
+            audit,
         }
     }
 
@@ -274,6 +278,20 @@ impl AuthService {
 
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Records a security event by `principal` (or by nobody yet).
+    fn audit_event(
+        &self,
+        action: &str,
+        principal: Option<&Principal>,
+        target: Option<String>,
+        outcome: medhub_core::audit::Outcome,
+        reason: Option<&str>,
+        ip: Option<String>,
+    ) {
+        let (actor, session) = principal.map(|p| (p.user.id, p.session.id)).unzip();
+        self.audit.record(action, actor, session, target, outcome, reason, ip);
     }
 
     async fn hash(&self, password: String) -> Result<String, ServiceError> {

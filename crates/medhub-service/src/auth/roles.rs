@@ -2,6 +2,7 @@
 //! roles to users. A user's permissions are re-read on every request, so a grant takes effect
 //! at once; a removal also ends the user's sessions, so nothing keeps a privilege it lost.
 
+use medhub_core::audit::Outcome;
 use medhub_core::authz::{ADMINISTRATOR, Permission, Permissions, Role, valid_role_key};
 use medhub_core::{DomainError, UserId, validate};
 
@@ -39,6 +40,8 @@ impl AuthService {
             other => other.into(),
         })?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, role = %role.key, "role created");
+        let what = format!("{} = {}", role.key, role.permissions.to_names());
+        self.audit_event("admin.role_create", Some(principal), Some(what), Outcome::Success, None, None);
         Ok(role)
     }
 
@@ -79,6 +82,8 @@ impl AuthService {
             self.end_user_sessions(user, None, "role_removed").await?;
         }
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, roles = ?after, "roles changed");
+        let what = format!("{user} roles={}", after.join(","));
+        self.audit_event("admin.role_grant", Some(principal), Some(what), Outcome::Success, None, None);
         Ok(after)
     }
 }

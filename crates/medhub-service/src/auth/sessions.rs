@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::Outcome;
 use medhub_core::authz::Permission;
 use medhub_core::model::{Session, SessionState, User};
 use medhub_core::session as rules;
@@ -35,7 +36,11 @@ impl AuthService {
     ) -> Result<IssuedSession, ServiceError> {
         let name: String = username.trim().to_ascii_lowercase().chars().take(64).collect();
         let keys = throttle_keys("login", &name, client);
-        self.check_throttle(&keys).await?;
+        let ip = client.ip.map(|i| i.to_string());
+        if let Err(e) = self.check_throttle(&keys).await {
+            self.audit_event("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip);
+            return Err(e);
+        }
         let record = match validate::username(&name) {
             Ok(valid) => self.store.user_record_by_username(&valid).await?,
             Err(_) => None,
@@ -48,7 +53,9 @@ impl AuthService {
             _ => ((*self.dummy_hash).clone(), false),
         };
         let ok = self.verify(password.to_owned(), phc).await;
+        let known = record.as_ref().filter(|r| r.user.active).map(|r| r.user.id);
         let Some(record) = record.filter(|_| ok && usable) else {
+            self.audit.record("auth.sign_in", known, None, None, Outcome::Failure, Some("invalid_credentials"), ip);
             self.record_failure(&keys).await?;
             tracing::info!(target: "medhub::auth", outcome = "denied", "sign-in failed");
             return Err(ServiceError::InvalidCredentials);
@@ -57,6 +64,15 @@ impl AuthService {
         let enrolled = self.mfa_enrolled(record.user.id).await?;
         let state = rules::after_password(record.must_change_password, enrolled);
         let issued = self.new_session(&record.user, state, None, client).await?;
+        self.audit.record(
+            "auth.sign_in",
+            Some(record.user.id),
+            Some(issued.session.id),
+            None,
+            Outcome::Success,
+            Some(state.as_str()),
+            ip,
+        );
         tracing::info!(target: "medhub::auth", user = %record.user.id, session = %issued.session.id,
             state = state.as_str(), "password accepted");
         Ok(issued)
@@ -165,8 +181,10 @@ impl AuthService {
         now: Timestamp,
         why: &str,
     ) -> Result<(), ServiceError> {
-        for (id, _) in ended {
-            self.store.end_session(*id, now, why).await?;
+        for (id, user) in ended {
+            if self.store.end_session(*id, now, why).await? {
+                self.audit.record("session.end", Some(*user), Some(*id), None, Outcome::Success, Some(why), None);
+            }
         }
         self.kick(ended);
         Ok(())
@@ -192,6 +210,9 @@ impl AuthService {
         why: &str,
     ) -> Result<Ended, ServiceError> {
         let ended = self.store.end_user_sessions(user, keep, self.now(), why).await?;
+        for (id, u) in &ended {
+            self.audit.record("session.end", Some(*u), Some(*id), None, Outcome::Success, Some(why), None);
+        }
         self.kick(&ended);
         if !ended.is_empty() {
             tracing::info!(target: "medhub::auth", user = %user, count = ended.len(), reason = why, "sessions ended");
@@ -243,6 +264,7 @@ impl AuthService {
         principal.require(Permission::SessionAdmin)?;
         let s = self.store.session(id).await?.ok_or(medhub_core::DomainError::SessionNotFound)?;
         self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
+        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
         Ok(())
     }
@@ -265,6 +287,8 @@ impl AuthService {
             .ok_or_else(|| ServiceError::InvalidRequest("idle_timeout_minutes must be between 1 and 720".into()))?;
         self.store.set_idle_timeout(d).await?;
         self.idle_timeout_s.store(d.as_secs(), std::sync::atomic::Ordering::Relaxed);
+        let what = format!("idle_timeout_minutes={minutes}");
+        self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, minutes, "idle timeout changed");
         Ok(())
     }
@@ -316,6 +340,9 @@ impl AuthService {
         self.refresh_settings().await?;
         self.flush_activity().await?;
         let expired = self.store.end_expired_sessions(now, self.idle_timeout()).await?;
+        for (id, u) in &expired {
+            self.audit.record("session.end", Some(*u), Some(*id), None, Outcome::Success, Some("expired"), None);
+        }
         if !expired.is_empty() {
             tracing::info!(target: "medhub::auth", count = expired.len(), "sessions expired");
         }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
@@ -511,6 +512,58 @@ impl IdentityStore for PgStore {
             )
             .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let at: Vec<i64> = records.iter().map(|r| us(r.at)).collect();
+        let actor: Vec<Option<Uuid>> = records.iter().map(|r| r.actor.map(|a| a.as_uuid())).collect();
+        let session: Vec<Option<Uuid>> = records.iter().map(|r| r.session.map(|s| s.as_uuid())).collect();
+        let action: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        let target: Vec<Option<&str>> = records.iter().map(|r| r.target.as_deref()).collect();
+        let outcome: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+        let reason: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
+        let ip: Vec<Option<&str>> = records.iter().map(|r| r.ip.as_deref()).collect();
+        let c = self.pool.get().await?;
+        c.execute(
+            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
+            &[&at, &actor, &session, &action, &target, &outcome, &reason, &ip],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT id, at, actor_id, session_id, action, target, outcome, reason, ip FROM audit_events
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let outcome: String = r.try_get(6)?;
+                Ok((
+                    r.try_get::<_, i64>(0)?,
+                    AuditRecord {
+                        at: codec::ts(r, 1)?,
+                        actor: codec::opt_uuid(r, 2)?.map(UserId::from_uuid),
+                        session: codec::opt_uuid(r, 3)?.map(SessionId::from_uuid),
+                        action: r.try_get(4)?,
+                        target: r.try_get(5)?,
+                        outcome: Outcome::parse(&outcome)
+                            .ok_or_else(|| StoreError::Corrupt(format!("audit outcome {outcome:?}")))?,
+                        reason: r.try_get(7)?,
+                        ip: r.try_get(8)?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {

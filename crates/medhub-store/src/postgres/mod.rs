@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_sessions_revoked_index.sql")),
     (3, include_str!("../../migrations/postgres/0003_identity.sql")),
     (5, include_str!("../../migrations/postgres/0005_roles.sql")),
+    (6, include_str!("../../migrations/postgres/0006_audit.sql")),
 ];
 
 /// The PostgreSQL-backed store.

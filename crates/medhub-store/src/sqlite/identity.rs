@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
@@ -554,6 +555,63 @@ impl IdentityStore for SqliteStore {
                 "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.key = ur.role_key WHERE ur.user_id = ?1",
             )?;
             let rows = st.query_map([user.to_bytes()], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for r in &records {
+                    st.execute(params![
+                        us(r.at),
+                        r.actor.map(|a| a.to_bytes()),
+                        r.session.map(|s| s.to_bytes()),
+                        r.action,
+                        r.target,
+                        r.outcome.as_str(),
+                        r.reason,
+                        r.ip
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, at, actor_id, session_id, action, target, outcome, reason, ip FROM audit_events
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    AuditRecord {
+                        at: codec::ts(r, 1)?,
+                        actor: codec::opt_id(r, 2, UserId::from_slice)?,
+                        session: codec::opt_id(r, 3, SessionId::from_slice)?,
+                        action: r.get(4)?,
+                        target: r.get(5)?,
+                        outcome: codec::parse(r, 6, Outcome::parse)?,
+                        reason: r.get(7)?,
+                        ip: r.get(8)?,
+                    },
+                ))
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_sessions_revoked_index.sql")),
     (3, include_str!("../../migrations/sqlite/0003_identity.sql")),
     (5, include_str!("../../migrations/sqlite/0005_roles.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_audit.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
