@@ -39,6 +39,7 @@ impl Modify for BearerAuth {
         crate::identity::all_sessions, crate::identity::kill_session, crate::identity::invite, crate::identity::reinvite,
         crate::identity::update_user, crate::identity::reset_mfa, crate::identity::get_settings,
         crate::identity::update_settings,
+        crate::sso::oidc_start, crate::sso::oidc_callback,
         crate::rest::me,
         crate::rest::list_users, crate::rest::get_user,
         crate::rest::list_conversations, crate::rest::create_conversation, crate::rest::get_conversation,
