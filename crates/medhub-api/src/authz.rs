@@ -30,6 +30,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // Signing in, and its next steps. The handlers check the session state they expect.
     ("POST", "/api/v1/auth/login", Need::Public),
     ("POST", "/api/v1/auth/invitation", Need::Public),
+    ("GET", "/api/v1/auth/oidc/start", Need::Public),
+    ("GET", "/api/v1/auth/oidc/callback", Need::Public),
     ("POST", "/api/v1/auth/logout", Need::Session),
     ("POST", "/api/v1/auth/password", Need::Step(&[PasswordChangeRequired, Active])),
     ("POST", "/api/v1/auth/mfa/totp/enroll", Need::Step(&[MfaEnrollmentRequired, Active])),

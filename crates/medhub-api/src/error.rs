@@ -39,6 +39,11 @@ pub fn wire_error(e: &ServiceError) -> WireError {
             retry_after: Some(*retry_after_secs),
             ..WireError::with_message(ErrorCode::RateLimited, "too many failed attempts; wait and try again")
         },
+        ServiceError::SsoNotConfigured => WireError::new(ErrorCode::SsoNotConfigured),
+        // The reason was logged by the service; the client gets the fixed message.
+        ServiceError::SsoFailed(_) => WireError::new(ErrorCode::SsoFailed),
+        ServiceError::SsoUnavailable(_) => WireError::new(ErrorCode::SsoUnavailable),
+        ServiceError::SsoAccountConflict => WireError::new(ErrorCode::SsoAccountConflict),
         ServiceError::ServerKeyMismatch => {
             let id = medhub_service::correlation_id();
             tracing::error!(correlation = %id, "the server key does not decrypt stored second factors");

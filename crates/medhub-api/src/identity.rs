@@ -77,6 +77,7 @@ pub async fn login(
         expires_at: issued.session.expires_at,
         password_change_required: issued.session.state == medhub_core::model::SessionState::PasswordChangeRequired,
         state: issued.session.state.into(),
+        return_to: None,
     }))
 }
 

@@ -11,6 +11,7 @@ pub mod openapi;
 mod ops;
 mod ratelimit;
 mod rest;
+mod sso;
 pub mod tls;
 mod ws;
 
@@ -126,6 +127,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(rest::routes())
         .merge(identity::routes())
+        .merge(sso::routes())
         .merge(longpoll::routes())
         .merge(ws::routes())
         .merge(ops::routes())

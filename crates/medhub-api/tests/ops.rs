@@ -28,6 +28,8 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/sessions/{id}", &["delete"]),
     ("/api/v1/auth/ws-ticket", &["post"]),
     ("/api/v1/auth/invitation", &["post"]),
+    ("/api/v1/auth/oidc/start", &["get"]),
+    ("/api/v1/auth/oidc/callback", &["get"]),
     ("/api/v1/admin/sessions", &["get"]),
     ("/api/v1/admin/sessions/{id}", &["delete"]),
     ("/api/v1/admin/users", &["post"]),
@@ -243,13 +245,19 @@ each_backend! {
                 }
             }
         }
-        // Every session-bound operation declares the bearer scheme; signing in and redeeming an
-        // invitation do not.
+        // Every session-bound operation declares the bearer scheme; signing in (with a password
+        // or single sign-on) and redeeming an invitation do not.
         for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/api/v1/")) {
             for m in METHODS {
                 let Some(op) = item.get(m) else { continue };
                 let secured = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
-                let public = ["/api/v1/auth/login", "/api/v1/auth/invitation"].contains(&path.as_str());
+                let public = [
+                    "/api/v1/auth/login",
+                    "/api/v1/auth/invitation",
+                    "/api/v1/auth/oidc/start",
+                    "/api/v1/auth/oidc/callback",
+                ]
+                .contains(&path.as_str());
                 assert_eq!(secured, !public, "{m} {path}: {}", op["security"]);
             }
         }

@@ -419,6 +419,8 @@ async fn spawn_binary(path: &Path, port: u16, work: &Path, storage: &Storage, tu
         }
         Storage::Postgres { url, .. } => {
             cmd.env("MEDHUB__STORAGE__DATABASE_URL", url);
+            // The node's own files (its server key) go to the work directory, not the cwd.
+            cmd.env("MEDHUB__STORAGE__DATA_DIR", work.join("node-files"));
             shown.push(format!("MEDHUB__STORAGE__DATABASE_URL={}", redact_url(url)));
         }
     }

@@ -42,6 +42,19 @@ pub enum ServiceError {
     /// The invitation code is unknown, used or expired.
     #[error("invalid invitation")]
     InvalidInvitation,
+    /// OpenID Connect sign-in is not configured on this server.
+    #[error("SSO is not configured")]
+    SsoNotConfigured,
+    /// The SSO sign-in was refused: bad or used `state`, a code the provider refused, or an ID
+    /// token that failed a check. The reason is for the log; clients get a fixed message.
+    #[error("SSO sign-in refused: {0}")]
+    SsoFailed(String),
+    /// The identity provider is unreachable, slow, or answered something unusable.
+    #[error("identity provider unavailable: {0}")]
+    SsoUnavailable(String),
+    /// The provider's username belongs to a local account, which is never linked silently.
+    #[error("a local account has this username")]
+    SsoAccountConflict,
     /// The server key does not decrypt what it encrypted earlier.
     #[error("the server key does not match the one this database was set up with")]
     ServerKeyMismatch,

@@ -73,6 +73,8 @@ pub struct ServiceConfig {
     /// Encrypts TOTP secrets. The binary loads it from `auth.secret_key_file`; the default is
     /// a fresh random key, which suits tests and nothing else.
     pub server_key: ServerKey,
+    /// OpenID Connect sign-in; `None` turns it off (its routes answer `sso_not_configured`).
+    pub oidc: Option<auth::OidcConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -91,6 +93,7 @@ impl Default for ServiceConfig {
             max_concurrent_hashes: 2,
             session_sweep_interval: Duration::from_secs(5),
             server_key: ServerKey::generate().unwrap_or_else(|_| ServerKey::from_bytes([0; 32])),
+            oidc: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Storage of the identity service: session expiry and listing, second factors, WebSocket
-//! tickets, throttling, invitations and the server-key check. Only `medhub-service::auth`
-//! calls these.
+//! tickets, throttling, invitations, the server-key check, and single sign-on (pending flows
+//! and IdP subject links). Only `medhub-service::auth` calls these.
 
 use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
@@ -10,7 +10,7 @@ use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
 use medhub_core::{SessionId, UserId};
 
-use crate::StoreError;
+use crate::{StoreError, UserRecord};
 
 /// A user's TOTP enrolment. The secret is encrypted with the server key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,31 @@ pub struct TotpRecord {
     pub last_step: Option<u64>,
     /// `None` until the first valid code confirms the enrolment.
     pub confirmed_at: Option<Timestamp>,
+}
+
+/// A sign-in ceremony in progress (OpenID Connect), stored so that any node can finish it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthFlow {
+    /// SHA-256 of the `state` parameter: the flow is found by it, never by the state itself.
+    pub state_hash: [u8; 32],
+    /// `oidc` (SAML and passkey ceremonies will add theirs).
+    pub kind: String,
+    pub nonce: String,
+    /// The PKCE verifier, encrypted with the server key.
+    pub verifier_enc: Vec<u8>,
+    /// A relative path the client returns to after signing in.
+    pub return_to: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for AuthFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFlow")
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sessions ended by one call, with their users (to close their sockets).
@@ -161,4 +186,30 @@ pub trait IdentityStore: Send + Sync {
 
     /// The stored key check value. With a `candidate`, inserts it first if there is none.
     async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
+
+    // --- SSO --------------------------------------------------------------------------------
+
+    /// Stores a new flow, and deletes every expired one.
+    async fn create_auth_flow(&self, flow: &AuthFlow) -> Result<(), StoreError>;
+    /// Uses a flow once: one `UPDATE ... WHERE used_at IS NULL AND expires_at > now RETURNING`,
+    /// so of two concurrent callbacks only one gets it. Unknown, used, expired and other-kind
+    /// flows are all `None`.
+    async fn consume_auth_flow(
+        &self,
+        state_hash: &[u8; 32],
+        kind: &str,
+        now: Timestamp,
+    ) -> Result<Option<AuthFlow>, StoreError>;
+    /// The user linked to an IdP subject.
+    async fn sso_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError>;
+    /// Creates a user and links it to an IdP subject, in one transaction. Fails with
+    /// [`StoreError::UsernameTaken`] when the username exists (nothing is linked then), and with
+    /// [`StoreError::Conflict`] when the subject is already linked.
+    async fn create_sso_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 }

@@ -72,10 +72,13 @@ impl TestDb {
                 tokio::spawn(conn);
                 client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
                 let url = with_database(&admin, &name);
+                // A node's own files (the server key) live beside the database, never in the
+                // working directory.
+                let dir = tempfile::Builder::new().prefix("medhub-test-").tempdir().expect("create temp dir");
                 Self {
                     backend,
                     location: Location::Postgres { url, pool_size: 4 },
-                    _dir: None,
+                    _dir: Some(dir),
                     pg: Some((admin, name)),
                 }
             }
@@ -88,6 +91,16 @@ impl TestDb {
 
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// A directory for the node's own files (`--data-dir`): the SQLite data directory, or a
+    /// temporary one beside a PostgreSQL database.
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        match (&self.location, &self._dir) {
+            (Location::Sqlite { data_dir }, _) => data_dir.clone(),
+            (Location::Postgres { .. }, Some(d)) => d.path().join("files"),
+            (Location::Postgres { .. }, None) => std::env::temp_dir().join("medhub-test-files"),
+        }
     }
 
     /// Opens and migrates the store.

@@ -42,6 +42,9 @@ pub struct LoginResponse {
     pub password_change_required: bool,
     /// The next step of sign-in; only `active` reaches conversations.
     pub state: crate::identity::SessionStateView,
+    /// After single sign-on: the relative path given to `/api/v1/auth/oidc/start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to: Option<String>,
 }
 
 /// `POST /api/v1/auth/password`.

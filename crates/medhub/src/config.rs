@@ -38,6 +38,8 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Sign-in and sessions.
     pub auth: AuthConfig,
+    /// Single sign-on with OpenID Connect. Off until `issuer` is set.
+    pub oidc: OidcSection,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -216,6 +218,67 @@ impl Default for AuthConfig {
     }
 }
 
+/// Single sign-on with OpenID Connect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcSection {
+    /// The provider's issuer URL, exactly as in its discovery document (https; http only on loopback). Setting it turns SSO on. Default: unset.
+    pub issuer: Option<String>,
+    /// medhub's client id at the provider. Default: "".
+    pub client_id: String,
+    /// The client secret. Prefer client_secret_file, which keeps it out of this file. Default: unset.
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret (trailing white space is ignored); keep it mode 0600. Default: unset.
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends the browser back: the web client's callback page, registered at the provider. Default: "".
+    pub redirect_uri: String,
+    /// Scopes asked for besides openid. Default: ["profile", "email"].
+    pub scopes: Vec<String>,
+    /// The ID-token claim the username comes from (lower-cased; characters outside [a-z0-9._-] become _). Default: "preferred_username".
+    pub username_claim: String,
+    /// The ID-token claim listing the user's groups. Default: "groups".
+    pub groups_claim: String,
+    /// Members of any of these groups are administrators, re-checked at every sign-in; everyone else is a user. Default: [].
+    pub admin_groups: Vec<String>,
+    /// The provider requires a second factor itself: a sign-in whose amr shows one counts as medhub's second factor. Default: false.
+    pub idp_enforces_mfa: bool,
+    /// amr values (RFC 8176) that show a second factor. Default: ["mfa", "otp", "hwk", "swk", "fpt", "face"].
+    pub accepted_amr: Vec<String>,
+}
+
+impl Default for OidcSection {
+    fn default() -> Self {
+        let d = medhub_service::auth::OidcConfig::new("", "", "", "");
+        Self {
+            issuer: None,
+            client_id: String::new(),
+            client_secret: None,
+            client_secret_file: None,
+            redirect_uri: String::new(),
+            scopes: d.scopes,
+            username_claim: d.username_claim,
+            groups_claim: d.groups_claim,
+            admin_groups: Vec::new(),
+            idp_enforces_mfa: false,
+            accepted_amr: d.accepted_amr,
+        }
+    }
+}
+
+/// Whether `url` is https, or http to a loopback address (tests, a provider on the same host).
+fn https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return url.len() > "https://".len();
+    }
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What the first start creates in an empty store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -369,7 +432,54 @@ impl Config {
                 problems.push(format!("auth.allowed_origins: {o:?} must be scheme://host[:port]"));
             }
         }
+        let o = &self.oidc;
+        match &o.issuer {
+            Some(issuer) => {
+                if !https_or_loopback(issuer) {
+                    problems.push("oidc.issuer must be an https:// URL (http:// only on loopback)".to_owned());
+                }
+                if o.client_id.is_empty() {
+                    problems.push("oidc.client_id must be set with oidc.issuer".to_owned());
+                }
+                if o.client_secret.is_some() == o.client_secret_file.is_some() {
+                    problems.push("set exactly one of oidc.client_secret and oidc.client_secret_file".to_owned());
+                }
+                if !(o.redirect_uri.starts_with("https://") || https_or_loopback(&o.redirect_uri)) {
+                    problems.push("oidc.redirect_uri must be an https:// URL (http:// only on loopback)".to_owned());
+                }
+                if o.username_claim.is_empty() || o.groups_claim.is_empty() {
+                    problems.push("oidc.username_claim and oidc.groups_claim must not be empty".to_owned());
+                }
+            }
+            None if !o.client_id.is_empty() || o.client_secret.is_some() || o.client_secret_file.is_some() => {
+                problems.push("oidc.issuer must be set for single sign-on".to_owned())
+            }
+            None => {}
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
+    }
+
+    /// The OpenID Connect settings for the services, with the client secret read from its
+    /// file when it lives in one. `None` when SSO is off.
+    pub fn oidc(&self) -> Result<Option<medhub_service::auth::OidcConfig>, ConfigError> {
+        let o = &self.oidc;
+        let Some(issuer) = &o.issuer else { return Ok(None) };
+        let secret = match (&o.client_secret, &o.client_secret_file) {
+            (Some(s), _) => s.0.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Invalid(format!("oidc.client_secret_file {}: {e}", f.display())))?
+                .trim_end()
+                .to_owned(),
+            (None, None) => String::new(),
+        };
+        let mut c = medhub_service::auth::OidcConfig::new(issuer, &o.client_id, &secret, &o.redirect_uri);
+        c.scopes = o.scopes.clone();
+        c.username_claim = o.username_claim.clone();
+        c.groups_claim = o.groups_claim.clone();
+        c.admin_groups = o.admin_groups.clone();
+        c.idp_enforces_mfa = o.idp_enforces_mfa;
+        c.accepted_amr = o.accepted_amr.clone();
+        Ok(Some(c))
     }
 
     pub fn service(&self) -> medhub_service::ServiceConfig {
@@ -445,6 +555,9 @@ impl Config {
         let mut c = self.clone();
         if let Some(url) = &c.storage.database_url {
             c.storage.database_url = Some(Secret(mask_url(&url.0)));
+        }
+        if c.oidc.client_secret.is_some() {
+            c.oidc.client_secret = Some(Secret("<redacted>".to_owned()));
         }
         toml::to_string_pretty(&c).unwrap_or_default()
     }
@@ -651,6 +764,65 @@ mod tests {
         c.storage.database_url = Some(Secret("postgres://u:hunter2@db/medhub".into()));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn oidc_needs_an_https_issuer_a_client_and_one_secret_which_never_prints() {
+        let mut c = Config::default();
+        assert_eq!(c.oidc().unwrap().map(|o| o.issuer), None, "off by default");
+        c.oidc.issuer = Some("https://login.example.org/realms/h".into());
+        c.oidc.client_id = "medhub".into();
+        c.oidc.client_secret = Some(Secret("s3cret-oidc".into()));
+        c.oidc.redirect_uri = "https://medhub.example.org/oidc/callback".into();
+        c.validate().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret-oidc"));
+        assert!(!c.to_redacted_toml().contains("s3cret-oidc"));
+        let o = c.oidc().unwrap().unwrap();
+        assert_eq!((o.client_secret.as_str(), o.username_claim.as_str()), ("s3cret-oidc", "preferred_username"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-a-file\n").unwrap();
+        c.oidc.client_secret = None;
+        c.oidc.client_secret_file = Some(f);
+        c.validate().unwrap();
+        assert_eq!(c.oidc().unwrap().unwrap().client_secret, "from-a-file");
+
+        for (issuer, ok) in [
+            ("http://login.example.org", false),
+            ("http://127.0.0.1:4000", true),
+            ("http://localhost:8080/realms/h", true),
+            ("http://[::1]:4000", true),
+            ("http://127.0.0.1.evil.example", false),
+            ("ftp://x", false),
+        ] {
+            c.oidc.issuer = Some(issuer.into());
+            assert_eq!(c.validate().is_ok(), ok, "{issuer}");
+        }
+        c.oidc.issuer = Some("https://login.example.org".into());
+        c.oidc.client_secret = Some(Secret("both".into()));
+        assert!(c.validate().unwrap_err().to_string().contains("exactly one"));
+        let mut c = Config::default();
+        c.oidc.client_id = "medhub".into();
+        assert!(c.validate().unwrap_err().to_string().contains("oidc.issuer"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type.
+    fn oidc_settings_come_from_the_environment_too() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MEDHUB__OIDC__ISSUER", "https://login.example.org");
+            jail.set_env("MEDHUB__OIDC__CLIENT_ID", "medhub");
+            jail.set_env("MEDHUB__OIDC__CLIENT_SECRET", "env-secret");
+            jail.set_env("MEDHUB__OIDC__REDIRECT_URI", "https://medhub.example.org/cb");
+            jail.set_env("MEDHUB__OIDC__ADMIN_GROUPS", "[\"medhub-admins\"]");
+            jail.set_env("MEDHUB__OIDC__IDP_ENFORCES_MFA", "true");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            let o = c.oidc().map_err(|e| e.to_string())?.expect("on");
+            assert_eq!(o.admin_groups, ["medhub-admins"]);
+            assert!(o.idp_enforces_mfa);
+            Ok(())
+        });
     }
 
     #[test]

@@ -14,7 +14,9 @@ use serde_json::Value;
 fn store_args(db: &TestDb) -> Vec<String> {
     match db.location() {
         medhub_store::Location::Sqlite { data_dir } => vec!["--data-dir".into(), data_dir.display().to_string()],
-        medhub_store::Location::Postgres { url, .. } => vec!["--database-url".into(), url.clone()],
+        medhub_store::Location::Postgres { url, .. } => {
+            vec!["--database-url".into(), url.clone(), "--data-dir".into(), db.files_dir().display().to_string()]
+        }
     }
 }
 

@@ -50,7 +50,9 @@ impl Server {
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
         match db.location() {
             medhub_store::Location::Sqlite { data_dir } => cmd.arg("--data-dir").arg(data_dir),
-            medhub_store::Location::Postgres { url, .. } => cmd.arg("--database-url").arg(url),
+            medhub_store::Location::Postgres { url, .. } => {
+                cmd.arg("--database-url").arg(url).arg("--data-dir").arg(db.files_dir())
+            }
         };
         // The model's clients say `hello` with their session token (tickets are tested in
         // medhub-api's tests).

@@ -1,5 +1,6 @@
 //! Accounts and sessions: Argon2id passwords, opaque bearer tokens stored as SHA-256 hashes,
-//! second factors, idle and absolute expiry, WebSocket tickets and throttling.
+//! second factors, idle and absolute expiry, WebSocket tickets, throttling, and OpenID Connect
+//! sign-in (`sso`).
 //!
 //! [`Principal`] is what every handler receives. The session state gates what a session may
 //! do in one place: a session is `active` only after the password *and* a second factor.
@@ -10,6 +11,7 @@ mod accounts;
 mod mfa;
 mod roles;
 mod sessions;
+mod sso;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +39,7 @@ use crate::{ServiceConfig, ServiceError};
 pub use accounts::{Invitation, NewUser};
 pub use mfa::{MfaProof, TotpEnrollment, totp_code};
 pub use sessions::WS_TICKET_TTL;
+pub use sso::{DEFAULT_ACCEPTED_AMR, OidcConfig, OidcSignIn, check_return_to, sso_username};
 
 /// Prefix of every session token, so that leaked tokens are recognisable by scanners.
 pub const TOKEN_PREFIX: &str = "mh_";
@@ -139,6 +142,8 @@ pub struct AuthService {
     /// Password verifications run (known and unknown users alike), for tests and metrics.
     password_checks: Arc<AtomicU64>,
     audit: AuditSink,
+    /// The OpenID Connect provider, when configured.
+    oidc: Option<Arc<sso::Oidc>>,
 }
 
 /// OWASP's recommended Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
@@ -208,6 +213,13 @@ impl AuthService {
     ) -> Self {
         let dummy = hash_blocking("medhub-dummy-password-for-timing").unwrap_or_default();
         let permits = config.max_concurrent_hashes.max(1);
+        let oidc = config.oidc.clone().and_then(|c| match sso::Oidc::new(c) {
+            Ok(o) => Some(Arc::new(o)),
+            Err(e) => {
+                tracing::error!(error = %e, "no HTTP client for the identity provider");
+                None
+            }
+        });
         Self {
             store,
             config,
@@ -222,6 +234,7 @@ impl AuthService {
             throttle_ip: ThrottlePolicy::per_address(),
             password_checks: Arc::new(AtomicU64::new(0)),
             audit,
+            oidc,
         }
     }
 
@@ -229,6 +242,9 @@ impl AuthService {
     /// loads the organization's settings. A different key would make every second factor
     /// unreadable: the server refuses to start instead.
     pub async fn start(&self) -> Result<(), ServiceError> {
+        if self.config.oidc.is_some() && self.oidc.is_none() {
+            return Err(ServiceError::SsoUnavailable("the HTTP client for the identity provider failed".into()));
+        }
         if let Some(stored) = self.store.key_check(None, self.clock.now()).await?
             && !self.key.matches(&stored)
         {

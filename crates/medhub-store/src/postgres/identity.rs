@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{PgStore, codec};
 use crate::sql::SESSION_COLS;
-use crate::{Ended, IdentityStore, StoreError, TotpRecord};
+use crate::{AuthFlow, Ended, IdentityStore, StoreError, TotpRecord, UserRecord};
 
 fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -578,5 +578,91 @@ impl IdentityStore for PgStore {
         }
         let rows = c.query("SELECT check_value FROM server_key_check WHERE id = 1", &[]).await?;
         Ok(rows.first().map(|r| r.try_get(0)).transpose()?)
+    }
+
+    // --- SSO --------------------------------------------------------------------------------
+
+    async fn create_auth_flow(&self, flow: &AuthFlow) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM auth_flows WHERE expires_at <= $1", &[&us(flow.created_at)]).await?;
+        tx.execute(
+            "INSERT INTO auth_flows (state_hash, kind, nonce, verifier_enc, return_to, created_at, expires_at, used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+            &[
+                &&flow.state_hash[..],
+                &flow.kind,
+                &flow.nonce,
+                &flow.verifier_enc,
+                &flow.return_to,
+                &us(flow.created_at),
+                &us(flow.expires_at),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn consume_auth_flow(
+        &self,
+        state_hash: &[u8; 32],
+        kind: &str,
+        now: Timestamp,
+    ) -> Result<Option<AuthFlow>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                "UPDATE auth_flows SET used_at = $3
+                 WHERE state_hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3
+                 RETURNING kind, nonce, verifier_enc, return_to, created_at, expires_at",
+                &[&&state_hash[..], &kind, &us(now)],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(AuthFlow {
+                    state_hash: *state_hash,
+                    kind: r.try_get(0)?,
+                    nonce: r.try_get(1)?,
+                    verifier_enc: r.try_get(2)?,
+                    return_to: r.try_get(3)?,
+                    created_at: codec::ts(r, 4)?,
+                    expires_at: codec::ts(r, 5)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn sso_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT user_id FROM sso_identities WHERE issuer = $1 AND subject = $2", &[&issuer, &subject])
+            .await?;
+        rows.first().map(|r| codec::user_id(r, 0)).transpose()
+    }
+
+    async fn create_sso_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        super::batch::insert_user(&*tx, user).await?;
+        let linked = tx
+            .execute(
+                "INSERT INTO sso_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (issuer, subject) DO NOTHING",
+                &[&issuer, &subject, &user.user.id.as_uuid(), &us(now)],
+            )
+            .await?;
+        if linked == 0 {
+            return Err(StoreError::Conflict("the identity provider subject is already linked"));
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -297,7 +297,7 @@ pub(super) fn bootstrap(conn: &mut Connection, org: &Org, admin: &UserRecord) ->
     Ok(true)
 }
 
-fn insert_user(tx: &Transaction<'_>, r: &UserRecord) -> Result<(), StoreError> {
+pub(super) fn insert_user(tx: &Transaction<'_>, r: &UserRecord) -> Result<(), StoreError> {
     let u = &r.user;
     let res = tx.execute(
         &format!("INSERT INTO users ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", codec::USER_COLS),

@@ -10,7 +10,7 @@ use medhub_core::{SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, codec};
-use crate::{Ended, IdentityStore, StoreError, TotpRecord};
+use crate::{AuthFlow, Ended, IdentityStore, StoreError, TotpRecord, UserRecord};
 
 fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -628,6 +628,96 @@ impl IdentityStore for SqliteStore {
                 )?;
             }
             Ok(c.query_row("SELECT check_value FROM server_key_check WHERE id = 1", [], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    // --- SSO --------------------------------------------------------------------------------
+
+    async fn create_auth_flow(&self, flow: &AuthFlow) -> Result<(), StoreError> {
+        let flow = flow.clone();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM auth_flows WHERE expires_at <= ?1", [us(flow.created_at)])?;
+            tx.execute(
+                "INSERT INTO auth_flows (state_hash, kind, nonce, verifier_enc, return_to, created_at, expires_at, used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+                params![
+                    flow.state_hash,
+                    flow.kind,
+                    flow.nonce,
+                    flow.verifier_enc,
+                    flow.return_to,
+                    us(flow.created_at),
+                    us(flow.expires_at)
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_auth_flow(
+        &self,
+        state_hash: &[u8; 32],
+        kind: &str,
+        now: Timestamp,
+    ) -> Result<Option<AuthFlow>, StoreError> {
+        let (hash, kind) = (*state_hash, kind.to_owned());
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE auth_flows SET used_at = ?3
+                 WHERE state_hash = ?1 AND kind = ?2 AND used_at IS NULL AND expires_at > ?3
+                 RETURNING kind, nonce, verifier_enc, return_to, created_at, expires_at",
+            )?
+            .query_row(params![hash, kind, us(now)], |r| {
+                Ok(AuthFlow {
+                    state_hash: hash,
+                    kind: r.get(0)?,
+                    nonce: r.get(1)?,
+                    verifier_enc: r.get(2)?,
+                    return_to: r.get(3)?,
+                    created_at: codec::ts(r, 4)?,
+                    expires_at: codec::ts(r, 5)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn sso_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserId>, StoreError> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT user_id FROM sso_identities WHERE issuer = ?1 AND subject = ?2")?
+                .query_row(params![issuer, subject], |r| codec::user_id(r, 0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_sso_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (user, issuer, subject) = (user.clone(), issuer.to_owned(), subject.to_owned());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            super::batch::insert_user(&tx, &user)?;
+            let linked = tx.execute(
+                "INSERT INTO sso_identities (issuer, subject, user_id, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (issuer, subject) DO NOTHING",
+                params![issuer, subject, user.user.id.to_bytes(), us(now)],
+            )?;
+            if linked == 0 {
+                return Err(StoreError::Conflict("the identity provider subject is already linked"));
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_sessions_revoked_index.sql")),
     (3, include_str!("../../migrations/sqlite/0003_identity.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_sso.sql")),
     (5, include_str!("../../migrations/sqlite/0005_roles.sql")),
     (6, include_str!("../../migrations/sqlite/0006_audit.sql")),
 ];
