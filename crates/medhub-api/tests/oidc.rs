@@ -340,6 +340,25 @@ each_backend! {
         let resp = reqwest::get(s.url("/api/v1/auth/oidc/callback?error=access_denied&state=x")).await.unwrap();
         assert_eq!(resp.status().as_u16(), 401);
         assert_eq!(code(&resp.json().await.unwrap()), "sso_failed");
+
+        // Both outcomes reach the audit interface (a forged state is a refused sign-in).
+        let (status, _) = callback(&s, "some-code", "forged-state").await;
+        assert_eq!(status, 401);
+        let alice: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let store = s.services.store.clone();
+            let all = s.on_server(async move { store.audit_events(0, 10_000).await.unwrap() }).await;
+            let sso = |outcome: &str| {
+                all.iter().filter(|(_, r)| r.action == "auth.sign_in" && r.target.as_deref() == Some("oidc"))
+                    .filter(|(_, r)| r.outcome.as_str() == outcome).map(|(_, r)| r.actor.map(|a| a.as_uuid())).collect::<Vec<_>>()
+            };
+            if sso("success").contains(&Some(alice)) && sso("failure").contains(&None) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "SSO sign-ins not audited: {all:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

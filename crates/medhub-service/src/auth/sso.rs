@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
+use medhub_core::audit::Outcome;
 use medhub_core::model::{SessionState, SystemRole, User};
 use medhub_core::session as rules;
 use medhub_core::{UserId, validate};
@@ -442,12 +443,33 @@ impl AuthService {
         let oidc = self.oidc()?.clone();
         let keys = throttle_keys("sso", "oidc", client).split_off(1);
         self.check_throttle(&keys).await?;
+        let ip = client.ip.map(|i| i.to_string());
         match self.oidc_finish_inner(&oidc, code, state, client).await {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                let s = &done.issued.session;
+                let reason = Some(s.state.as_str());
+                self.audit.record(
+                    "auth.sign_in",
+                    Some(s.user),
+                    Some(s.id),
+                    Some("oidc".into()),
+                    Outcome::Success,
+                    reason,
+                    ip,
+                );
+                Ok(done)
+            }
             Err(e) => {
                 if matches!(e, ServiceError::SsoFailed(_)) {
                     self.record_failure(&keys).await?;
                 }
+                let reason = match &e {
+                    ServiceError::SsoFailed(_) => "sso_failed",
+                    ServiceError::SsoUnavailable(_) => "sso_unavailable",
+                    ServiceError::SsoAccountConflict => "sso_account_conflict",
+                    _ => "error",
+                };
+                self.audit.record("auth.sign_in", None, None, Some("oidc".into()), Outcome::Failure, Some(reason), ip);
                 if let ServiceError::SsoFailed(why) | ServiceError::SsoUnavailable(why) = &e {
                     tracing::info!(target: "medhub::auth", outcome = "denied", reason = %why, "OIDC sign-in refused");
                 }
