@@ -135,17 +135,8 @@ pub fn frame_need(ty: &str) -> Option<Need> {
 pub fn check(principal: &Principal, need: Need) -> Result<(), ApiError> {
     match need {
         Need::Public | Need::Session => Ok(()),
-        Need::Step(states) if states.contains(&principal.session.state) => Ok(()),
-        // The error names the step the session must take next.
-        Need::Step(_) => Err(principal
-            .require_active()
-            .err()
-            .map(ApiError::from)
-            .unwrap_or_else(|| ApiError::code(ErrorCode::Forbidden))),
-        Need::Active(p) => {
-            principal.require_active()?;
-            if principal.permissions.contains(p) { Ok(()) } else { Err(ApiError::code(ErrorCode::Forbidden)) }
-        }
+        Need::Step(states) => Ok(principal.require_step(states)?),
+        Need::Active(p) => Ok(principal.require(p)?),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn wire_error(e: &ServiceError) -> WireError {
             tracing::error!(correlation = %id, "the server key does not decrypt stored second factors");
             WireError::internal(id)
         }
-        ServiceError::AdminRequired => WireError::with_message(ErrorCode::Forbidden, "administrator role required"),
+        ServiceError::PermissionRequired => WireError::new(ErrorCode::Forbidden),
         ServiceError::InvalidRequest(m) => WireError::with_message(ErrorCode::InvalidRequest, m.clone()),
         ServiceError::CursorOutOfRange { .. } => WireError::with_message(ErrorCode::CursorOutOfRange, e.to_string()),
         ServiceError::SlowConsumer => WireError::new(ErrorCode::Overloaded),

@@ -63,18 +63,6 @@ async fn password_user(s: &TestServer, username: &str, role: SystemRole) {
     .await;
 }
 
-async fn login(s: &TestServer, username: &str, password: &str) -> (u16, Value) {
-    s.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"username": username, "password": password}))).await
-}
-
-fn user_from_login(body: &Value) -> TestUser {
-    TestUser {
-        id: body["user"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap(),
-        username: body["user"]["username"].as_str().unwrap().to_owned(),
-        token: body["token"].as_str().unwrap().to_owned(),
-    }
-}
-
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -196,9 +184,9 @@ each_backend! {
         let (status, body) = s.post("/api/v1/auth/mfa/totp/enroll", &first.user, json!({})).await;
         assert_eq!((status, code(&body)), (409, "mfa_already_enrolled"));
 
-        let (status, body) = login(&s, "resident", PASSWORD).await;
+        let (status, body) = s.login("resident", PASSWORD).await;
         assert_eq!((status, body["state"].as_str()), (200, Some("mfa_required")));
-        let second = user_from_login(&body);
+        let second = TestUser::from_login(&body);
         // Until the second factor is proven, nothing else works.
         assert_eq!(me(&s, &second).await, (403, "mfa_required".into()));
         let (status, body) = s.post("/api/v1/auth/ws-ticket", &second, json!({})).await;
@@ -215,16 +203,16 @@ each_backend! {
         assert_eq!(me(&s, &second).await, (200, "ok".into()));
 
         // Another sign-in with the same code: refused (replay), however fast.
-        let (_, body) = login(&s, "resident", PASSWORD).await;
-        let third = user_from_login(&body);
+        let (_, body) = s.login("resident", PASSWORD).await;
+        let third = TestUser::from_login(&body);
         let (status, body) = s.post("/api/v1/auth/mfa/verify", &third, verify(s.totp_code(&secret, 1))).await;
         assert_eq!((status, code(&body)), (401, "invalid_mfa_code"));
         // A recovery code works, in any case and with spaces, once.
         let rc = first.recovery_codes[3].to_uppercase().replace('-', " ");
         let (status, body) = s.post("/api/v1/auth/mfa/verify", &third, json!({"recovery_code": rc})).await;
         assert_eq!(status, 200, "{body}");
-        let (_, body) = login(&s, "resident", PASSWORD).await;
-        let fourth = user_from_login(&body);
+        let (_, body) = s.login("resident", PASSWORD).await;
+        let fourth = TestUser::from_login(&body);
         let (status, body) = s.post("/api/v1/auth/mfa/verify", &fourth, json!({"recovery_code": first.recovery_codes[3]})).await;
         assert_eq!((status, code(&body)), (401, "invalid_mfa_code"));
         let (status, body) = s.post("/api/v1/auth/mfa/verify", &fourth, json!({"code": "123456", "recovery_code": "x"})).await;
@@ -241,9 +229,9 @@ each_backend! {
         let clock = clock();
         let s = server(db, &clock, Duration::from_secs(3600)).await;
         password_user(&s, "clerk", SystemRole::User).await;
-        let (_, body) = login(&s, "clerk", PASSWORD).await;
+        let (_, body) = s.login("clerk", PASSWORD).await;
         assert_eq!(body["state"], "mfa_enrollment_required");
-        let u = user_from_login(&body);
+        let u = TestUser::from_login(&body);
         for (method, path) in [(Method::GET, "/api/v1/conversations"), (Method::GET, "/api/v1/auth/sessions"), (Method::GET, "/api/v1/events")] {
             let (status, body) = s.call(method, path, Some(&u), None).await;
             assert_eq!((status, code(&body)), (403, "mfa_enrollment_required"), "{path}");
@@ -309,10 +297,10 @@ each_backend! {
         let mut unknown = Vec::new();
         for _ in 0..7 {
             let before = checks();
-            let k = login(&s, "nurse", "wrong password!").await;
+            let k = s.login("nurse", "wrong password!").await;
             let verified_known = checks() - before;
             let before = checks();
-            let u = login(&s, "ghost", "wrong password!").await;
+            let u = s.login("ghost", "wrong password!").await;
             let verified_unknown = checks() - before;
             // Each ran the password verifier the same number of times (once, or not at all
             // when throttled before it).
@@ -337,11 +325,11 @@ each_backend! {
         assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
         // After the wait the right password works and clears the account's failures.
         clock.advance(secs(1));
-        let (status, body) = login(&s, "nurse", PASSWORD).await;
+        let (status, body) = s.login("nurse", PASSWORD).await;
         assert_eq!(status, 200, "{body}");
         // The next failures double the wait: 6 more wrong ones are needed for a lock again.
         for _ in 0..5 {
-            assert_eq!(login(&s, "nurse", "wrong password!").await.0, 401);
+            assert_eq!(s.login("nurse", "wrong password!").await.0, 401);
         }
     }
 }
@@ -352,8 +340,8 @@ each_backend! {
         let s = server(db, &clock, Duration::from_secs(3600)).await;
         password_user(&s, "tech", SystemRole::User).await;
         let enrolled = s.sign_in("tech", PASSWORD, None).await;
-        let (_, body) = login(&s, "tech", PASSWORD).await;
-        let u = user_from_login(&body);
+        let (_, body) = s.login("tech", PASSWORD).await;
+        let u = TestUser::from_login(&body);
         let mut statuses = Vec::new();
         for _ in 0..7 {
             statuses.push(s.post("/api/v1/auth/mfa/verify", &u, json!({"code": "000000"})).await.0);
@@ -383,7 +371,7 @@ each_backend! {
             .send()
             .await
             .unwrap();
-        let tablet = user_from_login(&resp.json::<Value>().await.unwrap());
+        let tablet = TestUser::from_login(&resp.json::<Value>().await.unwrap());
         let code1 = json!({"code": s.totp_code(&desk.totp_secret, 1)});
         assert_eq!(s.post("/api/v1/auth/mfa/verify", &tablet, code1).await.0, 200);
         let (mut tablet_ws, _) = s.connect(&tablet, None).await;
@@ -453,7 +441,7 @@ each_backend! {
         assert_eq!(status, 200);
         assert_eq!(one_ws.closed().await, Closed::Code(4003));
         assert_eq!(me(&s, &one.user).await.0, 401);
-        assert_eq!(login(&s, "alice", new_password).await.0, 401, "deactivated accounts cannot sign in");
+        assert_eq!(s.login("alice", new_password).await.0, 401, "deactivated accounts cannot sign in");
         // Administrators cannot lock themselves out.
         let (status, body) = s.call(Method::PATCH, &format!("/api/v1/admin/users/{}", admin.id), Some(&admin), Some(json!({"active": false}))).await;
         assert_eq!((status, code(&body)), (400, "invalid_request"));
@@ -471,7 +459,7 @@ each_backend! {
         let (status, _) = s.post(&format!("/api/v1/admin/users/{}/mfa-reset", alice.user.id), &admin, json!({})).await;
         assert_eq!(status, 204);
         assert_eq!(ws.closed().await, Closed::Code(4003));
-        let (_, body) = login(&s, "alice", PASSWORD).await;
+        let (_, body) = s.login("alice", PASSWORD).await;
         assert_eq!(body["state"], "mfa_enrollment_required", "a new authenticator is needed");
         let again = s.sign_in("alice", PASSWORD, None).await;
         assert_ne!(again.totp_secret, alice.totp_secret);
@@ -574,7 +562,7 @@ each_backend! {
         let (status, body) = s.post("/api/v1/admin/users", &admin, invite).await;
         assert_eq!((status, code(&body)), (409, "username_taken"));
         // No password yet: nothing signs in.
-        assert_eq!(login(&s, "new.nurse", PASSWORD).await.0, 401);
+        assert_eq!(s.login("new.nurse", PASSWORD).await.0, 401);
         let accept = |c: &str, p: &str| json!({"code": c, "password": p});
         let anon = |b: Value| s.call(Method::POST, "/api/v1/auth/invitation", None, Some(b));
         let (status, body) = anon(accept(&code_, "short")).await;
@@ -688,33 +676,14 @@ type Expected<'a> = (&'a str, Option<uuid::Uuid>, &'a str, &'a str, Option<&'a s
 /// Waits until the audit writer has stored records matching every `want`, and returns all
 /// records.
 async fn audited(s: &TestServer, want: &[Expected<'_>]) -> Vec<medhub_core::audit::AuditRecord> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let store = s.services.store.clone();
-        let all: Vec<_> = s
-            .on_server(async move { store.audit_events(0, 10_000).await.unwrap() })
-            .await
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-        let missing: Vec<_> = want
-            .iter()
-            .filter(|(action, actor, target, outcome, reason)| {
-                !all.iter().any(|r| {
-                    r.action == *action
-                        && r.actor.map(|a| a.as_uuid()) == *actor
-                        && r.target.as_deref().unwrap_or("").starts_with(target)
-                        && r.outcome.as_str() == *outcome
-                        && r.reason.as_deref() == *reason
-                })
-            })
-            .collect();
-        if missing.is_empty() {
-            return all;
-        }
-        assert!(std::time::Instant::now() < deadline, "never audited: {missing:?}\nhave: {all:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let matches = |r: &medhub_core::audit::AuditRecord, (action, actor, target, outcome, reason): &Expected<'_>| {
+        r.action == *action
+            && r.actor.map(|a| a.as_uuid()) == *actor
+            && r.target.as_deref().unwrap_or("").starts_with(target)
+            && r.outcome.as_str() == *outcome
+            && r.reason.as_deref() == *reason
+    };
+    s.audit_until(|all| want.iter().all(|w| all.iter().any(|r| matches(r, w)))).await
 }
 
 each_backend! {
@@ -728,10 +697,10 @@ each_backend! {
         assert_eq!(s.get("/api/v1/admin/sessions", &nurse.user).await.0, 403);
         let anon = reqwest::get(s.url("/api/v1/me")).await.unwrap();
         assert_eq!(anon.status().as_u16(), 401);
-        assert_eq!(login(&s, "nurse", "wrong password!").await.0, 401);
-        assert_eq!(login(&s, "nobody", "wrong password!").await.0, 401);
-        let (_, body) = login(&s, "nurse", PASSWORD).await;
-        let pending = user_from_login(&body);
+        assert_eq!(s.login("nurse", "wrong password!").await.0, 401);
+        assert_eq!(s.login("nobody", "wrong password!").await.0, 401);
+        let (_, body) = s.login("nurse", PASSWORD).await;
+        let pending = TestUser::from_login(&body);
         assert_eq!(s.post("/api/v1/auth/mfa/verify", &pending, json!({"code": "000000"})).await.0, 401);
         let (_, list) = s.get(&format!("/api/v1/admin/sessions?user_id={}", nurse.user.id), &admin).await;
         let victim = list["sessions"][0]["id"].as_str().unwrap().to_owned();

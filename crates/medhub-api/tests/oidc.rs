@@ -345,20 +345,14 @@ each_backend! {
         let (status, _) = callback(&s, "some-code", "forged-state").await;
         assert_eq!(status, 401);
         let alice: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let store = s.services.store.clone();
-            let all = s.on_server(async move { store.audit_events(0, 10_000).await.unwrap() }).await;
-            let sso = |outcome: &str| {
-                all.iter().filter(|(_, r)| r.action == "auth.sign_in" && r.target.as_deref() == Some("oidc"))
-                    .filter(|(_, r)| r.outcome.as_str() == outcome).map(|(_, r)| r.actor.map(|a| a.as_uuid())).collect::<Vec<_>>()
-            };
-            if sso("success").contains(&Some(alice)) && sso("failure").contains(&None) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "SSO sign-ins not audited: {all:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let sso = |all: &[medhub_core::audit::AuditRecord], outcome: &str| {
+            all.iter()
+                .filter(|r| r.action == "auth.sign_in" && r.target.as_deref() == Some("oidc"))
+                .filter(|r| r.outcome.as_str() == outcome)
+                .map(|r| r.actor.map(|a| a.as_uuid()))
+                .collect::<Vec<_>>()
+        };
+        s.audit_until(|all| sso(all, "success").contains(&Some(alice)) && sso(all, "failure").contains(&None)).await;
     }
 }
 

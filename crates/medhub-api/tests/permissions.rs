@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use medhub_core::UserId;
-use medhub_core::model::{SessionState, SystemRole};
+use medhub_core::model::SystemRole;
 use medhub_service::auth::NewUser;
 use medhub_testkit::{Settings, TestServer, TestUser, WsClient, each_backend};
 use reqwest::Method;
@@ -67,18 +67,6 @@ fn the_csv_lists_exactly_the_routes_and_frames_of_the_authorization_table() {
     }
 }
 
-/// A fresh session for an existing user, fully signed in (tooling; not over the network).
-async fn session_for(s: &TestServer, id: uuid::Uuid, username: &str) -> TestUser {
-    let (auth, store) = (s.services.auth.clone(), s.services.store.clone());
-    let name = username.to_owned();
-    s.on_server(async move {
-        let u = store.user(UserId::from_uuid(id)).await.unwrap().unwrap();
-        let issued = auth.issue_session(&u, SessionState::Active).await.unwrap();
-        TestUser { id, username: name, token: issued.token }
-    })
-    .await
-}
-
 struct Callers {
     user: TestUser,
     admin: TestUser,
@@ -116,18 +104,11 @@ impl Callers {
     async fn token(&self, s: &TestServer, caller: &str) -> Option<String> {
         match caller {
             "anonymous" => None,
-            "user" => Some(session_for(s, self.user.id, &self.user.username).await.token),
-            "admin" => Some(session_for(s, self.admin.id, &self.admin.username).await.token),
+            "user" => Some(s.new_session(&self.user).await.token),
+            "admin" => Some(s.new_session(&self.admin).await.token),
             "deactivated" => Some(self.gone.token.clone()),
             "pending" => {
-                let (status, body) = s
-                    .call(
-                        Method::POST,
-                        "/api/v1/auth/login",
-                        None,
-                        Some(json!({"username": self.pending_name, "password": PASSWORD})),
-                    )
-                    .await;
+                let (status, body) = s.login(&self.pending_name, PASSWORD).await;
                 assert_eq!((status, &body["state"]), (200, &json!("mfa_required")), "{body}");
                 Some(body["token"].as_str().unwrap().to_owned())
             }

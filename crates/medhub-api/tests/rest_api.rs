@@ -4,8 +4,7 @@
 // Tests panic on anything unexpected; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use medhub_core::UserId;
-use medhub_core::model::{SessionState, SystemRole};
+use medhub_core::model::SystemRole;
 use medhub_service::auth::NewUser;
 use medhub_testkit::{Closed, Settings, TestServer, TestUser, each_backend};
 use reqwest::Method;
@@ -33,35 +32,6 @@ async fn password_user(s: &TestServer, username: &str, password: &str, must_chan
         user.id.as_uuid()
     })
     .await
-}
-
-/// A second session (another device) for an existing user.
-async fn another_session(s: &TestServer, user: &TestUser) -> TestUser {
-    let (auth, store) = (s.services.auth.clone(), s.services.store.clone());
-    let (id, username) = (user.id, user.username.clone());
-    s.on_server(async move {
-        let u = store
-            .user(UserId::from_uuid(id))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no user {id}"));
-        let issued = auth.issue_session(&u, SessionState::Active).await.unwrap_or_else(|e| panic!("{e}"));
-        TestUser { id, username, token: issued.token }
-    })
-    .await
-}
-
-async fn login(s: &TestServer, username: &str, password: &str) -> (u16, Value) {
-    s.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"username": username, "password": password}))).await
-}
-
-/// A signed-in user from a login answer.
-fn user_from_login(body: &Value) -> TestUser {
-    TestUser {
-        id: body["user"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no user id: {body}")),
-        username: body["user"]["username"].as_str().unwrap_or_default().to_owned(),
-        token: body["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned(),
-    }
 }
 
 /// A request built by hand, for what `TestServer::call` cannot express (headers, raw bodies).
@@ -106,7 +76,7 @@ each_backend! {
     async fn login_issues_a_working_token_and_bad_credentials_are_indistinguishable(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
         let id = password_user(&s, "nurse.joy", PASSWORD, false).await;
-        let (status, body) = login(&s, "nurse.joy", PASSWORD).await;
+        let (status, body) = s.login("nurse.joy", PASSWORD).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["user"]["id"], json!(id));
         assert_eq!(body["user"]["username"], "nurse.joy");
@@ -114,7 +84,7 @@ each_backend! {
         assert!(body["token"].as_str().is_some_and(|t| t.starts_with("mh_")), "{body}");
         // A password alone is not enough: the account has no second factor yet.
         assert_eq!(body["state"], "mfa_enrollment_required");
-        let joy = user_from_login(&body);
+        let joy = TestUser::from_login(&body);
         let (status, me) = s.get("/api/v1/me", &joy).await;
         assert_eq!(status, 403, "{me}");
         assert_error(&me, "mfa_enrollment_required");
@@ -123,21 +93,21 @@ each_backend! {
         let (status, me) = s.get("/api/v1/me", &signed_in.user).await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(me["user"]["id"], json!(id));
-        let (status, body) = login(&s, "nurse.joy", PASSWORD).await;
+        let (status, body) = s.login("nurse.joy", PASSWORD).await;
         assert_eq!((status, &body["state"]), (200, &json!("mfa_required")), "{body}");
         // Usernames are case-insensitive at sign-in.
-        let (status, _) = login(&s, "  Nurse.Joy ", PASSWORD).await;
+        let (status, _) = s.login("  Nurse.Joy ", PASSWORD).await;
         assert_eq!(status, 200);
 
-        let (wrong_status, wrong) = login(&s, "nurse.joy", "not the password").await;
-        let (unknown_status, unknown) = login(&s, "nobody.here", PASSWORD).await;
+        let (wrong_status, wrong) = s.login("nurse.joy", "not the password").await;
+        let (unknown_status, unknown) = s.login("nobody.here", PASSWORD).await;
         assert_eq!(wrong_status, 401, "{wrong}");
         assert_error(&wrong, "invalid_credentials");
         // A guesser learns nothing about which usernames exist.
         assert_eq!((wrong_status, &wrong), (unknown_status, &unknown));
         // A user without a password cannot sign in with any password either.
         let bob = s.user("bob").await;
-        let (status, nopass) = login(&s, &bob.username, PASSWORD).await;
+        let (status, nopass) = s.login(&bob.username, PASSWORD).await;
         assert_eq!((status, &nopass), (401, &wrong));
     }
 }
@@ -192,10 +162,10 @@ each_backend! {
         let one_time = "temporary password 1";
         let new_password = "a much better password";
         let id = password_user(&s, "dr.new", one_time, true).await;
-        let (status, body) = login(&s, "dr.new", one_time).await;
+        let (status, body) = s.login("dr.new", one_time).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["password_change_required"], true);
-        let newbie = user_from_login(&body);
+        let newbie = TestUser::from_login(&body);
         assert_eq!(newbie.id, id);
 
         // Everything but the password change is refused with 403 password_change_required.
@@ -268,8 +238,8 @@ each_backend! {
         let (_, ready) = s.connect(&newbie, None).await;
         assert_eq!(ready["user_id"], json!(id));
         // The one-time password no longer works; the new one does, without a change demanded.
-        assert_eq!(login(&s, "dr.new", one_time).await.0, 401);
-        let (status, body) = login(&s, "dr.new", new_password).await;
+        assert_eq!(s.login("dr.new", one_time).await.0, 401);
+        let (status, body) = s.login("dr.new", new_password).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["password_change_required"], false);
         assert_eq!(body["state"], "mfa_required");
@@ -281,7 +251,7 @@ each_backend! {
     async fn logout_revokes_the_token_and_closes_its_connections(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
         let alice = s.user("alice").await;
-        let phone = another_session(&s, &alice).await;
+        let phone = s.new_session(&alice).await;
         let (mut desk_ws, _) = s.connect(&alice, None).await;
         let (mut phone_ws, _) = s.connect(&phone, None).await;
         let unused_ticket = s.ws_ticket(&alice).await;

@@ -58,9 +58,9 @@ pub enum ServiceError {
     /// The server key does not decrypt what it encrypted earlier.
     #[error("the server key does not match the one this database was set up with")]
     ServerKeyMismatch,
-    /// The caller is not an administrator.
-    #[error("administrator role required")]
-    AdminRequired,
+    /// None of the caller's roles grants the permission this needs.
+    #[error("permission required")]
+    PermissionRequired,
     /// A parameter is malformed; the message is safe to show.
     #[error("{0}")]
     InvalidRequest(String),

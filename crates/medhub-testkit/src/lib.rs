@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use medhub_api::{ApiConfig, AppState};
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{SessionState, SystemRole};
 use medhub_core::{Clock, SystemClock};
 use medhub_service::auth::NewUser;
@@ -36,6 +37,20 @@ pub struct TestUser {
     pub id: uuid::Uuid,
     pub username: String,
     pub token: String,
+}
+
+impl TestUser {
+    /// The user and session of a login answer (in whatever sign-in state it is).
+    pub fn from_login(body: &Value) -> Self {
+        TestUser {
+            id: body["user"]["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no user id: {body}")),
+            username: body["user"]["username"].as_str().unwrap_or_default().to_owned(),
+            token: body["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned(),
+        }
+    }
 }
 
 /// A user signed in over HTTP with password and authenticator.
@@ -245,22 +260,39 @@ impl TestServer {
         }
     }
 
+    /// Waits (up to 15 s) until the audit records stored so far satisfy `done`, and returns
+    /// them: the audit writer appends in the background.
+    pub async fn audit_until(&self, done: impl Fn(&[AuditRecord]) -> bool) -> Vec<AuditRecord> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let store = self.services.store.clone();
+            let all: Vec<AuditRecord> = self
+                .on_server(async move { store.audit_events(0, 100_000).await.unwrap_or_else(|e| panic!("audit: {e}")) })
+                .await
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            if done(&all) {
+                return all;
+            }
+            assert!(std::time::Instant::now() < deadline, "the audit records never arrived; have: {all:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST /api/v1/auth/login`: status and body.
+    pub async fn login(&self, username: &str, password: &str) -> (u16, Value) {
+        let body = json!({"username": username, "password": password});
+        self.call(reqwest::Method::POST, "/api/v1/auth/login", None, Some(body)).await
+    }
+
     /// Signs in over HTTP with a password, as a client would: `login`, then enrols an
     /// authenticator if the account has none (or proves it with `totp_secret`). Returns the
     /// active user and the authenticator's secret and recovery codes (when it enrolled).
     pub async fn sign_in(&self, username: &str, password: &str, totp_secret: Option<&str>) -> SignedIn {
-        let (status, login) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
-            .await;
+        let (status, login) = self.login(username, password).await;
         assert_eq!(status, 200, "login {username}: {login}");
-        let token = login["token"].as_str().unwrap_or_else(|| panic!("no token: {login}")).to_owned();
-        let id = login["user"]["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{login}"));
-        let user = TestUser { id, username: username.to_owned(), token };
+        let user = TestUser::from_login(&login);
         match (login["state"].as_str(), totp_secret) {
             (Some("mfa_enrollment_required"), _) => {
                 let (status, e) = self.post("/api/v1/auth/mfa/totp/enroll", &user, json!({})).await;

@@ -10,7 +10,10 @@ use medhub_core::session as rules;
 use medhub_core::{DomainError, OrgId, UserId, validate};
 use medhub_store::UserRecord;
 
-use super::{AuthService, ClientInfo, INVITATION_PREFIX, Principal, generate_password, new_token, token_hash};
+use super::{
+    AuthService, ClientInfo, INVITATION_PREFIX, Principal, address_throttle_key, generate_password, new_token,
+    token_hash,
+};
 use crate::ServiceError;
 
 /// How long an invitation code can be redeemed.
@@ -171,7 +174,7 @@ impl AuthService {
         // Codes are 256-bit random, so guessing is hopeless; the per-address throttle only
         // keeps a host from hammering the endpoint. (No per-account key: the code names no
         // account, and a global key would let anyone block every invitation.)
-        let keys: Vec<String> = client.ip.map(|ip| format!("invite:ip:{ip}")).into_iter().collect();
+        let keys: Vec<String> = address_throttle_key("invite", client).into_iter().collect();
         self.check_throttle(&keys).await?;
         if !code.starts_with(INVITATION_PREFIX) || code.len() > 128 {
             self.record_failure(&keys).await?;
@@ -261,10 +264,7 @@ impl AuthService {
     /// the user ends. A session that signed in with a one-time password moves on to its
     /// second factor.
     pub async fn change_password(&self, principal: &Principal, current: &str, new: &str) -> Result<(), ServiceError> {
-        match principal.session.state {
-            SessionState::Active | SessionState::PasswordChangeRequired => {}
-            _ => principal.require_active()?,
-        }
+        principal.require_step(&[SessionState::Active, SessionState::PasswordChangeRequired])?;
         self.check_password_rules(new)?;
         // A stolen session must not become a way to guess the password: the check of the
         // current one is throttled like sign-in.

@@ -7,7 +7,7 @@ use medhub_core::model::SessionState;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 
-use super::{AuthService, ClientInfo, Principal, random_bytes, throttle_keys, verify_blocking};
+use super::{AuthService, ClientInfo, Principal, random_bytes, throttle_keys};
 use crate::ServiceError;
 
 /// RFC 6238 parameters every authenticator app understands: SHA-1, 6 digits, 30 s.
@@ -110,10 +110,7 @@ impl AuthService {
     /// already has a confirmed authenticator gets `mfa_already_enrolled`: an administrator
     /// resets it first.
     pub async fn begin_totp(&self, principal: &Principal) -> Result<TotpEnrollment, ServiceError> {
-        match principal.session.state {
-            SessionState::MfaEnrollmentRequired | SessionState::Active => {}
-            _ => principal.require_active()?,
-        }
+        principal.require_step(&[SessionState::MfaEnrollmentRequired, SessionState::Active])?;
         self.pin_server_key().await?;
         let secret = random_bytes::<SECRET_BYTES>()?.to_vec();
         let sealed = self.key.seal(&secret, &Self::aad(principal.user.id))?;
@@ -141,10 +138,7 @@ impl AuthService {
         code: &str,
         client: &ClientInfo,
     ) -> Result<Vec<String>, ServiceError> {
-        match principal.session.state {
-            SessionState::MfaEnrollmentRequired | SessionState::Active => {}
-            _ => principal.require_active()?,
-        }
+        principal.require_step(&[SessionState::MfaEnrollmentRequired, SessionState::Active])?;
         let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
         self.check_throttle(&keys).await?;
@@ -299,10 +293,7 @@ impl AuthService {
             return Ok(false);
         }
         for (idx, phc) in self.store.recovery_codes(user).await? {
-            let (c, p) = (code.clone(), phc);
-            let _permit = self.hashing.acquire().await.map_err(|_| ServiceError::PipelineStopped)?;
-            let ok = tokio::task::spawn_blocking(move || verify_blocking(&c, &p)).await.unwrap_or(false);
-            if ok {
+            if self.verify_hash(code.clone(), phc).await {
                 let used = self.store.use_recovery_code(user, idx, self.now()).await?;
                 if used {
                     tracing::info!(target: "medhub::auth", user = %user, "recovery code used");

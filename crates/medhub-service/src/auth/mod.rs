@@ -23,7 +23,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::authz::{Permission, Permissions};
-use medhub_core::model::{Session, SessionState, SystemRole, User};
+use medhub_core::model::{Session, SessionState, User};
 use medhub_core::session::{self as rules, ThrottlePolicy};
 use medhub_core::{Clock, SessionId, UserId};
 use medhub_store::DynStore;
@@ -62,10 +62,6 @@ impl Principal {
         self.user.id
     }
 
-    pub fn is_admin(&self) -> bool {
-        self.user.role == SystemRole::Admin
-    }
-
     /// Fails unless the session is fully signed in (password and second factor).
     pub fn require_active(&self) -> Result<(), ServiceError> {
         match self.session.state {
@@ -76,10 +72,20 @@ impl Principal {
         }
     }
 
+    /// Fails unless the session is in one of `states`; the error names the step the session
+    /// must take next.
+    pub fn require_step(&self, states: &[SessionState]) -> Result<(), ServiceError> {
+        if states.contains(&self.session.state) {
+            return Ok(());
+        }
+        self.require_active()?;
+        Err(medhub_core::DomainError::Forbidden.into())
+    }
+
     /// Fails unless the session is active and one of the user's roles grants `p`.
     pub fn require(&self, p: Permission) -> Result<(), ServiceError> {
         self.require_active()?;
-        if self.permissions.contains(p) { Ok(()) } else { Err(ServiceError::AdminRequired) }
+        if self.permissions.contains(p) { Ok(()) } else { Err(ServiceError::PermissionRequired) }
     }
 
     /// Fails unless the second factor was proven within the step-up window (5 minutes):
@@ -317,10 +323,16 @@ impl AuthService {
             .map_err(|_| ServiceError::InvalidRequest("password hashing was interrupted".into()))?
     }
 
+    /// Checks a password against its Argon2id hash (counted in `password_checks`).
     async fn verify(&self, password: String, phc: String) -> bool {
-        let Ok(_permit) = self.hashing.acquire().await else { return false };
         self.password_checks.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || verify_blocking(&password, &phc)).await.unwrap_or(false)
+        self.verify_hash(password, phc).await
+    }
+
+    /// Argon2id verification off the runtime, at most `max_concurrent_hashes` at a time.
+    async fn verify_hash(&self, secret: String, phc: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else { return false };
+        tokio::task::spawn_blocking(move || verify_blocking(&secret, &phc)).await.unwrap_or(false)
     }
 
     fn check_password_rules(&self, password: &str) -> Result<(), ServiceError> {
@@ -362,12 +374,16 @@ impl AuthService {
     }
 }
 
+/// The throttle keys of an attempt: the account first, then the client's address.
 fn throttle_keys(kind: &str, account: &str, client: &ClientInfo) -> Vec<String> {
     let mut keys = vec![format!("{kind}:acct:{account}")];
-    if let Some(ip) = client.ip {
-        keys.push(format!("{kind}:ip:{ip}"));
-    }
+    keys.extend(address_throttle_key(kind, client));
     keys
+}
+
+/// The per-address throttle key alone, for attempts that name no account.
+fn address_throttle_key(kind: &str, client: &ClientInfo) -> Option<String> {
+    client.ip.map(|ip| format!("{kind}:ip:{ip}"))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::{AuthService, ClientInfo, IssuedSession, new_token, throttle_keys, token_hash};
+use super::{AuthService, ClientInfo, IssuedSession, address_throttle_key, new_token, token_hash};
 use crate::ServiceError;
 
 /// How long a user has to finish signing in at the identity provider.
@@ -441,7 +441,7 @@ impl AuthService {
     /// throttled per client address.
     pub async fn oidc_finish(&self, code: &str, state: &str, client: &ClientInfo) -> Result<OidcSignIn, ServiceError> {
         let oidc = self.oidc()?.clone();
-        let keys = throttle_keys("sso", "oidc", client).split_off(1);
+        let keys: Vec<String> = address_throttle_key("sso", client).into_iter().collect();
         self.check_throttle(&keys).await?;
         let ip = client.ip.map(|i| i.to_string());
         match self.oidc_finish_inner(&oidc, code, state, client).await {
