@@ -79,6 +79,13 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/messages/{id}/revisions", Need::Active(ConversationRead)),
     ("POST", "/api/v1/messages/{id}/ack", Need::Active(MessageSend)),
     ("GET", "/api/v1/messages/{id}/status", Need::Active(ConversationRead)),
+    // Patient scope: care teams, break-glass (the service also demands a step-up), and the
+    // grants compliance officers review.
+    ("GET", "/api/v1/patients/{patient_ref}/care-team", Need::Active(DirectoryRead)),
+    ("PUT", "/api/v1/patients/{patient_ref}/care-team/{user_id}", Need::Active(CareTeamAdmin)),
+    ("DELETE", "/api/v1/patients/{patient_ref}/care-team/{user_id}", Need::Active(CareTeamAdmin)),
+    ("POST", "/api/v1/conversations/{id}/break-glass", Need::Active(BreakGlass)),
+    ("GET", "/api/v1/break-glass", Need::Active(AuditRead)),
     // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.
     ("GET", "/api/v1/events", Need::Active(ConversationRead)),
     ("GET", "/api/v1/ws", Need::Public),

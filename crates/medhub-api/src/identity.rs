@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, extract::State};
 use medhub_core::{SessionId, UserId};
+use medhub_service::ServiceError;
 use medhub_service::auth::{MfaProof, WS_TICKET_TTL};
 use medhub_wire::frames::Token;
 use medhub_wire::identity::{
     AcceptInvitationRequest, CreateRoleRequest, InvitationResponse, InviteRequest, MfaProofRequest, OrgSettings,
     RecoveryCodesResponse, RoleList, RoleView, SessionList, SessionStateResponse, SessionStateView, SessionView,
-    TotpConfirmRequest, TotpEnrollResponse, UpdateUserRequest, UserRoles, WsTicketResponse,
+    TotpConfirmRequest, TotpEnrollResponse, UpdateOrgSettings, UpdateUserRequest, UserRoles, WsTicketResponse,
 };
 use medhub_wire::rest::{ChangePasswordRequest, LoginRequest, LoginResponse};
 use medhub_wire::views::UserView;
@@ -101,7 +102,7 @@ pub async fn change_password(
 ) -> ApiResult<Json<SessionStateResponse>> {
     state.services.auth.change_password(&p, &req.current_password.0, &req.new_password.0).await?;
     let p = state.services.auth.principal_for_session(p.session.id).await?;
-    Ok(Json(SessionStateResponse { state: p.session.state.into() }))
+    Ok(Json(SessionStateResponse { state: p.session.state.into(), token: None }))
 }
 
 /// Start enrolling an authenticator app: a new secret, as an `otpauth://` URI and a QR
@@ -114,7 +115,7 @@ pub async fn totp_enroll(State(state): State<AppState>, Authed(p): Authed) -> Ap
 }
 
 /// Confirm the authenticator with its first code. Answers the recovery codes, shown only
-/// now; a session waiting for enrolment becomes active.
+/// now; a session waiting for enrolment becomes active under a new token (in the answer).
 #[utoipa::path(post, path = "/api/v1/auth/mfa/totp/confirm", tag = "auth", security(("bearer" = [])), request_body = TotpConfirmRequest,
     responses((status = 200, body = RecoveryCodesResponse), (status = 401, description = "invalid_mfa_code", body = ErrorBody),
               (status = 429, description = "rate_limited", body = ErrorBody)))]
@@ -124,12 +125,17 @@ pub async fn totp_confirm(
     Client(client): Client,
     ApiJson(req): ApiJson<TotpConfirmRequest>,
 ) -> ApiResult<Json<RecoveryCodesResponse>> {
-    let codes = state.services.auth.confirm_totp(&p, &req.code.0, &client).await?;
+    let enrolled = state.services.auth.confirm_totp(&p, &req.code.0, &client).await?;
     let p = state.services.auth.principal_for_session(p.session.id).await?;
-    Ok(Json(RecoveryCodesResponse { recovery_codes: codes, state: p.session.state.into() }))
+    Ok(Json(RecoveryCodesResponse {
+        recovery_codes: enrolled.recovery_codes,
+        state: p.session.state.into(),
+        token: enrolled.token,
+    }))
 }
 
-/// The second step of sign-in: an authenticator code or a recovery code.
+/// The second step of sign-in: an authenticator code or a recovery code. The session
+/// becomes active under a new token (in the answer); the one used here stops working.
 #[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "auth", security(("bearer" = [])), request_body = MfaProofRequest,
     responses((status = 200, body = SessionStateResponse), (status = 401, description = "invalid_mfa_code", body = ErrorBody),
               (status = 429, description = "rate_limited", body = ErrorBody)))]
@@ -139,8 +145,8 @@ pub async fn mfa_verify(
     Client(client): Client,
     ApiJson(req): ApiJson<MfaProofRequest>,
 ) -> ApiResult<Json<SessionStateResponse>> {
-    state.services.auth.verify_mfa(&p, &proof(req)?, &client).await?;
-    Ok(Json(SessionStateResponse { state: SessionStateView::Active }))
+    let token = state.services.auth.verify_mfa(&p, &proof(req)?, &client).await?;
+    Ok(Json(SessionStateResponse { state: SessionStateView::Active, token: Some(token) }))
 }
 
 /// Prove the second factor again: sensitive actions (role and account changes, MFA resets,
@@ -166,7 +172,7 @@ pub async fn regenerate_recovery_codes(
     Authed(p): Authed,
 ) -> ApiResult<Json<RecoveryCodesResponse>> {
     let codes = state.services.auth.regenerate_recovery_codes(&p).await?;
-    Ok(Json(RecoveryCodesResponse { recovery_codes: codes, state: SessionStateView::Active }))
+    Ok(Json(RecoveryCodesResponse { recovery_codes: codes, state: SessionStateView::Active, token: None }))
 }
 
 fn session_list(sessions: &[medhub_core::model::Session], current: Option<SessionId>) -> SessionList {
@@ -294,7 +300,7 @@ pub async fn reinvite(
 ) -> ApiResult<Json<InvitationResponse>> {
     let user = UserId::from_uuid(id);
     let inv = state.services.auth.reinvite(&p, user).await?;
-    let u = state.services.store.user(user).await.map_err(medhub_service::ServiceError::from)?;
+    let u = state.services.store.user(user).await.map_err(ServiceError::from)?;
     let u = u.ok_or_else(|| ApiError::code(ErrorCode::NotFound))?;
     Ok(Json(InvitationResponse {
         user: UserView::from(&u),
@@ -333,24 +339,40 @@ pub async fn reset_mfa(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The organization's session settings (administrators).
+async fn settings(state: &AppState, p: &medhub_service::Principal) -> ApiResult<OrgSettings> {
+    Ok(OrgSettings {
+        idle_timeout_minutes: state.services.auth.idle_timeout().as_mins(),
+        break_glass_minutes: state.services.patients.break_glass_minutes(p).await?,
+    })
+}
+
+/// The organization's session and break-glass settings (administrators).
 #[utoipa::path(get, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = OrgSettings), (status = 403, body = ErrorBody)))]
 pub async fn get_settings(State(state): State<AppState>, Authed(p): Authed) -> ApiResult<Json<OrgSettings>> {
     p.require(medhub_core::authz::Permission::OrgSettings)?;
-    Ok(Json(OrgSettings { idle_timeout_minutes: state.services.auth.idle_timeout().as_mins() }))
+    Ok(Json(settings(&state, &p).await?))
 }
 
-/// Change the idle timeout (administrators, step-up): 1-720 minutes.
-#[utoipa::path(patch, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])), request_body = OrgSettings,
+/// Change the idle timeout (1-720 minutes) or the break-glass duration (5-1440 minutes)
+/// (administrators, step-up).
+#[utoipa::path(patch, path = "/api/v1/admin/settings", tag = "admin", security(("bearer" = [])), request_body = UpdateOrgSettings,
     responses((status = 200, body = OrgSettings), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn update_settings(
     State(state): State<AppState>,
     Authed(p): Authed,
-    ApiJson(req): ApiJson<OrgSettings>,
+    ApiJson(req): ApiJson<UpdateOrgSettings>,
 ) -> ApiResult<Json<OrgSettings>> {
-    state.services.auth.set_idle_timeout(&p, req.idle_timeout_minutes).await?;
-    Ok(Json(OrgSettings { idle_timeout_minutes: state.services.auth.idle_timeout().as_mins() }))
+    if req.idle_timeout_minutes.is_none() && req.break_glass_minutes.is_none() {
+        return Err(ServiceError::InvalidRequest("give idle_timeout_minutes or break_glass_minutes".into()).into());
+    }
+    if let Some(m) = req.idle_timeout_minutes {
+        state.services.auth.set_idle_timeout(&p, m).await?;
+    }
+    if let Some(m) = req.break_glass_minutes {
+        state.services.patients.set_break_glass_minutes(&p, m).await?;
+    }
+    Ok(Json(settings(&state, &p).await?))
 }
 
 /// The role catalogue: the shipped roles and the organization's own.

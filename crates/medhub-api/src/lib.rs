@@ -9,6 +9,7 @@ mod identity;
 mod longpoll;
 pub mod openapi;
 mod ops;
+mod patients;
 mod ratelimit;
 mod rest;
 mod sso;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(rest::routes())
         .merge(identity::routes())
+        .merge(patients::routes())
         .merge(sso::routes())
         .merge(longpoll::routes())
         .merge(ws::routes())

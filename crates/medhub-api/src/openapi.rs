@@ -41,6 +41,8 @@ impl Modify for BearerAuth {
         crate::identity::update_settings, crate::identity::list_roles, crate::identity::create_role,
         crate::identity::get_user_roles, crate::identity::set_user_roles,
         crate::sso::oidc_start, crate::sso::oidc_callback,
+        crate::patients::care_team, crate::patients::add_to_care_team, crate::patients::remove_from_care_team,
+        crate::patients::break_glass, crate::patients::grants,
         crate::rest::me,
         crate::rest::list_users, crate::rest::get_user,
         crate::rest::list_conversations, crate::rest::create_conversation, crate::rest::get_conversation,
@@ -59,6 +61,7 @@ impl Modify for BearerAuth {
         (name = "users", description = "The user directory"),
         (name = "conversations", description = "Conversations and membership"),
         (name = "messages", description = "History, sending, edits, recalls, receipts and acknowledgements"),
+        (name = "patients", description = "Patient scope: care teams and break-glass emergency access"),
         (name = "realtime", description = "Long-polling fallback for the event stream"),
         (name = "operations", description = "Health and metrics"),
     )

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, extract::State};
 use medhub_core::model::{ConversationKind, MemberRole};
+use medhub_core::patient::PatientRef;
 use medhub_core::plan::Command;
 use medhub_core::policy::Actor;
 use medhub_core::{ConversationId, MessageId, Seq, UserId};
@@ -110,20 +111,23 @@ pub async fn list_conversations(State(state): State<AppState>, Authed(p): Authed
 }
 
 async fn detail(state: &AppState, p: &medhub_service::Principal, id: ConversationId) -> ApiResult<ConversationDetail> {
-    let (conv, me, members) = state.services.messaging.conversation(p, id).await?;
-    let unread = state
-        .services
-        .messaging
-        .conversations(p)
-        .await?
-        .into_iter()
-        .find(|v| v.conversation.id == id)
-        .map(|v| v.unread)
-        .unwrap_or(0);
-    Ok(ConversationDetail {
-        conversation: ConversationView::new(&conv, &me, unread),
-        members: members.iter().map(MemberView::from).collect(),
-    })
+    let (conv, me, access, members) = state.services.messaging.conversation(p, id).await?;
+    let view = match me {
+        Some(me) => {
+            let unread = state
+                .services
+                .messaging
+                .conversations(p)
+                .await?
+                .into_iter()
+                .find(|v| v.conversation.id == id)
+                .map(|v| v.unread)
+                .unwrap_or(0);
+            ConversationView::new(&conv, &me, unread)
+        }
+        None => ConversationView::for_reader(&conv, access),
+    };
+    Ok(ConversationDetail { conversation: view, members: members.iter().map(MemberView::from).collect() })
 }
 
 /// Create a conversation. A direct conversation that already exists between the two people is
@@ -138,8 +142,13 @@ pub async fn create_conversation(
     p.require_active()?;
     let members = req.members.iter().map(|m| (UserId::from_uuid(m.user_id), MemberRole::from(m.role))).collect();
     let kind: ConversationKind = req.kind.into();
-    let (conv, created) =
-        state.services.messaging.create_conversation(Actor::User(p.user_id()), kind, req.title, members).await?;
+    let patient =
+        req.patient_ref.as_deref().map(PatientRef::parse).transpose().map_err(medhub_service::ServiceError::from)?;
+    let (conv, created) = state
+        .services
+        .messaging
+        .create_conversation(Actor::User(p.user_id()), kind, req.title, members, patient)
+        .await?;
     let body = detail(&state, &p, conv.id).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(body)).into_response())
 }

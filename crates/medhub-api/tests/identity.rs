@@ -151,7 +151,7 @@ each_backend! {
         let admin = s.user_with_role("chief", SystemRole::Admin).await;
         let nurse = s.user("nurse").await;
         let (status, body) = s.get("/api/v1/admin/settings", &admin).await;
-        assert_eq!((status, &body), (200, &json!({"idle_timeout_minutes": 15})));
+        assert_eq!((status, &body), (200, &json!({"idle_timeout_minutes": 15, "break_glass_minutes": 60})));
         for bad in [0, 721, -1] {
             let (status, body) = s.call(Method::PATCH, "/api/v1/admin/settings", Some(&admin), Some(json!({"idle_timeout_minutes": bad}))).await;
             assert_eq!((status, code(&body)), (400, "invalid_request"), "{bad}");
@@ -159,7 +159,7 @@ each_backend! {
         let (status, body) = s.call(Method::PATCH, "/api/v1/admin/settings", Some(&nurse), Some(json!({"idle_timeout_minutes": 60}))).await;
         assert_eq!((status, code(&body)), (403, "forbidden"));
         let (status, body) = s.call(Method::PATCH, "/api/v1/admin/settings", Some(&admin), Some(json!({"idle_timeout_minutes": 5}))).await;
-        assert_eq!((status, &body), (200, &json!({"idle_timeout_minutes": 5})));
+        assert_eq!((status, &body), (200, &json!({"idle_timeout_minutes": 5, "break_glass_minutes": 60})));
         let nurse2 = s.user("nurse2").await;
         clock.advance(mins(5) - secs(1));
         assert_eq!(me(&s, &nurse2).await, (200, "ok".into()));
@@ -200,7 +200,11 @@ each_backend! {
         assert_eq!((status, code(&body)), (401, "invalid_mfa_code"));
         let (status, body) = s.post("/api/v1/auth/mfa/verify", &second, verify(s.totp_code(&secret, 1))).await;
         assert_eq!((status, &body["state"]), (200, &json!("active")), "{body}");
-        assert_eq!(me(&s, &second).await, (200, "ok".into()));
+        // Proving the second factor replaces the token (ASVS 3.2.1): the one that only knew
+        // the password stops working, however it was obtained.
+        let second_active = second.clone().with_token(&body);
+        assert_eq!(me(&s, &second_active).await, (200, "ok".into()));
+        assert_eq!(me(&s, &second).await, (401, "unauthenticated".into()));
 
         // Another sign-in with the same code: refused (replay), however fast.
         let (_, body) = s.login("resident", PASSWORD).await;
@@ -254,7 +258,9 @@ each_backend! {
         let good = s.totp_code(e["secret"].as_str().unwrap(), 0);
         let (status, body) = s.post("/api/v1/auth/mfa/totp/confirm", &u, json!({"code": good})).await;
         assert_eq!((status, &body["state"]), (200, &json!("active")));
-        assert_eq!(me(&s, &u).await, (200, "ok".into()));
+        // Enrolment finished sign-in: a new token, and the old one is dead.
+        assert_eq!(me(&s, &u.clone().with_token(&body)).await, (200, "ok".into()));
+        assert_eq!(me(&s, &u).await, (401, "unauthenticated".into()));
     }
 }
 
@@ -373,7 +379,9 @@ each_backend! {
             .unwrap();
         let tablet = TestUser::from_login(&resp.json::<Value>().await.unwrap());
         let code1 = json!({"code": s.totp_code(&desk.totp_secret, 1)});
-        assert_eq!(s.post("/api/v1/auth/mfa/verify", &tablet, code1).await.0, 200);
+        let (status, body) = s.post("/api/v1/auth/mfa/verify", &tablet, code1).await;
+        assert_eq!(status, 200, "{body}");
+        let tablet = tablet.with_token(&body);
         let (mut tablet_ws, _) = s.connect(&tablet, None).await;
 
         let (status, list) = s.get("/api/v1/auth/sessions", &desk.user).await;

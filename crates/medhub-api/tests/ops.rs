@@ -55,6 +55,10 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/messages/{id}/ack", &["post"]),
     ("/api/v1/messages/{id}/status", &["get"]),
     ("/api/v1/events", &["get"]),
+    ("/api/v1/patients/{patient_ref}/care-team", &["get"]),
+    ("/api/v1/patients/{patient_ref}/care-team/{user_id}", &["put", "delete"]),
+    ("/api/v1/conversations/{id}/break-glass", &["post"]),
+    ("/api/v1/break-glass", &["get"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

@@ -118,7 +118,9 @@ impl Callers {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{user_id}", &uuid::Uuid::now_v7().to_string())
+    path.replace("{id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{patient_ref}", "pat-1")
 }
 
 /// Whether an answer got past authentication and authorization.

@@ -232,6 +232,7 @@ each_backend! {
         let code = s.totp_code(e["secret"].as_str().unwrap(), 0);
         let (status, c) = s.post("/api/v1/auth/mfa/totp/confirm", &newbie, json!({"code": code})).await;
         assert_eq!((status, &c["state"]), (200, &json!("active")), "{c}");
+        let newbie = newbie.with_token(&c);
         let (status, me) = s.get("/api/v1/me", &newbie).await;
         assert_eq!(status, 200, "{me}");
         assert_eq!(s.get("/api/v1/conversations", &newbie).await.0, 200);

@@ -198,6 +198,7 @@ async fn seed_on(services: Services, plan: SeedPlan) -> Result<Seeded> {
                             ConversationKind::Direct,
                             None,
                             vec![(a, MemberRole::Member), (b, MemberRole::Member)],
+                            None,
                         )
                         .await
                         .map_err(|e| anyhow!("create pair {p}: {e}"))?;
@@ -226,6 +227,7 @@ async fn seed_on(services: Services, plan: SeedPlan) -> Result<Seeded> {
                 ConversationKind::Channel,
                 Some(format!("bench channel {n} ({size})")),
                 members,
+                None,
             )
             .await
             .map_err(|e| anyhow!("create channel of {size}: {e}"))?;

@@ -40,10 +40,13 @@ pub enum Permission {
     BreakGlass,
     /// Export data (conversations, audit) for legal or clinical requests.
     DataExport,
+    /// Put people on a patient's care team and take them off (who may read the patient's
+    /// conversations without being a member).
+    CareTeamAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::ConversationRead,
         Permission::ConversationWrite,
         Permission::MessageSend,
@@ -56,6 +59,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::BreakGlass,
         Permission::DataExport,
+        Permission::CareTeamAdmin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Permission {
             Permission::AuditRead => "audit.read",
             Permission::BreakGlass => "break_glass.use",
             Permission::DataExport => "export.run",
+            Permission::CareTeamAdmin => "care_team.manage",
         }
     }
 
@@ -141,23 +146,39 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
     const CARE: &[Permission] = &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount];
     const SENIOR: &[Permission] =
         &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass];
+    // Those who assign staff to patients: attending physicians, charge nurses, unit clerks.
+    const ASSIGNS: &[Permission] =
+        &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass, CareTeamAdmin];
     &[
         (CLINICIAN, "Clinician (general staff)", CARE),
-        ("attending_physician", "Attending physician", SENIOR),
+        ("attending_physician", "Attending physician", ASSIGNS),
         ("resident", "Resident physician", CARE),
         ("physician_assistant", "Physician assistant", CARE),
         ("nurse_practitioner", "Nurse practitioner", SENIOR),
         ("nurse", "Nurse", CARE),
-        ("charge_nurse", "Charge nurse", SENIOR),
+        ("charge_nurse", "Charge nurse", ASSIGNS),
         ("pharmacist", "Pharmacist", CARE),
         ("lab_technologist", "Laboratory technologist", CARE),
         ("respiratory_therapist", "Respiratory therapist", CARE),
         ("social_worker", "Social worker", CARE),
-        ("unit_clerk", "Unit clerk", CARE),
+        (
+            "unit_clerk",
+            "Unit clerk",
+            &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, CareTeamAdmin],
+        ),
         (
             "department_head",
             "Department head",
-            &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass, DataExport],
+            &[
+                ConversationRead,
+                ConversationWrite,
+                MessageSend,
+                DirectoryRead,
+                OwnAccount,
+                BreakGlass,
+                DataExport,
+                CareTeamAdmin,
+            ],
         ),
         ("compliance_officer", "Compliance officer (auditor)", &[DirectoryRead, OwnAccount, AuditRead, DataExport]),
         ("it_support", "IT support", &[DirectoryRead, OwnAccount, SessionAdmin]),
@@ -293,6 +314,12 @@ mod tests {
         assert!(!get(ADMINISTRATOR).contains(Permission::AuditRead));
         assert!(get("attending_physician").contains(Permission::BreakGlass));
         assert!(!get("nurse").contains(Permission::BreakGlass));
+        // Care teams are kept by clinical staff, not by IT.
+        assert!(get("charge_nurse").contains(Permission::CareTeamAdmin));
+        assert!(get("unit_clerk").contains(Permission::CareTeamAdmin));
+        assert!(!get("nurse").contains(Permission::CareTeamAdmin));
+        assert!(!get(ADMINISTRATOR).contains(Permission::CareTeamAdmin));
+        assert!(!get("it_support").contains(Permission::CareTeamAdmin));
         assert!(get(ADMINISTRATOR).contains(Permission::UserAdmin));
         assert_eq!(SystemRole::Admin.default_role_key(), ADMINISTRATOR);
     }

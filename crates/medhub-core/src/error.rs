@@ -96,4 +96,23 @@ pub enum DomainError {
     /// Password shorter or longer than the configured bounds.
     #[error("password must be between {min} and {max} characters")]
     PasswordLength { min: usize, max: usize },
+    /// A conversation needs at least one member.
+    #[error("a conversation needs at least one member")]
+    NoMembers,
+    /// A patient reference is not 1-64 characters of `[A-Za-z0-9.-]`.
+    #[error("patient_ref must be 1-64 characters of [A-Za-z0-9.-]")]
+    InvalidPatientRef,
+    /// Only group conversations can be linked to a patient.
+    #[error("only group conversations can be linked to a patient")]
+    PatientLinkNotAllowed,
+    /// A break-glass reason is too short, too long or has control characters.
+    #[error("the reason must be {min} to {max} characters, saying why access is needed")]
+    InvalidReason { min: usize, max: usize },
+    /// A break-glass duration outside the allowed bounds.
+    #[error("break-glass access must last between {min} and {max} minutes")]
+    InvalidBreakGlassDuration { min: i64, max: i64 },
+    /// The caller can already read the conversation (member or care team): no emergency
+    /// access is needed, and none is recorded.
+    #[error("you can already read this conversation; break-glass is not needed")]
+    BreakGlassNotNeeded,
 }

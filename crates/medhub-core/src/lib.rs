@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod model;
+pub mod patient;
 pub mod plan;
 pub mod policy;
 pub mod recipients;

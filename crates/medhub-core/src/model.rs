@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 
 use crate::ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, UserId};
+use crate::patient::PatientRef;
 
 /// How urgent a message is. Urgent and critical messages ask for an acknowledgement.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
@@ -157,6 +158,10 @@ pub struct Conversation {
     pub member_count: u32,
     /// Number of members with the owner role (the last owner cannot leave).
     pub owner_count: u32,
+    /// The organization (tenant) it belongs to: only its users can be members.
+    pub org: OrgId,
+    /// The patient it is about, if any: the patient's care team may read it too.
+    pub patient: Option<PatientRef>,
 }
 
 /// One member of a conversation, with its receipt watermarks.

@@ -11,6 +11,7 @@ mod error;
 pub mod hub;
 pub mod messaging;
 pub mod metrics;
+pub mod patients;
 pub mod pipeline;
 pub mod server_key;
 
@@ -28,6 +29,7 @@ pub use error::ServiceError;
 pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
 pub use metrics::Metrics;
+pub use patients::Patients;
 pub use pipeline::Pipeline;
 pub use server_key::ServerKey;
 
@@ -110,6 +112,7 @@ pub struct Services {
     pub hub: Arc<Hub>,
     pub pipeline: Pipeline,
     pub messaging: Messaging,
+    pub patients: Patients,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -151,8 +154,10 @@ impl Services {
         );
         auth.start().await?;
         let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
-        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone());
-        let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging };
-        Ok((services, Background { tasks: vec![writer, publisher, sweeper, audit_writer] }))
+        let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
+        let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
+        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone());
+        let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients };
+        Ok((services, Background { tasks: vec![writer, publisher, sweeper, audit_writer, grants_sweeper] }))
     }
 }

@@ -1,11 +1,14 @@
 //! Conversations and messages: the operations handlers call, with visibility checks on reads.
 //!
-//! Writes become commands for the pipeline; the planner decides them. Reads check membership
-//! here, and answer non-members exactly as for ids that do not exist.
+//! Writes become commands for the pipeline; the planner decides them. Reads check access
+//! here: members, and for a patient's conversation its care team and break-glass grants
+//! (read only, each read audited). Everyone else is answered exactly as for ids that do not
+//! exist.
 
 use std::sync::Arc;
 
 use medhub_core::model::{Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority};
+use medhub_core::patient::{Access, PatientRef};
 use medhub_core::plan::{Command, CreateConversation, Outcome, Revision, SendMessage};
 use medhub_core::policy::Actor;
 use medhub_core::{ClientTxnId, ConversationId, DomainError, EventId, MessageId, Seq, UserId};
@@ -13,6 +16,7 @@ use medhub_store::{ConversationView, DynStore, HistoryPage, RecipientRow};
 use medhub_wire::ServerFrame;
 
 use crate::hub::{Hub, frame_bytes};
+use crate::patients::Patients;
 use crate::pipeline::Pipeline;
 use crate::{Principal, ServiceError};
 
@@ -28,6 +32,7 @@ pub struct Messaging {
     store: DynStore,
     pipeline: Pipeline,
     hub: Arc<Hub>,
+    patients: Patients,
 }
 
 fn unexpected(outcome: Outcome) -> ServiceError {
@@ -36,8 +41,8 @@ fn unexpected(outcome: Outcome) -> ServiceError {
 }
 
 impl Messaging {
-    pub fn new(store: DynStore, pipeline: Pipeline, hub: Arc<Hub>) -> Self {
-        Self { store, pipeline, hub }
+    pub fn new(store: DynStore, pipeline: Pipeline, hub: Arc<Hub>, patients: Patients) -> Self {
+        Self { store, pipeline, hub, patients }
     }
 
     /// Sends a message; returns it and whether it was a resend of an earlier one.
@@ -120,6 +125,7 @@ impl Messaging {
         kind: ConversationKind,
         title: Option<String>,
         members: Vec<(UserId, MemberRole)>,
+        patient: Option<PatientRef>,
     ) -> Result<(Conversation, bool), ServiceError> {
         let cmd = Command::CreateConversation(CreateConversation {
             id: ConversationId::new_v7(),
@@ -127,6 +133,7 @@ impl Messaging {
             kind,
             title,
             members,
+            patient,
         });
         match self.pipeline.submit(cmd).await? {
             Outcome::Conversation { conversation, created, .. } => Ok((conversation, created)),
@@ -167,16 +174,35 @@ impl Messaging {
         Ok((conv, member))
     }
 
-    /// A conversation with its members.
+    /// The conversation, the caller's membership if a member, and why the caller may read
+    /// it; `not_found` when it may not (or the id does not exist). Reads by non-members are
+    /// audited by the patient scope.
+    async fn readable(
+        &self,
+        p: &Principal,
+        id: ConversationId,
+    ) -> Result<(Conversation, Option<Member>, Access), ServiceError> {
+        let conv = self.store.conversation(id).await?.ok_or(DomainError::ConversationNotFound)?;
+        if let Some(m) = self.store.member(id, p.user_id()).await? {
+            return Ok((conv, Some(m), Access::Member));
+        }
+        match self.patients.reader_access(p, &conv).await? {
+            Some(access) => Ok((conv, None, access)),
+            None => Err(DomainError::ConversationNotFound.into()),
+        }
+    }
+
+    /// A conversation with its members, the caller's membership (`None` for a reader who is
+    /// not a member) and the caller's access.
     pub async fn conversation(
         &self,
         p: &Principal,
         id: ConversationId,
-    ) -> Result<(Conversation, Member, Vec<Member>), ServiceError> {
+    ) -> Result<(Conversation, Option<Member>, Access, Vec<Member>), ServiceError> {
         p.require_active()?;
-        let (conv, me) = self.visible(p.user_id(), id).await?;
+        let (conv, me, access) = self.readable(p, id).await?;
         let members = self.store.members(id).await?;
-        Ok((conv, me, members))
+        Ok((conv, me, access, members))
     }
 
     /// A page of history and whether more lies beyond it.
@@ -191,7 +217,7 @@ impl Messaging {
         if limit == 0 || limit > MAX_PAGE {
             return Err(ServiceError::InvalidRequest(format!("limit must be between 1 and {MAX_PAGE}")));
         }
-        self.visible(p.user_id(), id).await?;
+        self.readable(p, id).await?;
         let mut messages = self.store.messages(id, page, limit + 1).await?;
         let has_more = messages.len() > limit as usize;
         if has_more {
@@ -208,12 +234,16 @@ impl Messaging {
         Ok((messages, has_more))
     }
 
-    /// A message the caller can see (it is a member of its conversation).
-    pub async fn message(&self, p: &Principal, id: MessageId) -> Result<(Message, Member), ServiceError> {
+    /// A message the caller can see, with the caller's membership (`None` for a reader who
+    /// is not a member).
+    pub async fn message(&self, p: &Principal, id: MessageId) -> Result<(Message, Option<Member>), ServiceError> {
         p.require_active()?;
         let message = self.store.message(id).await?.ok_or(DomainError::MessageNotFound)?;
-        let member = self.store.member(message.conversation, p.user_id()).await?.ok_or(DomainError::MessageNotFound)?;
-        Ok((message, member))
+        match self.readable(p, message.conversation).await {
+            Ok((_, member, _)) => Ok((message, member)),
+            Err(ServiceError::Domain(DomainError::ConversationNotFound)) => Err(DomainError::MessageNotFound.into()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every revision of a message's text, oldest first, the current one last. Hidden once
@@ -237,7 +267,7 @@ impl Messaging {
     /// conversation's owners may look.
     pub async fn status(&self, p: &Principal, id: MessageId) -> Result<(Message, Vec<RecipientRow>), ServiceError> {
         let (message, me) = self.message(p, id).await?;
-        if message.sender != p.user_id() && me.role != MemberRole::Owner {
+        if message.sender != p.user_id() && me.is_none_or(|m| m.role != MemberRole::Owner) {
             return Err(DomainError::Forbidden.into());
         }
         let rows = self.store.recipients(&message).await?;

@@ -78,6 +78,10 @@ pub trait IdentityStore: Send + Sync {
         state: SessionState,
         mfa_at: Option<Timestamp>,
     ) -> Result<(), StoreError>;
+    /// Finishes sign-in: the session becomes `active` with its factor proven at `now`, and
+    /// its token is replaced by the one hashed as `token_hash` (a new token at every change
+    /// of privilege, ASVS 3.2.1). False when the session had ended meanwhile.
+    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError>;
     /// Records user activity; a session's `last_activity_at` only moves forward.
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
     /// Ends every live session idle for `idle_timeout` or past its absolute lifetime, with

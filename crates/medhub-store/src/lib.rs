@@ -20,6 +20,7 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, Seq, SessionId, Use
 mod columns;
 mod error;
 pub mod identity;
+pub mod patients;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -27,6 +28,7 @@ pub mod testdb;
 
 pub use error::StoreError;
 pub use identity::{AuthFlow, Ended, IdentityStore, TotpRecord};
+pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 
 pub(crate) use columns::{EventColumns, EventRow};
 
@@ -97,7 +99,7 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: IdentityStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + PatientStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.

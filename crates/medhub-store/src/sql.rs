@@ -10,7 +10,10 @@ pub(crate) const SESSION_COLS: &str =
 pub(crate) const SESSION_COL_COUNT: usize = 11;
 
 pub(crate) const CONVERSATION_COLS: &str =
-    "id, kind, title, created_by, created_at, last_seq, member_count, owner_count";
+    "id, kind, title, created_by, created_at, last_seq, member_count, owner_count, org_id, patient_ref";
+
+/// Conversation columns; a joined row's next columns start here.
+pub(crate) const CONVERSATION_COL_COUNT: usize = 10;
 
 pub(crate) const MEMBER_COLS: &str = "conversation_id, user_id, role, delivered_seq, read_seq, joined_at";
 

@@ -69,6 +69,7 @@ fn create(actor: UserId, kind: ConversationKind, members: &[UserId]) -> (Convers
         kind,
         title: (kind != ConversationKind::Direct).then(|| "Ward 7".to_owned()),
         members: members.iter().map(|u| (*u, MemberRole::Member)).collect(),
+        patient: None,
     });
     (id, cmd)
 }

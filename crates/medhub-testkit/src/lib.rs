@@ -51,6 +51,14 @@ impl TestUser {
             token: body["token"].as_str().unwrap_or_else(|| panic!("no token: {body}")).to_owned(),
         }
     }
+
+    /// The same session under the new token of an answer that finished sign-in (the
+    /// server replaces the token when the second factor is proven).
+    pub fn with_token(self, body: &Value) -> Self {
+        let token = body["token"].as_str().unwrap_or_else(|| panic!("no new token: {body}")).to_owned();
+        assert_ne!(token, self.token, "sign-in must issue a new token");
+        TestUser { token, ..self }
+    }
 }
 
 /// A user signed in over HTTP with password and authenticator.
@@ -191,6 +199,19 @@ impl TestServer {
         .await
     }
 
+    /// Gives an existing user exactly these roles (keys of the catalogue), as an
+    /// administrator would.
+    pub async fn set_roles(&self, user: &TestUser, roles: &[&str]) {
+        let store = self.services.store.clone();
+        let now = self.services.clock.now();
+        let id = medhub_core::UserId::from_uuid(user.id);
+        let keys: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.on_server(async move {
+            store.set_user_roles(id, &keys, id, now).await.unwrap_or_else(|e| panic!("set roles {keys:?}: {e}"));
+        })
+        .await
+    }
+
     /// Another fully signed-in session (another device) for an existing user.
     pub async fn new_session(&self, user: &TestUser) -> TestUser {
         let (auth, store) = (self.services.auth.clone(), self.services.store.clone());
@@ -303,6 +324,7 @@ impl TestServer {
                     .await;
                 assert_eq!(status, 200, "confirm: {c}");
                 assert_eq!(c["state"], "active", "{c}");
+                let user = user.with_token(&c);
                 let codes = c["recovery_codes"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
@@ -313,6 +335,7 @@ impl TestServer {
                 let (status, v) =
                     self.post("/api/v1/auth/mfa/verify", &user, json!({"code": self.totp_code(secret, 1)})).await;
                 assert_eq!(status, 200, "verify: {v}");
+                let user = user.with_token(&v);
                 SignedIn { user, totp_secret: secret.to_owned(), recovery_codes: Vec::new() }
             }
             (state, _) => panic!("unexpected sign-in state {state:?}: {login}"),

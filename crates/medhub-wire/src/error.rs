@@ -65,6 +65,12 @@ codes! {
     InvalidDisplayName = ("invalid_display_name", 400, "Display names are 1-128 characters without control characters."),
     UsernameTaken = ("username_taken", 409, "The username is already taken."),
     PasswordLength = ("password_length", 400, "The new password is too short or too long."),
+    NoMembers = ("no_members", 400, "A conversation needs at least one member."),
+    InvalidPatientRef = ("invalid_patient_ref", 400, "`patient_ref` must be 1-64 characters of `[A-Za-z0-9.-]` (a FHIR Patient id or the hospital's patient number)."),
+    PatientLinkNotAllowed = ("patient_link_not_allowed", 400, "Only group conversations can be linked to a patient."),
+    InvalidReason = ("invalid_reason", 400, "A break-glass reason must be 10 to 1000 characters saying why access is needed."),
+    InvalidBreakGlassDuration = ("invalid_break_glass_duration", 400, "Break-glass access must last between 5 and 1440 minutes."),
+    BreakGlassNotNeeded = ("break_glass_not_needed", 409, "You can already read this conversation (as a member or on the patient's care team); no emergency access is recorded."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -165,6 +171,12 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidDisplayName => ErrorCode::InvalidDisplayName,
             DomainError::UsernameTaken => ErrorCode::UsernameTaken,
             DomainError::PasswordLength { .. } => ErrorCode::PasswordLength,
+            DomainError::NoMembers => ErrorCode::NoMembers,
+            DomainError::InvalidPatientRef => ErrorCode::InvalidPatientRef,
+            DomainError::PatientLinkNotAllowed => ErrorCode::PatientLinkNotAllowed,
+            DomainError::InvalidReason { .. } => ErrorCode::InvalidReason,
+            DomainError::InvalidBreakGlassDuration { .. } => ErrorCode::InvalidBreakGlassDuration,
+            DomainError::BreakGlassNotNeeded => ErrorCode::BreakGlassNotNeeded,
         };
         // "Not found" never says which object, so nothing leaks through the message either.
         match code {

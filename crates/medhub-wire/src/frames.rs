@@ -216,6 +216,18 @@ pub enum ServerFrame {
     Typing { conversation_id: Uuid, user_id: Uuid },
     /// A followed user went online or offline. Ephemeral.
     Presence { user_id: Uuid, status: PresenceStatus },
+    /// To compliance officers (holders of `audit.read`) who are online: someone opened a
+    /// patient's conversation with break-glass. Ids and times only; the reason is read with
+    /// `GET /api/v1/break-glass`. Ephemeral: the grant itself is stored, and listed there.
+    BreakGlass {
+        grant_id: Uuid,
+        user_id: Uuid,
+        conversation_id: Uuid,
+        #[schema(value_type = String, format = DateTime)]
+        started_at: jiff::Timestamp,
+        #[schema(value_type = String, format = DateTime)]
+        expires_at: jiff::Timestamp,
+    },
     /// Answer to `ping`.
     Pong { id: Option<String> },
     /// A request failed; `id` names it when the failing frame carried one.

@@ -55,9 +55,19 @@ impl std::fmt::Debug for MfaProofRequest {
 }
 
 /// The session after a step of sign-in.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionStateResponse {
     pub state: SessionStateView,
+    /// When this step finished sign-in (`POST /api/v1/auth/mfa/verify`): the session's new
+    /// bearer token. The token used for this request no longer works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for SessionStateResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStateResponse").field("state", &self.state).finish_non_exhaustive()
+    }
 }
 
 /// `POST /api/v1/auth/mfa/totp/enroll`: add medhub to an authenticator app.
@@ -96,6 +106,10 @@ impl std::fmt::Debug for TotpConfirmRequest {
 pub struct RecoveryCodesResponse {
     pub recovery_codes: Vec<String>,
     pub state: SessionStateView,
+    /// When this finished sign-in: the session's new bearer token. The token used for this
+    /// request no longer works (a new token at every change of privilege).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl std::fmt::Debug for RecoveryCodesResponse {
@@ -237,12 +251,26 @@ pub struct UpdateUserRequest {
     pub role: Option<SystemRoleView>,
 }
 
-/// `GET` and `PATCH /api/v1/admin/settings`.
+/// `GET /api/v1/admin/settings`, and the answer to `PATCH`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgSettings {
     /// Minutes without user activity after which a session ends (1-720; 15 by default).
     pub idle_timeout_minutes: i64,
+    /// How long break-glass access lasts, in minutes (5-1440; 60 by default).
+    pub break_glass_minutes: i64,
+}
+
+/// `PATCH /api/v1/admin/settings`: the settings to change (at least one).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrgSettings {
+    /// 1-720.
+    #[serde(default)]
+    pub idle_timeout_minutes: Option<i64>,
+    /// 5-1440.
+    #[serde(default)]
+    pub break_glass_minutes: Option<i64>,
 }
 
 /// A role: a named set of permissions.

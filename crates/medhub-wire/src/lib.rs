@@ -6,6 +6,7 @@
 pub mod error;
 pub mod frames;
 pub mod identity;
+pub mod patients;
 pub mod rest;
 pub mod views;
 

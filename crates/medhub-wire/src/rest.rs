@@ -91,6 +91,10 @@ pub struct CreateConversationRequest {
     pub title: Option<String>,
     /// For a direct conversation: exactly the other person.
     pub members: Vec<MemberSpec>,
+    /// The patient the conversation is about (groups only): the EHR's patient id, 1-64
+    /// characters of `[A-Za-z0-9.-]`. The patient's care team may then read it.
+    #[serde(default)]
+    pub patient_ref: Option<String>,
 }
 
 /// `PATCH /api/v1/conversations/{id}`.

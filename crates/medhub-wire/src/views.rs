@@ -7,6 +7,7 @@ use medhub_core::event::{Event, EventKind};
 use medhub_core::model::{
     self, Ack, AckResponse, Conversation, ConversationKind, DeliveryState, Member, MemberRole, Message, Priority, User,
 };
+use medhub_core::patient::Access;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -255,9 +256,51 @@ pub struct ConversationView {
     pub read_seq: u64,
     /// Messages from others after the caller's read watermark, recalled ones excluded.
     pub unread: u64,
+    /// The patient the conversation is about (the EHR's patient id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_ref: Option<String>,
+    /// Why the caller can read it. Only members can write.
+    pub access: AccessView,
+}
+
+/// Why a caller can read a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessView {
+    /// A member.
+    Member,
+    /// On the linked patient's care team (read only).
+    CareTeam,
+    /// Break-glass emergency access, until it expires (read only).
+    BreakGlass,
+}
+
+impl From<Access> for AccessView {
+    fn from(a: Access) -> Self {
+        match a {
+            Access::Member => AccessView::Member,
+            Access::CareTeam => AccessView::CareTeam,
+            Access::BreakGlass => AccessView::BreakGlass,
+        }
+    }
 }
 
 impl ConversationView {
+    /// The view of a reader who is not a member (care team, break-glass): no watermarks.
+    pub fn for_reader(c: &Conversation, access: Access) -> Self {
+        let none = Member {
+            conversation: c.id,
+            user: medhub_core::UserId::from_uuid(Uuid::nil()),
+            role: MemberRole::ReadOnly,
+            delivered_seq: medhub_core::Seq::ZERO,
+            read_seq: medhub_core::Seq::ZERO,
+            joined_at: c.created_at,
+        };
+        let mut v = Self::new(c, &none, 0);
+        v.access = access.into();
+        v
+    }
+
     pub fn new(c: &Conversation, me: &Member, unread: u64) -> Self {
         ConversationView {
             id: c.id.as_uuid(),
@@ -271,6 +314,8 @@ impl ConversationView {
             delivered_seq: me.delivered_seq.get(),
             read_seq: me.read_seq.get(),
             unread,
+            patient_ref: c.patient.as_ref().map(|p| p.as_str().to_owned()),
+            access: AccessView::Member,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
 use medhub_core::model::{ConversationKind, MemberRole, SystemRole};
+use medhub_core::patient::PatientRef;
 use medhub_core::plan::Command;
 use medhub_core::policy::Actor;
 use medhub_core::{ConversationId, UserId};
@@ -110,6 +111,10 @@ pub enum ConversationCommand {
         /// Read-only members; repeat for several.
         #[arg(long = "read-only")]
         read_only: Vec<String>,
+        /// The patient the conversation is about (groups only): the EHR's patient id. The
+        /// patient's care team may then read it.
+        #[arg(long)]
+        patient: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -247,7 +252,8 @@ async fn user(services: &Services, command: UserCommand) -> Result<()> {
 
 async fn conversation(services: &Services, command: ConversationCommand) -> Result<()> {
     match command {
-        ConversationCommand::Create { kind, title, owners, members, read_only, json } => {
+        ConversationCommand::Create { kind, title, owners, members, read_only, patient, json } => {
+            let patient = patient.as_deref().map(PatientRef::parse).transpose()?;
             let mut list = Vec::new();
             for (names, role) in
                 [(&owners, MemberRole::Owner), (&members, MemberRole::Member), (&read_only, MemberRole::ReadOnly)]
@@ -261,7 +267,8 @@ async fn conversation(services: &Services, command: ConversationCommand) -> Resu
                 KindArg::Group => ConversationKind::Group,
                 KindArg::Channel => ConversationKind::Channel,
             };
-            let (conv, created) = services.messaging.create_conversation(Actor::System, kind, title, list).await?;
+            let (conv, created) =
+                services.messaging.create_conversation(Actor::System, kind, title, list, patient).await?;
             if json {
                 println!("{}", json!({"id": conv.id.to_string(), "created": created}));
             } else {

@@ -397,7 +397,7 @@ async fn seed_store(
         let members = g[1..].iter().map(|k| (out[*k].0, MemberRole::Member)).collect();
         let (c, _) = services
             .messaging
-            .create_conversation(Actor::User(out[g[0]].0), ConversationKind::Group, Some("g".into()), members)
+            .create_conversation(Actor::User(out[g[0]].0), ConversationKind::Group, Some("g".into()), members, None)
             .await
             .unwrap();
         convs.push((c.id.to_string(), g[0], ConversationKind::Group, g.iter().copied().collect()));
@@ -410,6 +410,7 @@ async fn seed_store(
                 ConversationKind::Direct,
                 None,
                 vec![(out[b].0, MemberRole::Member)],
+                None,
             )
             .await
             .unwrap();

@@ -418,6 +418,7 @@ async fn by_default_only_tls13_is_spoken_and_https_and_websockets_work() {
     let (status, _, confirmed) =
         https_as(addr, &ca, true, "POST", "/api/v1/auth/mfa/totp/confirm", Some(confirm), Some(&token)).await;
     assert_eq!((status, &confirmed["state"]), (200, &json!("active")), "{confirmed}");
+    let token = confirmed["token"].as_str().unwrap().to_owned();
     let (status, _, ticket) = https_as(addr, &ca, true, "POST", "/api/v1/auth/ws-ticket", None, Some(&token)).await;
     assert_eq!(status, 200, "{ticket}");
     let ticket = ticket["ticket"].as_str().unwrap().to_owned();

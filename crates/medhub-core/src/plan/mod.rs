@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::DomainError;
 use crate::event::{Event, EventKind};
-use crate::ids::{ClientTxnId, ConversationId, EventId, MessageId, Seq, UserId};
+use crate::ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, UserId};
 use crate::model::{
     Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, User,
 };
+use crate::patient::PatientRef;
 use crate::policy::{self, Actor};
 use crate::validate;
 
@@ -103,6 +104,8 @@ pub struct CreateConversation {
     pub title: Option<String>,
     /// Initial members besides the actor (a user actor joins as owner of groups and channels).
     pub members: Vec<(UserId, MemberRole)>,
+    /// The patient the conversation is about (groups only).
+    pub patient: Option<PatientRef>,
 }
 
 /// Sends a message.
@@ -420,9 +423,10 @@ impl Planner<'_> {
         }
     }
 
-    fn active_user(&self, user: UserId) -> Result<(), DomainError> {
+    /// The user's organization, if the user exists and is active.
+    fn active_user(&self, user: UserId) -> Result<OrgId, DomainError> {
         match self.s.users.get(&user) {
-            Some(u) if u.active => Ok(()),
+            Some(u) if u.active => Ok(u.org),
             _ => Err(DomainError::UserNotFound),
         }
     }
@@ -484,9 +488,19 @@ impl Planner<'_> {
         if members.len() > self.max_members(c.kind) {
             return Err(DomainError::TooManyMembers { max: self.max_members(c.kind) });
         }
-        for (u, _) in &members {
-            self.active_user(*u)?;
+        if c.patient.is_some() && c.kind != ConversationKind::Group {
+            return Err(DomainError::PatientLinkNotAllowed);
         }
+        // Every member is an active user of one organization: the conversation's. A user of
+        // another organization is answered as one that does not exist.
+        let mut org = None;
+        for (u, _) in &members {
+            let user_org = self.active_user(*u)?;
+            if *org.get_or_insert(user_org) != user_org {
+                return Err(DomainError::UserNotFound);
+            }
+        }
+        let org = org.ok_or(DomainError::NoMembers)?;
         let owners = members.iter().filter(|(_, r)| *r == MemberRole::Owner).count() as u32;
         let conv = Conversation {
             id: c.id,
@@ -497,6 +511,8 @@ impl Planner<'_> {
             last_seq: Seq::ZERO,
             member_count: members.len() as u32,
             owner_count: owners,
+            org,
+            patient: c.patient.clone(),
         };
         if self.s.conversations.contains_key(&c.id) {
             // A retried create with the same id: answer with what exists.
@@ -552,7 +568,9 @@ impl Planner<'_> {
     ) -> Result<Outcome, DomainError> {
         let (mut conv, actor_role) = self.visible(actor, id)?;
         policy::can_manage(conv.kind, actor_role)?;
-        self.active_user(user)?;
+        if self.active_user(user)? != conv.org {
+            return Err(DomainError::UserNotFound);
+        }
         if self.s.members.contains_key(&(id, user)) {
             return Err(DomainError::AlreadyMember);
         }

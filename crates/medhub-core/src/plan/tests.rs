@@ -19,6 +19,8 @@ struct World {
     periods: Vec<(ConversationId, UserId, EventId, Option<EventId>)>,
     events: Vec<Event>,
     revisions: Vec<Revision>,
+    /// The organization `user()` puts new users in.
+    org: Option<OrgId>,
 }
 
 impl World {
@@ -122,12 +124,17 @@ impl World {
     }
 
     fn user(&mut self) -> UserId {
+        let org = *self.org.get_or_insert_with(OrgId::new_v7);
+        self.user_in(org)
+    }
+
+    fn user_in(&mut self, org: OrgId) -> UserId {
         let id = UserId::new_v7();
         self.users.insert(
             id,
             User {
                 id,
-                org: OrgId::new_v7(),
+                org,
                 username: id.to_string(),
                 display_name: "Test".into(),
                 role: SystemRole::User,
@@ -146,6 +153,7 @@ impl World {
             kind: ConversationKind::Group,
             title: Some("Ward 7".into()),
             members: others.to_vec(),
+            patient: None,
         })]);
         assert!(matches!(r[0], Ok(Outcome::Conversation { created: true, .. })), "{r:?}");
         id
@@ -259,6 +267,7 @@ fn create_and_send_in_one_batch() {
             kind: ConversationKind::Direct,
             title: None,
             members: vec![(b, MemberRole::Owner)],
+            patient: None,
         }),
         send(a, id, "t", "hello"),
     ]);
@@ -271,6 +280,7 @@ fn create_and_send_in_one_batch() {
         kind: ConversationKind::Direct,
         title: None,
         members: vec![(a, MemberRole::Member)],
+        patient: None,
     })]);
     match &r[0] {
         Ok(Outcome::Conversation { conversation, created: false, event: None }) => assert_eq!(conversation.id, id),
@@ -282,6 +292,7 @@ fn create_and_send_in_one_batch() {
         kind: ConversationKind::Direct,
         title: None,
         members: vec![(a, MemberRole::Member)],
+        patient: None,
     })]);
     assert_eq!(alone[0], Err(DomainError::DirectNeedsTwoMembers));
 }
@@ -509,4 +520,82 @@ fn timestamps_are_truncated_to_what_storage_keeps() {
     let m = sent(&plan.results[0]);
     assert_eq!(m.created_at.as_nanosecond(), 1_800_000_000_123_456_000);
     assert_eq!(plan.effects.events[0].at, m.created_at);
+}
+
+#[test]
+fn organizations_do_not_mix() {
+    let mut w = World::default();
+    let (a, b) = (w.user(), w.user());
+    let elsewhere = w.user_in(OrgId::new_v7());
+    // Creating with a user of another organization: as if that user did not exist.
+    for kind in [ConversationKind::Direct, ConversationKind::Group] {
+        let r = w.run(&[Command::CreateConversation(CreateConversation {
+            id: ConversationId::new_v7(),
+            actor: Actor::User(a),
+            kind,
+            title: None,
+            members: vec![(elsewhere, MemberRole::Member)],
+            patient: None,
+        })]);
+        assert_eq!(r[0], Err(DomainError::UserNotFound), "{kind:?}");
+    }
+    // Adding one later: the same answer, and nothing changes.
+    let conv = w.group(a, &[(b, MemberRole::Member)]);
+    let r = w.run(&[Command::AddMember {
+        actor: Actor::System,
+        conversation: conv,
+        user: elsewhere,
+        role: MemberRole::Member,
+    }]);
+    assert_eq!(r[0], Err(DomainError::UserNotFound));
+    assert!(!w.members.contains_key(&(conv, elsewhere)));
+    assert_eq!(w.conversations[&conv].org, w.users[&a].org);
+    // The operator cannot mix them either.
+    let r = w.run(&[Command::CreateConversation(CreateConversation {
+        id: ConversationId::new_v7(),
+        actor: Actor::System,
+        kind: ConversationKind::Group,
+        title: None,
+        members: vec![(a, MemberRole::Owner), (elsewhere, MemberRole::Member)],
+        patient: None,
+    })]);
+    assert_eq!(r[0], Err(DomainError::UserNotFound));
+    let r = w.run(&[Command::CreateConversation(CreateConversation {
+        id: ConversationId::new_v7(),
+        actor: Actor::System,
+        kind: ConversationKind::Group,
+        title: None,
+        members: vec![],
+        patient: None,
+    })]);
+    assert_eq!(r[0], Err(DomainError::NoMembers));
+}
+
+#[test]
+fn only_groups_are_linked_to_a_patient() {
+    let mut w = World::default();
+    let (a, b) = (w.user(), w.user());
+    let patient = crate::patient::PatientRef::parse("pat-42").unwrap();
+    for kind in [ConversationKind::Direct, ConversationKind::Channel] {
+        let r = w.run(&[Command::CreateConversation(CreateConversation {
+            id: ConversationId::new_v7(),
+            actor: Actor::User(a),
+            kind,
+            title: None,
+            members: vec![(b, MemberRole::Member)],
+            patient: Some(patient.clone()),
+        })]);
+        assert_eq!(r[0], Err(DomainError::PatientLinkNotAllowed), "{kind:?}");
+    }
+    let id = ConversationId::new_v7();
+    let r = w.run(&[Command::CreateConversation(CreateConversation {
+        id,
+        actor: Actor::User(a),
+        kind: ConversationKind::Group,
+        title: Some("Bed 12".into()),
+        members: vec![(b, MemberRole::Member)],
+        patient: Some(patient.clone()),
+    })]);
+    assert!(matches!(r[0], Ok(Outcome::Conversation { created: true, .. })), "{r:?}");
+    assert_eq!(w.conversations[&id].patient, Some(patient));
 }

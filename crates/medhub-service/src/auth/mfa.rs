@@ -7,7 +7,7 @@ use medhub_core::model::SessionState;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 
-use super::{AuthService, ClientInfo, Principal, random_bytes, throttle_keys};
+use super::{AuthService, ClientInfo, Principal, TOKEN_PREFIX, new_token, random_bytes, throttle_keys, token_hash};
 use crate::ServiceError;
 
 /// RFC 6238 parameters every authenticator app understands: SHA-1, 6 digits, 30 s.
@@ -38,6 +38,20 @@ impl std::fmt::Debug for MfaProof {
             MfaProof::Totp(_) => "Totp(..)",
             MfaProof::RecoveryCode(_) => "RecoveryCode(..)",
         })
+    }
+}
+
+/// A confirmed authenticator: the recovery codes, shown only now, and the session's new
+/// token when enrolment finished sign-in.
+#[derive(Clone)]
+pub struct Enrolled {
+    pub recovery_codes: Vec<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrolled(..)")
     }
 }
 
@@ -137,7 +151,7 @@ impl AuthService {
         principal: &Principal,
         code: &str,
         client: &ClientInfo,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Enrolled, ServiceError> {
         principal.require_step(&[SessionState::MfaEnrollmentRequired, SessionState::Active])?;
         let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
@@ -166,21 +180,34 @@ impl AuthService {
         self.store.clear_throttle(&keys[0]).await?;
         // Enrolling a factor is an MFA change: every other session of the user ends.
         self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
-        if principal.session.state == SessionState::MfaEnrollmentRequired {
-            self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
-        }
+        let token = match principal.session.state {
+            SessionState::MfaEnrollmentRequired => Some(self.activate(principal).await?),
+            _ => None,
+        };
         tracing::info!(target: "medhub::auth", user = %user, "authenticator enrolled");
         self.audit_event("auth.mfa_enrol", Some(principal), Some("totp".into()), Outcome::Success, None, ip);
-        Ok(codes)
+        Ok(Enrolled { recovery_codes: codes, token })
     }
 
-    /// The second step of sign-in: a session in `mfa_required` becomes active.
+    /// Finishes sign-in for a session whose second factor was just proven: it becomes
+    /// active under a new token (the one it was created with stops working, ASVS 3.2.1).
+    /// Returns the new token.
+    pub(super) async fn activate(&self, principal: &Principal) -> Result<String, ServiceError> {
+        let token = new_token(TOKEN_PREFIX)?;
+        if !self.store.activate_session(principal.session.id, &token_hash(&token), self.now()).await? {
+            return Err(ServiceError::Unauthenticated);
+        }
+        Ok(token)
+    }
+
+    /// The second step of sign-in: a session in `mfa_required` becomes active under a new
+    /// token, which is returned.
     pub async fn verify_mfa(
         &self,
         principal: &Principal,
         proof: &MfaProof,
         client: &ClientInfo,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<String, ServiceError> {
         if principal.session.state != SessionState::MfaRequired {
             return match principal.require_active() {
                 Ok(()) => Err(ServiceError::InvalidRequest("this session already proved its second factor".into())),
@@ -188,9 +215,9 @@ impl AuthService {
             };
         }
         self.prove(principal, "auth.mfa", proof, client).await?;
-        self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
+        let token = self.activate(principal).await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, session = %principal.session.id, "signed in");
-        Ok(())
+        Ok(token)
     }
 
     /// Step-up: proves the second factor again in an active session, which allows sensitive

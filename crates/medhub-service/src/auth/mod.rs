@@ -37,7 +37,7 @@ use crate::server_key::ServerKey;
 use crate::{ServiceConfig, ServiceError};
 
 pub use accounts::{Invitation, NewUser};
-pub use mfa::{MfaProof, TotpEnrollment, totp_code};
+pub use mfa::{Enrolled, MfaProof, TotpEnrollment, totp_code};
 pub use sessions::WS_TICKET_TTL;
 pub use sso::{DEFAULT_ACCEPTED_AMR, OidcConfig, OidcSignIn, check_return_to, sso_username};
 

@@ -137,6 +137,13 @@ impl AuthService {
         if let Some(pending) = self.activity.lock().get(&session.id) {
             session.last_activity_at = session.last_activity_at.max(*pending);
         }
+        if rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(), now).is_some() {
+            // The sweeper may have written this session's activity and dropped it from memory
+            // between the read above and the look at memory: read it again before ending it.
+            if let Some(fresh) = self.store.session(session.id).await? {
+                session.last_activity_at = session.last_activity_at.max(fresh.last_activity_at);
+            }
+        }
         if let Some(why) = rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(), now) {
             self.end_sessions_now(&[(session.id, session.user)], now, why.as_str()).await?;
             tracing::info!(target: "medhub::auth", session = %session.id, reason = why.as_str(), "session expired");

@@ -171,6 +171,8 @@ struct Columns {
     cn_seq: Vec<i64>,
     cn_mc: Vec<i32>,
     cn_oc: Vec<i32>,
+    cn_org: Vec<Uuid>,
+    cn_patient: Vec<Option<String>>,
     cn_direct: Vec<Option<Vec<u8>>>,
     // conversations_changed
     cc_id: Vec<Uuid>,
@@ -261,6 +263,8 @@ impl Columns {
             c.cn_seq.push(i(x.last_seq.get()));
             c.cn_mc.push(x.member_count as i32);
             c.cn_oc.push(x.owner_count as i32);
+            c.cn_org.push(x.org.as_uuid());
+            c.cn_patient.push(x.patient.as_ref().map(|p| p.as_str().to_owned()));
             c.cn_direct.push(e.direct_new.iter().find(|(_, _, id)| *id == x.id).map(|(a, b, _)| direct_key(*a, *b)));
         }
         for x in &e.conversations_changed {
@@ -350,9 +354,9 @@ impl Columns {
 }
 
 const INSERT_CONVERSATIONS: &str = "INSERT INTO conversations
-     (id, kind, title, created_by, created_at, last_seq, member_count, owner_count, direct_key)
+     (id, kind, title, created_by, created_at, last_seq, member_count, owner_count, direct_key, org_id, patient_ref)
      SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::int8[], $6::int8[], $7::int4[],
-                          $8::int4[], $9::bytea[])";
+                          $8::int4[], $9::bytea[], $10::uuid[], $11::text[])";
 const UPDATE_CONVERSATIONS: &str = "UPDATE conversations c
      SET title = k.title, last_seq = k.last_seq, member_count = k.mc, owner_count = k.oc
      FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int4[], $5::int4[]) AS k(id, title, last_seq, mc, oc)
@@ -435,7 +439,19 @@ async fn write(tx: &Transaction<'_>, e: &Effects) -> Result<(), StoreError> {
     let plan: Vec<(&str, Vec<Param<'_>>, bool)> = vec![
         (
             INSERT_CONVERSATIONS,
-            vec![&c.cn_id, &c.cn_kind, &c.cn_title, &c.cn_by, &c.cn_at, &c.cn_seq, &c.cn_mc, &c.cn_oc, &c.cn_direct],
+            vec![
+                &c.cn_id,
+                &c.cn_kind,
+                &c.cn_title,
+                &c.cn_by,
+                &c.cn_at,
+                &c.cn_seq,
+                &c.cn_mc,
+                &c.cn_oc,
+                &c.cn_direct,
+                &c.cn_org,
+                &c.cn_patient,
+            ],
             c.cn_id.is_empty(),
         ),
         (UPDATE_CONVERSATIONS, vec![&c.cc_id, &c.cc_title, &c.cc_seq, &c.cc_mc, &c.cc_oc], c.cc_id.is_empty()),

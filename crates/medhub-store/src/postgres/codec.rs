@@ -5,6 +5,7 @@ use medhub_core::model::{
     Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Session,
     SessionState, SystemRole, User,
 };
+use medhub_core::patient::PatientRef;
 use medhub_core::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -44,6 +45,13 @@ pub(super) fn ts(row: &Row, i: usize) -> R<jiff::Timestamp> {
 
 pub(super) fn opt_ts(row: &Row, i: usize) -> R<Option<jiff::Timestamp>> {
     Ok(row.try_get::<_, Option<i64>>(i)?.map(from_micros))
+}
+
+pub(super) fn patient_ref(row: &Row, i: usize) -> R<Option<PatientRef>> {
+    match row.try_get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(s) => PatientRef::parse(&s).map(Some).map_err(|_| bad(i, "bad patient_ref")),
+    }
 }
 
 pub(super) fn seq(row: &Row, i: usize) -> R<Seq> {
@@ -120,6 +128,8 @@ pub(super) fn conversation(row: &Row, o: usize) -> R<Conversation> {
         last_seq: seq(row, o + 5)?,
         member_count: u32_of(row, o + 6)?,
         owner_count: u32_of(row, o + 7)?,
+        org: OrgId::from_uuid(uuid(row, o + 8)?),
+        patient: patient_ref(row, o + 9)?,
     })
 }
 

@@ -101,6 +101,17 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
+    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE sessions SET state = $2, mfa_at = $3, token_hash = $4 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id.as_uuid(), &SessionState::Active.as_str(), &us(now), &token_hash.as_slice()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
         if activity.is_empty() {
             return Ok(());

@@ -9,6 +9,7 @@
 mod batch;
 mod codec;
 mod identity;
+mod patients;
 mod read;
 mod tls;
 
@@ -34,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_sso.sql")),
     (5, include_str!("../../migrations/postgres/0005_roles.sql")),
     (6, include_str!("../../migrations/postgres/0006_audit.sql")),
+    (9, include_str!("../../migrations/postgres/0009_patient_scope.sql")),
 ];
 
 /// The PostgreSQL-backed store.

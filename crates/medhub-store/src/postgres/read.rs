@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::codec::{self, i};
 use crate::sql::{
-    CONVERSATION_COLS, EVENT_JOINS, EVENT_SELECT, MEMBER_COLS, MESSAGE_COLS, MESSAGE_COLS_M, SESSION_COLS, USER_COLS,
-    prefixed,
+    CONVERSATION_COL_COUNT, CONVERSATION_COLS, EVENT_JOINS, EVENT_SELECT, MEMBER_COLS, MESSAGE_COLS, MESSAGE_COLS_M,
+    SESSION_COLS, USER_COLS, prefixed,
 };
 use crate::{ConversationView, HistoryPage, RecipientRow, StoreError, UserRecord};
 
@@ -187,8 +187,8 @@ pub(super) async fn conversations_for_user(c: &ClientWrapper, user: UserId) -> R
         .map(|r| {
             Ok(ConversationView {
                 conversation: codec::conversation(r, 0)?,
-                me: codec::member(r, 8)?,
-                unread: r.try_get::<_, i64>(14)?.max(0) as u64,
+                me: codec::member(r, CONVERSATION_COL_COUNT)?,
+                unread: r.try_get::<_, i64>(CONVERSATION_COL_COUNT + 6)?.max(0) as u64,
             })
         })
         .collect()

@@ -128,8 +128,9 @@ fn write(tx: &Transaction<'_>, e: &Effects) -> Result<(), StoreError> {
     for c in &e.conversations_new {
         let direct = e.direct_new.iter().find(|(_, _, id)| *id == c.id).map(|(a, b, _)| direct_key(*a, *b));
         tx.prepare_cached(
-            "INSERT INTO conversations (id, kind, title, created_by, created_at, last_seq, member_count, owner_count, direct_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO conversations
+               (id, kind, title, created_by, created_at, last_seq, member_count, owner_count, direct_key, org_id, patient_ref)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             c.id.to_bytes(),
@@ -141,6 +142,8 @@ fn write(tx: &Transaction<'_>, e: &Effects) -> Result<(), StoreError> {
             c.member_count,
             c.owner_count,
             direct,
+            c.org.to_bytes(),
+            c.patient.as_ref().map(|p| p.as_str()),
         ])?;
     }
     for c in &e.conversations_changed {

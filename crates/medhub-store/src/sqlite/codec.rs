@@ -5,6 +5,7 @@ use medhub_core::model::{
     Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Session,
     SessionState, SystemRole, User,
 };
+use medhub_core::patient::PatientRef;
 use medhub_core::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
 use rusqlite::Row;
 use rusqlite::types::{FromSqlError, Type};
@@ -47,6 +48,13 @@ pub(super) fn ts(row: &Row<'_>, i: usize) -> rusqlite::Result<jiff::Timestamp> {
 
 pub(super) fn opt_ts(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<jiff::Timestamp>> {
     Ok(row.get::<_, Option<i64>>(i)?.map(from_micros))
+}
+
+pub(super) fn patient_ref(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<PatientRef>> {
+    match row.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(s) => PatientRef::parse(&s).map(Some).map_err(|_| corrupt(i, "bad patient_ref")),
+    }
 }
 
 pub(super) fn seq(row: &Row<'_>, i: usize) -> rusqlite::Result<Seq> {
@@ -108,6 +116,8 @@ pub(super) fn conversation(row: &Row<'_>, o: usize) -> rusqlite::Result<Conversa
         last_seq: seq(row, o + 5)?,
         member_count: row.get(o + 6)?,
         owner_count: row.get(o + 7)?,
+        org: id(row, o + 8, OrgId::from_slice)?,
+        patient: patient_ref(row, o + 9)?,
     })
 }
 

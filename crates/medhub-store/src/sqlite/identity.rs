@@ -111,6 +111,18 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
+    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError> {
+        let hash = token_hash.to_vec();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE sessions SET state = ?2, mfa_at = ?3, token_hash = ?4 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id.to_bytes(), SessionState::Active.as_str(), us(now), hash],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
         if activity.is_empty() {
             return Ok(());

@@ -7,7 +7,7 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, UserId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::codec::{self, i};
-use crate::sql::{EVENT_JOINS, EVENT_SELECT, prefixed};
+use crate::sql::{CONVERSATION_COL_COUNT, EVENT_JOINS, EVENT_SELECT, prefixed};
 use crate::{ConversationView, EventRow, HistoryPage, RecipientRow, StoreError, UserRecord};
 
 pub(super) fn org(c: &mut Connection) -> Result<Option<Org>, StoreError> {
@@ -248,8 +248,8 @@ pub(super) fn conversations_for_user(c: &mut Connection, user: UserId) -> Result
     let rows = st.query_map([user.to_bytes()], |r| {
         Ok(ConversationView {
             conversation: codec::conversation(r, 0)?,
-            me: codec::member(r, 8)?,
-            unread: r.get::<_, i64>(14)?.max(0) as u64,
+            me: codec::member(r, CONVERSATION_COL_COUNT)?,
+            unread: r.get::<_, i64>(CONVERSATION_COL_COUNT + 6)?.max(0) as u64,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

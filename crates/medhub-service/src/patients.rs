@@ -1,0 +1,220 @@
+//! Patient scope: care teams, who may read a patient's conversation, and break-glass
+//! (HIPAA 164.312(a)(2)(ii)).
+//!
+//! The decisions are pure functions in `medhub_core::patient`; this service gathers their
+//! facts, records grants durably, reports every read that is not a member's to the audit
+//! interface, alerts compliance officers, and records the end of each grant when it expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use medhub_core::audit::Outcome;
+use medhub_core::authz::Permission;
+use medhub_core::model::Conversation;
+use medhub_core::patient::{self as rules, Access, AccessFacts, PatientRef};
+use medhub_core::{Clock, ConversationId, DomainError, UserId};
+use medhub_store::{BreakGlassGrant, CareTeamMember, DynStore};
+use medhub_wire::ServerFrame;
+
+use crate::hub::{Hub, frame_bytes};
+use crate::{AuditSink, Principal, ServiceError};
+
+/// Most grants listed in one page.
+pub const MAX_GRANTS_PAGE: u32 = 500;
+
+/// Care teams and break-glass.
+#[derive(Clone)]
+pub struct Patients {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    audit: AuditSink,
+    hub: Arc<Hub>,
+}
+
+impl Patients {
+    pub fn new(store: DynStore, clock: Arc<dyn Clock>, audit: AuditSink, hub: Arc<Hub>) -> Self {
+        Self { store, clock, audit, hub }
+    }
+
+    fn record(&self, p: &Principal, action: &str, target: String, outcome: Outcome, reason: Option<&str>) {
+        self.audit.record(action, Some(p.user.id), Some(p.session.id), Some(target), outcome, reason, None);
+    }
+
+    /// Why a user who is not a member may read the conversation, if at all. Every read it
+    /// allows is reported to the audit interface with its basis; the caller answers `None`
+    /// as "not found".
+    pub async fn reader_access(&self, p: &Principal, conv: &Conversation) -> Result<Option<Access>, ServiceError> {
+        let Some(patient) = conv.patient.as_ref().filter(|_| conv.org == p.user.org) else {
+            return Ok(None);
+        };
+        let on_care_team = self.store.on_care_team(conv.org, patient, p.user.id).await?;
+        let break_glass_until =
+            if on_care_team { None } else { self.store.break_glass_until(p.user.id, conv.id).await? };
+        let facts = AccessFacts { member: false, patient_linked: true, on_care_team, break_glass_until };
+        let access = rules::access(facts, self.clock.now());
+        if let Some(a) = access {
+            self.record(p, "patient.read", conv.id.to_string(), Outcome::Allow, Some(a.as_str()));
+        }
+        Ok(access)
+    }
+
+    /// The patient's care team.
+    pub async fn care_team(&self, p: &Principal, patient: &str) -> Result<Vec<CareTeamMember>, ServiceError> {
+        p.require_active()?;
+        let patient = PatientRef::parse(patient)?;
+        Ok(self.store.care_team(p.user.org, &patient).await?)
+    }
+
+    /// Puts a user of the caller's organization on the patient's care team. Answers whether
+    /// they were added (false: already on it).
+    pub async fn add_to_care_team(&self, p: &Principal, patient: &str, user: UserId) -> Result<bool, ServiceError> {
+        p.require(Permission::CareTeamAdmin)?;
+        let patient = PatientRef::parse(patient)?;
+        let target = self.store.user(user).await?;
+        if !target.is_some_and(|u| u.active && u.org == p.user.org) {
+            return Err(DomainError::UserNotFound.into());
+        }
+        let added = self.store.add_to_care_team(p.user.org, &patient, user, p.user.id, self.clock.now()).await?;
+        if added {
+            self.record(p, "care_team.add", format!("patient:{patient} user:{user}"), Outcome::Success, None);
+        }
+        Ok(added)
+    }
+
+    /// Takes a user off the patient's care team; `not_found` if they were not on it.
+    pub async fn remove_from_care_team(&self, p: &Principal, patient: &str, user: UserId) -> Result<(), ServiceError> {
+        p.require(Permission::CareTeamAdmin)?;
+        let patient = PatientRef::parse(patient)?;
+        if !self.store.remove_from_care_team(p.user.org, &patient, user).await? {
+            return Err(DomainError::UserNotFound.into());
+        }
+        self.record(p, "care_team.remove", format!("patient:{patient} user:{user}"), Outcome::Success, None);
+        Ok(())
+    }
+
+    /// Opens a patient's conversation the caller is not in, for the organization's
+    /// break-glass duration. Needs the permission, a reason and a step-up within the last
+    /// 5 minutes. A conversation that is not linked to a patient, or not the caller's
+    /// organization's, is `not_found`, as if it did not exist.
+    pub async fn break_glass(
+        &self,
+        p: &Principal,
+        conversation: ConversationId,
+        reason: &str,
+    ) -> Result<BreakGlassGrant, ServiceError> {
+        p.require(Permission::BreakGlass)?;
+        let target = conversation.to_string();
+        if let Err(e) = p.require_step_up(self.clock.now()) {
+            self.record(p, "break_glass.start", target, Outcome::Deny, Some("step_up_required"));
+            return Err(e);
+        }
+        let reason = rules::break_glass_reason(reason)?;
+        let conv = self.store.conversation(conversation).await?.filter(|c| c.org == p.user.org);
+        let Some((conv, patient)) = conv.and_then(|c| c.patient.clone().map(|pt| (c, pt))) else {
+            return Err(DomainError::ConversationNotFound.into());
+        };
+        let member = self.store.member(conv.id, p.user.id).await?.is_some();
+        if member || self.store.on_care_team(conv.org, &patient, p.user.id).await? {
+            return Err(DomainError::BreakGlassNotNeeded.into());
+        }
+        let now = self.clock.now();
+        let duration = self.store.break_glass_duration(conv.org).await?;
+        let grant = BreakGlassGrant {
+            id: uuid::Uuid::now_v7(),
+            org: conv.org,
+            user: p.user.id,
+            session: p.session.id,
+            conversation: conv.id,
+            patient,
+            reason,
+            started_at: now,
+            expires_at: now.checked_add(duration).unwrap_or(Timestamp::MAX),
+            ended_at: None,
+        };
+        // Stored before access is granted: the grant is the durable record of the access.
+        self.store.create_break_glass(&grant).await?;
+        self.record(p, "break_glass.start", target, Outcome::Success, Some(&grant.id.to_string()));
+        tracing::warn!(
+            target: "medhub::audit",
+            grant = %grant.id,
+            user = %p.user.id,
+            conversation = %conv.id,
+            "break-glass access opened"
+        );
+        self.alert_compliance(&grant).await?;
+        Ok(grant)
+    }
+
+    /// Tells the organization's compliance officers who are online.
+    async fn alert_compliance(&self, g: &BreakGlassGrant) -> Result<(), ServiceError> {
+        let officers = self.store.users_with_permission(g.org, Permission::AuditRead.as_str()).await?;
+        let frame = frame_bytes(&ServerFrame::BreakGlass {
+            grant_id: g.id,
+            user_id: g.user.as_uuid(),
+            conversation_id: g.conversation.as_uuid(),
+            started_at: g.started_at,
+            expires_at: g.expires_at,
+        });
+        self.hub.send_ephemeral(officers, None, frame);
+        Ok(())
+    }
+
+    /// The organization's break-glass grants, newest first, for review.
+    pub async fn grants(
+        &self,
+        p: &Principal,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> Result<Vec<BreakGlassGrant>, ServiceError> {
+        p.require(Permission::AuditRead)?;
+        if limit == 0 || limit > MAX_GRANTS_PAGE {
+            return Err(ServiceError::InvalidRequest(format!("limit must be between 1 and {MAX_GRANTS_PAGE}")));
+        }
+        Ok(self.store.break_glass_grants(p.user.org, before, limit).await?)
+    }
+
+    /// The organization's break-glass duration, in minutes.
+    pub async fn break_glass_minutes(&self, p: &Principal) -> Result<i64, ServiceError> {
+        Ok(self.store.break_glass_duration(p.user.org).await?.as_mins())
+    }
+
+    /// Sets the organization's break-glass duration (needs a step-up).
+    pub async fn set_break_glass_minutes(&self, p: &Principal, minutes: i64) -> Result<(), ServiceError> {
+        p.require(Permission::OrgSettings)?;
+        p.require_step_up(self.clock.now())?;
+        let d = rules::break_glass_duration(minutes)?;
+        self.store.set_break_glass_duration(p.user.org, d).await?;
+        self.record(p, "admin.settings", format!("break_glass_minutes={minutes}"), Outcome::Success, None);
+        Ok(())
+    }
+
+    /// Records the end of every grant that expired: one audit record each, once.
+    pub async fn end_expired(&self) -> Result<usize, ServiceError> {
+        let ended = self.store.end_expired_break_glass(self.clock.now()).await?;
+        for g in &ended {
+            self.audit.record(
+                "break_glass.end",
+                Some(g.user),
+                Some(g.session),
+                Some(g.conversation.to_string()),
+                Outcome::Success,
+                Some("expired"),
+                None,
+            );
+        }
+        Ok(ended.len())
+    }
+
+    /// Records expired grants every `interval`, until the task is aborted.
+    pub async fn run_sweeper(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.end_expired().await {
+                tracing::warn!(error = %e, "recording the end of break-glass grants failed; retrying");
+            }
+        }
+    }
+}
