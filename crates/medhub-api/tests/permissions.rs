@@ -1,6 +1,8 @@
 //! The permission matrix: every route and every frame type, called by every kind of caller
-//! against a real server, must be allowed or denied exactly as `permissions.csv` says. A route
-//! or frame missing from the CSV (or listed there but not in the authorization table) fails.
+//! (anonymous, a pending sign-in, a deactivated user, and a user of each role of the shipped
+//! catalogue) against a real server, must be allowed or denied exactly as `permissions.csv`
+//! says. A route or frame missing from the CSV (or listed there but not in the authorization
+//! table) fails, and so does a catalogue role without its column.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +15,8 @@ use medhub_testkit::{Settings, TestServer, TestUser, WsClient, each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const CALLERS: [&str; 5] = ["anonymous", "pending", "user", "admin", "deactivated"];
+/// The callers that are not a role of the catalogue; the CSV's other columns are role keys.
+const FIXED_CALLERS: [&str; 3] = ["anonymous", "pending", "deactivated"];
 const PASSWORD: &str = "correct horse battery staple";
 
 struct Row {
@@ -23,15 +26,22 @@ struct Row {
     expect: Vec<bool>,
 }
 
+/// The caller columns, in order.
+fn callers() -> Vec<String> {
+    let text = include_str!("permissions.csv");
+    let header = text.lines().find(|l| !l.starts_with('#') && !l.trim().is_empty()).unwrap();
+    header.split(',').skip(3).map(str::to_owned).collect()
+}
+
 fn matrix() -> Vec<Row> {
     let text = include_str!("permissions.csv");
+    let columns = callers().len();
     let mut lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(header[3..], CALLERS, "the CSV's caller columns");
+    lines.next();
     lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 8, "{l}");
+            assert_eq!(f.len(), 3 + columns, "{l}");
             let expect = f[3..]
                 .iter()
                 .map(|v| match *v {
@@ -43,6 +53,17 @@ fn matrix() -> Vec<Row> {
             Row { kind: f[0].into(), method: f[1].into(), target: f[2].into(), expect }
         })
         .collect()
+}
+
+#[test]
+fn the_csv_has_a_column_for_every_role_of_the_catalogue() {
+    let callers = callers();
+    assert_eq!(callers[..3], FIXED_CALLERS);
+    let mut in_csv: Vec<String> = callers[3..].to_vec();
+    let mut catalogue: Vec<String> = medhub_core::authz::builtin_roles().into_iter().map(|r| r.key).collect();
+    in_csv.sort();
+    catalogue.sort();
+    assert_eq!(in_csv, catalogue);
 }
 
 #[test]
@@ -68,16 +89,21 @@ fn the_csv_lists_exactly_the_routes_and_frames_of_the_authorization_table() {
 }
 
 struct Callers {
-    user: TestUser,
-    admin: TestUser,
+    /// One user per role column, holding exactly that role.
+    roles: std::collections::HashMap<String, TestUser>,
     pending_name: String,
     gone: TestUser,
 }
 
 impl Callers {
     async fn setup(s: &TestServer) -> Self {
-        let user = s.user("m.user").await;
-        let admin = s.user_with_role("m.admin", SystemRole::Admin).await;
+        let mut roles = std::collections::HashMap::new();
+        for key in callers().into_iter().skip(FIXED_CALLERS.len()) {
+            let system = if key == medhub_core::authz::ADMINISTRATOR { SystemRole::Admin } else { SystemRole::User };
+            let u = s.user_with_role(&format!("m.{key}"), system).await;
+            s.set_roles(&u, &[key.as_str()]).await;
+            roles.insert(key, u);
+        }
         let auth = s.services.auth.clone();
         s.on_server(async move {
             auth.create_user(NewUser {
@@ -97,22 +123,20 @@ impl Callers {
         let auth = s.services.auth.clone();
         let id = UserId::from_uuid(gone.id);
         s.on_server(async move { auth.set_active(id, false).await.unwrap() }).await;
-        Callers { user, admin, pending_name: "m.pending".into(), gone }
+        Callers { roles, pending_name: "m.pending".into(), gone }
     }
 
     /// The caller's token for one request; sessions are fresh, because some calls end them.
     async fn token(&self, s: &TestServer, caller: &str) -> Option<String> {
         match caller {
             "anonymous" => None,
-            "user" => Some(s.new_session(&self.user).await.token),
-            "admin" => Some(s.new_session(&self.admin).await.token),
             "deactivated" => Some(self.gone.token.clone()),
             "pending" => {
                 let (status, body) = s.login(&self.pending_name, PASSWORD).await;
                 assert_eq!((status, &body["state"]), (200, &json!("mfa_required")), "{body}");
                 Some(body["token"].as_str().unwrap().to_owned())
             }
-            other => panic!("{other}"),
+            role => Some(s.new_session(&self.roles[role]).await.token),
         }
     }
 }
@@ -198,11 +222,12 @@ async fn call_frame(s: &TestServer, ty: &str, caller: &str, token: Option<&str>)
 each_backend! {
     async fn every_route_and_frame_allows_exactly_whom_the_matrix_says(db) {
         let s = TestServer::start_on(db, Settings::default()).await;
-        let callers = Callers::setup(&s).await;
+        let setup = Callers::setup(&s).await;
         let mut wrong = Vec::new();
+        let columns = callers();
         for row in matrix() {
-            for (i, caller) in CALLERS.iter().enumerate() {
-                let token = callers.token(&s, caller).await;
+            for (i, caller) in columns.iter().enumerate() {
+                let token = setup.token(&s, caller).await;
                 if row.kind == "route" {
                     let (status, body) = call_route(&s, &row.method, &row.target, token.as_deref()).await;
                     if allowed(status, &body) != row.expect[i] {
