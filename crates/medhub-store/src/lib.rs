@@ -26,7 +26,7 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
-pub use identity::{AuthFlow, Ended, IdentityStore, TotpRecord};
+pub use identity::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, TotpRecord};
 
 pub(crate) use columns::{EventColumns, EventRow};
 
