@@ -9,6 +9,7 @@ mod identity;
 mod longpoll;
 pub mod openapi;
 mod ops;
+mod passkey;
 mod ratelimit;
 mod rest;
 mod sso;
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes())
         .merge(identity::routes())
         .merge(sso::routes())
+        .merge(passkey::routes())
         .merge(longpoll::routes())
         .merge(ws::routes())
         .merge(ops::routes())
