@@ -12,8 +12,8 @@ use medhub_service::auth::{PasskeyChallenge, PasskeyPurpose};
 use medhub_store::PasskeyRecord;
 use medhub_wire::ErrorBody;
 use medhub_wire::identity::{
-    PasskeyAssertionRequest, PasskeyChallengeResponse, PasskeyList, PasskeyRegisterRequest,
-    PasskeyRegisteredResponse, PasskeyView, SessionStateResponse, SessionStateView,
+    PasskeyAssertionRequest, PasskeyChallengeResponse, PasskeyList, PasskeyRegisterRequest, PasskeyRegisteredResponse,
+    PasskeyView, SessionStateResponse, SessionStateView,
 };
 use uuid::Uuid;
 

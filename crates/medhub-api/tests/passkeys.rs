@@ -45,8 +45,7 @@ fn clock() -> Arc<ManualClock> {
 
 /// A server with passkeys on (RP `medhub.test`), on a manual clock.
 async fn server(db: medhub_store::testdb::TestDb, clock: &Arc<ManualClock>) -> TestServer {
-    let passkeys =
-        PasskeyConfig { rp_id: RP_ID.into(), rp_name: "medhub test".into(), origins: vec![ORIGIN.into()] };
+    let passkeys = PasskeyConfig { rp_id: RP_ID.into(), rp_name: "medhub test".into(), origins: vec![ORIGIN.into()] };
     TestServer::start_on(
         db,
         Settings {

@@ -160,13 +160,8 @@ pub trait IdentityStore: Send + Sync {
     /// Stores the passkey after a use (new counter) and `last_used_at`, only if the stored
     /// value is still `old` (compare-and-set: of two concurrent uses of one credential, one
     /// wins). Returns whether it was written.
-    async fn update_passkey(
-        &self,
-        id: PasskeyId,
-        old: &str,
-        new: &str,
-        used_at: Timestamp,
-    ) -> Result<bool, StoreError>;
+    async fn update_passkey(&self, id: PasskeyId, old: &str, new: &str, used_at: Timestamp)
+    -> Result<bool, StoreError>;
     /// Deletes one of the user's passkeys, unless it is the user's last second factor; the
     /// check and the deletion are one transaction (serialised per user).
     async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError>;

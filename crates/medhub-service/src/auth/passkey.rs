@@ -264,7 +264,14 @@ impl AuthService {
         let keys = throttle_keys("mfa", &user.to_string(), client);
         let ip = client.ip.map(|i| i.to_string());
         if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Failure, Some("rate_limited"), ip);
+            self.audit_event(
+                "auth.mfa_enrol",
+                Some(principal),
+                Some("passkey".into()),
+                Outcome::Failure,
+                Some("rate_limited"),
+                ip,
+            );
             return Err(e);
         }
         let checked = async {
@@ -373,7 +380,14 @@ impl AuthService {
         let ip = client.ip.map(|i| i.to_string());
         let action = purpose.action();
         if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event(action, Some(principal), Some("passkey".into()), Outcome::Failure, Some("rate_limited"), ip);
+            self.audit_event(
+                action,
+                Some(principal),
+                Some("passkey".into()),
+                Outcome::Failure,
+                Some("rate_limited"),
+                ip,
+            );
             return Err(e);
         }
         let checked = self.check_assertion(&webauthn, principal, purpose, ceremony_id, credential).await;
@@ -402,16 +416,15 @@ impl AuthService {
         let state: PasskeyAuthentication = self.take_ceremony(principal, purpose.kind(), ceremony_id).await?;
         let credential: PublicKeyCredential =
             serde_json::from_value(credential).map_err(|e| refused(format!("not an assertion: {e}")))?;
-        let record = self
-            .store
-            .passkey_by_credential(&credential.raw_id)
-            .await?
-            .ok_or_else(|| refused("unknown credential"))?;
+        let record =
+            self.store.passkey_by_credential(&credential.raw_id).await?.ok_or_else(|| refused("unknown credential"))?;
         if record.user != principal.user.id {
             return Err(refused(format!("a credential of another user ({})", record.user)));
         }
         let result = webauthn.finish_passkey_authentication(&credential, &state).map_err(|e| match e {
-            WebauthnError::CredentialPossibleCompromise => refused("the signature counter went backwards (cloned authenticator?)"),
+            WebauthnError::CredentialPossibleCompromise => {
+                refused("the signature counter went backwards (cloned authenticator?)")
+            }
             other => refused(other.to_string()),
         })?;
         if !result.user_verified() {
@@ -424,8 +437,8 @@ impl AuthService {
         if counter_went_backwards(result.counter(), stored) {
             return Err(refused("the signature counter went backwards (cloned authenticator?)"));
         }
-        let mut passkey: Passkey = serde_json::from_str(&record.passkey)
-            .map_err(|e| StoreError::Corrupt(format!("a stored passkey: {e}")))?;
+        let mut passkey: Passkey =
+            serde_json::from_str(&record.passkey).map_err(|e| StoreError::Corrupt(format!("a stored passkey: {e}")))?;
         passkey.update_credential(&result);
         let updated = serde_json::to_string(&passkey)
             .map_err(|e| ServiceError::InvalidRequest(format!("passkey could not be stored: {e}")))?;
@@ -446,7 +459,14 @@ impl AuthService {
         ip: Option<String>,
     ) -> ServiceError {
         let ServiceError::InvalidPasskey(reason) = &e else { return e };
-        self.audit_event(action, Some(principal), Some("passkey".into()), Outcome::Failure, Some("invalid_passkey"), ip);
+        self.audit_event(
+            action,
+            Some(principal),
+            Some("passkey".into()),
+            Outcome::Failure,
+            Some("invalid_passkey"),
+            ip,
+        );
         tracing::info!(target: "medhub::auth", user = %principal.user.id, outcome = "denied", reason = %reason,
             "passkey refused");
         if let Err(t) = self.record_failure(keys).await {

@@ -307,7 +307,13 @@ impl IdentityStore for PgStore {
         c.query(&sql, &[&credential_id]).await?.first().map(passkey).transpose()
     }
 
-    async fn update_passkey(&self, id: PasskeyId, old: &str, new: &str, used_at: Timestamp) -> Result<bool, StoreError> {
+    async fn update_passkey(
+        &self,
+        id: PasskeyId,
+        old: &str,
+        new: &str,
+        used_at: Timestamp,
+    ) -> Result<bool, StoreError> {
         let c = self.pool.get().await?;
         let n = c
             .execute(

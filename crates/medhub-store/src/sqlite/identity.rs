@@ -329,7 +329,13 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn update_passkey(&self, id: PasskeyId, old: &str, new: &str, used_at: Timestamp) -> Result<bool, StoreError> {
+    async fn update_passkey(
+        &self,
+        id: PasskeyId,
+        old: &str,
+        new: &str,
+        used_at: Timestamp,
+    ) -> Result<bool, StoreError> {
         let (old, new) = (old.to_owned(), new.to_owned());
         self.write(move |c| {
             Ok(c.execute(
