@@ -37,9 +37,18 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/auth/mfa/totp/enroll", Need::Step(&[MfaEnrollmentRequired, Active])),
     ("POST", "/api/v1/auth/mfa/totp/confirm", Need::Step(&[MfaEnrollmentRequired, Active])),
     ("POST", "/api/v1/auth/mfa/verify", Need::Step(&[MfaRequired, Active])),
+    // Passkeys: registration is enrolment (or a further factor), verify is the second step.
+    ("POST", "/api/v1/auth/mfa/passkey/register/start", Need::Step(&[MfaEnrollmentRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/passkey/register/finish", Need::Step(&[MfaEnrollmentRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/passkey/verify/start", Need::Step(&[MfaRequired, Active])),
+    ("POST", "/api/v1/auth/mfa/passkey/verify/finish", Need::Step(&[MfaRequired, Active])),
     // One's own account.
     ("POST", "/api/v1/auth/mfa/recovery-codes", Need::Active(OwnAccount)),
     ("POST", "/api/v1/auth/step-up", Need::Active(OwnAccount)),
+    ("POST", "/api/v1/auth/step-up/passkey/start", Need::Active(OwnAccount)),
+    ("POST", "/api/v1/auth/step-up/passkey/finish", Need::Active(OwnAccount)),
+    ("GET", "/api/v1/auth/mfa/passkeys", Need::Active(OwnAccount)),
+    ("DELETE", "/api/v1/auth/mfa/passkeys/{id}", Need::Active(OwnAccount)),
     ("GET", "/api/v1/auth/sessions", Need::Active(OwnAccount)),
     ("DELETE", "/api/v1/auth/sessions/{id}", Need::Active(OwnAccount)),
     ("POST", "/api/v1/auth/ws-ticket", Need::Active(OwnAccount)),

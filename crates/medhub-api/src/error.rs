@@ -33,6 +33,11 @@ pub fn wire_error(e: &ServiceError) -> WireError {
         ServiceError::StepUpRequired => WireError::new(ErrorCode::StepUpRequired),
         ServiceError::InvalidMfaCode => WireError::new(ErrorCode::InvalidMfaCode),
         ServiceError::MfaAlreadyEnrolled => WireError::new(ErrorCode::MfaAlreadyEnrolled),
+        // The reason was logged by the service; the client gets the fixed message.
+        ServiceError::InvalidPasskey(_) => WireError::new(ErrorCode::InvalidPasskey),
+        ServiceError::PasskeysNotConfigured => WireError::new(ErrorCode::PasskeysNotConfigured),
+        ServiceError::PasskeyNotFound => WireError::new(ErrorCode::NotFound),
+        ServiceError::LastSecondFactor => WireError::new(ErrorCode::LastSecondFactor),
         ServiceError::InvalidInvitation => WireError::new(ErrorCode::InvalidInvitation),
         ServiceError::SessionExpired(_) => WireError::new(ErrorCode::SessionExpired),
         ServiceError::Throttled { retry_after_secs } => WireError {

@@ -9,6 +9,7 @@ mod identity;
 mod longpoll;
 pub mod openapi;
 mod ops;
+mod passkey;
 mod patients;
 mod ratelimit;
 mod rest;
@@ -35,9 +36,17 @@ pub use tls::{Tls, TlsError, TlsSettings, serve_tls};
 pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
     let mut filter =
         tracing_subscriber::EnvFilter::try_new(spec).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for quiet in
-        ["tungstenite=info", "tokio_tungstenite=info", "hyper=info", "h2=info", "tokio_postgres=info", "rusqlite=info"]
-    {
+    // webauthn-rs traces ceremony states and authenticator answers at debug and trace.
+    for quiet in [
+        "tungstenite=info",
+        "tokio_tungstenite=info",
+        "hyper=info",
+        "h2=info",
+        "tokio_postgres=info",
+        "rusqlite=info",
+        "webauthn_rs=info",
+        "webauthn_rs_core=info",
+    ] {
         if let Ok(d) = quiet.parse() {
             filter = filter.add_directive(d);
         }
@@ -130,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(patients::routes())
         .merge(sso::routes())
+        .merge(passkey::routes())
         .merge(longpoll::routes())
         .merge(ws::routes())
         .merge(ops::routes())

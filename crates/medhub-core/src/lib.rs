@@ -21,5 +21,5 @@ pub mod validate;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
-pub use ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
+pub use ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, PasskeyId, Seq, SessionId, UserId};
 pub use jiff::Timestamp;

@@ -30,6 +30,20 @@ pub enum ServiceError {
     /// The TOTP or recovery code is wrong, already used, or out of its time window.
     #[error("invalid second-factor code")]
     InvalidMfaCode,
+    /// A passkey answer was refused: unknown, used or expired ceremony, wrong challenge, origin
+    /// or RP id, a credential that is not the caller's, no user verification, or a signature
+    /// counter that went backwards. The reason is for the log; clients get a fixed message.
+    #[error("passkey refused: {0}")]
+    InvalidPasskey(String),
+    /// Passkeys are not configured on this server (no relying party).
+    #[error("passkeys are not configured")]
+    PasskeysNotConfigured,
+    /// The caller has no passkey with this id.
+    #[error("passkey not found")]
+    PasskeyNotFound,
+    /// Deleting this passkey would leave the account without a second factor.
+    #[error("the last second factor cannot be deleted")]
+    LastSecondFactor,
     /// The account already has a confirmed authenticator.
     #[error("authenticator already enrolled")]
     MfaAlreadyEnrolled,

@@ -77,6 +77,9 @@ pub struct ServiceConfig {
     pub server_key: ServerKey,
     /// OpenID Connect sign-in; `None` turns it off (its routes answer `sso_not_configured`).
     pub oidc: Option<auth::OidcConfig>,
+    /// Passkeys (WebAuthn): the relying party. `None` turns them off (their routes answer
+    /// `passkeys_not_configured`).
+    pub passkeys: Option<auth::PasskeyConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -96,6 +99,7 @@ impl Default for ServiceConfig {
             session_sweep_interval: Duration::from_secs(5),
             server_key: ServerKey::generate().unwrap_or_else(|_| ServerKey::from_bytes([0; 32])),
             oidc: None,
+            passkeys: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use medhub_core::audit::AuditRecord;
 use medhub_core::authz::Role;
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{SessionId, UserId};
+use medhub_core::{PasskeyId, SessionId, UserId};
 
 use crate::{StoreError, UserRecord};
 
@@ -22,12 +22,40 @@ pub struct TotpRecord {
     pub confirmed_at: Option<Timestamp>,
 }
 
+/// A registered passkey: webauthn-rs's serialized `Passkey` (public key, signature counter,
+/// flags) with medhub's bookkeeping. Nothing in it is secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    pub id: PasskeyId,
+    pub user: UserId,
+    /// The WebAuthn credential id (raw bytes), unique across all users.
+    pub credential_id: Vec<u8>,
+    /// The serialized `Passkey` (JSON), rewritten after each use.
+    pub passkey: String,
+    /// What the user called it ("work laptop").
+    pub name: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// What [`IdentityStore::delete_passkey`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasskeyDeletion {
+    Deleted,
+    /// No such passkey of this user.
+    NotFound,
+    /// It is the user's only second factor (no other passkey, no confirmed TOTP): kept.
+    LastFactor,
+}
+
 /// A sign-in ceremony in progress (OpenID Connect), stored so that any node can finish it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthFlow {
     /// SHA-256 of the `state` parameter: the flow is found by it, never by the state itself.
     pub state_hash: [u8; 32],
-    /// `oidc` (SAML and passkey ceremonies will add theirs).
+    /// `oidc`, or `passkey_register`, `passkey_verify`, `passkey_step_up` (SAML will add its
+    /// own). For passkey ceremonies `nonce` holds the session id the ceremony belongs to and
+    /// `verifier_enc` the sealed ceremony state.
     pub kind: String,
     pub nonce: String,
     /// The PKCE verifier, encrypted with the server key.
@@ -114,7 +142,8 @@ pub trait IdentityStore: Send + Sync {
     /// Accepts `step` only if it is newer than the last accepted one (a used code is refused,
     /// also when two requests race).
     async fn advance_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
-    /// Removes the TOTP secret and recovery codes (an administrator's MFA reset).
+    /// Removes the TOTP secret, the passkeys and the recovery codes (an administrator's MFA
+    /// reset).
     async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError>;
     /// Unused recovery codes: `(index, hash)`.
     async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError>;
@@ -122,6 +151,24 @@ pub trait IdentityStore: Send + Sync {
     async fn use_recovery_code(&self, user: UserId, idx: u32, now: Timestamp) -> Result<bool, StoreError>;
     /// Replaces every recovery code.
     async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError>;
+
+    // --- passkeys ---------------------------------------------------------------------------
+
+    /// Adds a passkey; [`StoreError::Conflict`] if its credential id is registered already
+    /// (to anyone).
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<(), StoreError>;
+    /// A user's passkeys, oldest first.
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError>;
+    /// The passkey with this credential id, whoever it belongs to.
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError>;
+    /// Stores the passkey after a use (new counter) and `last_used_at`, only if the stored
+    /// value is still `old` (compare-and-set: of two concurrent uses of one credential, one
+    /// wins). Returns whether it was written.
+    async fn update_passkey(&self, id: PasskeyId, old: &str, new: &str, used_at: Timestamp)
+    -> Result<bool, StoreError>;
+    /// Deletes one of the user's passkeys, unless it is the user's last second factor; the
+    /// check and the deletion are one transaction (serialised per user).
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError>;
 
     // --- WebSocket tickets ------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
-pub use identity::{AuthFlow, Ended, IdentityStore, TotpRecord};
+pub use identity::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, TotpRecord};
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 
 pub(crate) use columns::{EventColumns, EventRow};

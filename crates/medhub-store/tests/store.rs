@@ -231,6 +231,55 @@ each_backend! {
 }
 
 each_backend! {
+    async fn passkeys_are_unique_updated_compare_and_set_and_the_last_factor_stays(db) {
+        use medhub_core::PasskeyId;
+        use medhub_store::{PasskeyDeletion, PasskeyRecord};
+        let store = db.open().await;
+        let (u, other) = (user(&store, "nurse").await, user(&store, "porter").await);
+        let key = |user: UserId, cred: u8, name: &str| PasskeyRecord {
+            id: PasskeyId::new_v7(),
+            user,
+            credential_id: vec![cred; 16],
+            passkey: format!("{{\"cred\":{{\"counter\":0,\"n\":{cred}}}}}"),
+            name: name.into(),
+            created_at: now(),
+            last_used_at: None,
+        };
+        let laptop = key(u, 1, "laptop");
+        store.add_passkey(&laptop).await.unwrap();
+        // A credential id is registered once, whoever tries again.
+        assert!(matches!(store.add_passkey(&key(other, 1, "copy")).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.passkeys(u).await.unwrap(), vec![laptop.clone()]);
+        assert!(store.passkeys(other).await.unwrap().is_empty());
+        assert_eq!(store.passkey_by_credential(&[1; 16]).await.unwrap(), Some(laptop.clone()));
+        assert_eq!(store.passkey_by_credential(&[9; 16]).await.unwrap(), None);
+        // Compare-and-set: only the writer that saw the current value wins.
+        let later = now() + SignedDuration::from_mins(1);
+        assert!(store.update_passkey(laptop.id, &laptop.passkey, "{\"v\":2}", later).await.unwrap());
+        assert!(!store.update_passkey(laptop.id, &laptop.passkey, "{\"v\":3}", later).await.unwrap(), "stale");
+        let stored = store.passkeys(u).await.unwrap().remove(0);
+        assert_eq!((stored.passkey.as_str(), stored.last_used_at), ("{\"v\":2}", Some(later)));
+        // Deleting: never another user's, never the last factor.
+        assert_eq!(store.delete_passkey(other, laptop.id).await.unwrap(), PasskeyDeletion::NotFound);
+        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::LastFactor);
+        let phone = key(u, 2, "phone");
+        store.add_passkey(&phone).await.unwrap();
+        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::Deleted);
+        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::NotFound);
+        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::LastFactor);
+        // A confirmed TOTP secret counts as another factor.
+        store.put_pending_totp(u, b"sealed", now()).await.unwrap();
+        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::LastFactor, "pending TOTP");
+        assert!(store.confirm_totp(u, 1, &[], now()).await.unwrap());
+        store.add_passkey(&key(u, 3, "key")).await.unwrap();
+        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::Deleted);
+        // The administrator's MFA reset removes passkeys too.
+        store.remove_second_factors(u).await.unwrap();
+        assert!(store.passkeys(u).await.unwrap().is_empty());
+    }
+}
+
+each_backend! {
     async fn tickets_work_once_and_expire(db) {
         let store = db.open().await;
         let u = user(&store, "clerk").await;

@@ -317,3 +317,97 @@ pub struct CreateRoleRequest {
 pub struct UserRoles {
     pub roles: Vec<String>,
 }
+
+/// A started passkey ceremony: `POST /api/v1/auth/mfa/passkey/register/start`,
+/// `.../passkey/verify/start` and `/api/v1/auth/step-up/passkey/start`.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasskeyChallengeResponse {
+    /// Send it back with the authenticator's answer within 5 minutes; it works once.
+    pub ceremony_id: String,
+    /// WebAuthn options, `{"publicKey": {...}}` with binary fields in unpadded base64url:
+    /// decode them and pass the result to `navigator.credentials.create()` (registration) or
+    /// `navigator.credentials.get()` (sign-in and step-up).
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+impl std::fmt::Debug for PasskeyChallengeResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasskeyChallengeResponse { .. }")
+    }
+}
+
+/// `POST /api/v1/auth/mfa/passkey/register/finish`.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRegisterRequest {
+    pub ceremony_id: String,
+    /// What to call it ("work laptop"): 1-64 characters. Default: "Passkey".
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The `PublicKeyCredential` that `navigator.credentials.create()` returned, as JSON
+    /// (`id`, `rawId`, `type`, `response.attestationObject`, `response.clientDataJSON`;
+    /// binary fields in unpadded base64url).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+impl std::fmt::Debug for PasskeyRegisterRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasskeyRegisterRequest { .. }")
+    }
+}
+
+/// `POST /api/v1/auth/mfa/passkey/verify/finish` and `/api/v1/auth/step-up/passkey/finish`.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyAssertionRequest {
+    pub ceremony_id: String,
+    /// The `PublicKeyCredential` that `navigator.credentials.get()` returned, as JSON
+    /// (`id`, `rawId`, `type`, `response.authenticatorData`, `response.clientDataJSON`,
+    /// `response.signature`; binary fields in unpadded base64url).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+impl std::fmt::Debug for PasskeyAssertionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasskeyAssertionRequest { .. }")
+    }
+}
+
+/// One of the caller's passkeys (the public key itself stays on the server).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PasskeyView {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// `POST /api/v1/auth/mfa/passkey/register/finish`: the new passkey, and the recovery codes
+/// when it is the account's first second factor (shown only now; empty otherwise).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct PasskeyRegisteredResponse {
+    pub passkey: PasskeyView,
+    pub recovery_codes: Vec<String>,
+    pub state: SessionStateView,
+    /// When this finished sign-in: the session's new bearer token. The token used for this
+    /// request no longer works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for PasskeyRegisteredResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasskeyRegisteredResponse").field("passkey", &self.passkey).finish_non_exhaustive()
+    }
+}
+
+/// `GET /api/v1/auth/mfa/passkeys`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PasskeyList {
+    pub passkeys: Vec<PasskeyView>,
+}

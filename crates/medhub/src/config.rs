@@ -40,6 +40,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Single sign-on with OpenID Connect. Off until `issuer` is set.
     pub oidc: OidcSection,
+    /// Passkeys (WebAuthn) as a second factor. Off until `rp_id` is set.
+    pub passkeys: PasskeysSection,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -265,6 +267,24 @@ impl Default for OidcSection {
     }
 }
 
+/// Passkeys (WebAuthn) as a second factor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeysSection {
+    /// The relying-party id: the domain passkeys are bound to, the host of every origin or a parent of it (for example "medhub.example.org"). Changing it later makes every registered passkey useless. Setting it turns passkeys on. Default: unset.
+    pub rp_id: Option<String>,
+    /// The name browsers and authenticators show. Default: "medhub".
+    pub rp_name: String,
+    /// The web origins the client is served from (https; http only on loopback); an answer made on any other origin is refused. Default: [] (meaning "https://" + rp_id).
+    pub origins: Vec<String>,
+}
+
+impl Default for PasskeysSection {
+    fn default() -> Self {
+        Self { rp_id: None, rp_name: "medhub".into(), origins: Vec::new() }
+    }
+}
+
 /// Whether `url` is https, or http to a loopback address (tests, a provider on the same host).
 fn https_or_loopback(url: &str) -> bool {
     if url.starts_with("https://") {
@@ -456,7 +476,31 @@ impl Config {
             }
             None => {}
         }
+        match self.passkeys() {
+            Some(p) => {
+                for o in &p.origins {
+                    if !https_or_loopback(o) {
+                        problems.push(format!("passkeys.origins: {o:?} must be https:// (http:// only on loopback)"));
+                    }
+                }
+                if let Err(e) = p.relying_party() {
+                    problems.push(format!("passkeys: {e}"));
+                }
+            }
+            None if !self.passkeys.origins.is_empty() => {
+                problems.push("passkeys.rp_id must be set with passkeys.origins".to_owned())
+            }
+            None => {}
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
+    }
+
+    /// The passkey relying party for the services; `None` when passkeys are off.
+    pub fn passkeys(&self) -> Option<medhub_service::auth::PasskeyConfig> {
+        let p = &self.passkeys;
+        let rp_id = p.rp_id.clone()?;
+        let origins = if p.origins.is_empty() { vec![format!("https://{rp_id}")] } else { p.origins.clone() };
+        Some(medhub_service::auth::PasskeyConfig { rp_id, rp_name: p.rp_name.clone(), origins })
     }
 
     /// The OpenID Connect settings for the services, with the client secret read from its
@@ -498,6 +542,7 @@ impl Config {
             connection_queue_bytes: self.realtime.connection_queue_bytes,
             member_cache_conversations: self.realtime.member_cache_conversations,
             external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
+            passkeys: self.passkeys(),
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()
         }
@@ -655,6 +700,23 @@ mod tests {
     /// An environment provider that sees no variables.
     fn no_env() -> Env {
         Env::prefixed("MEDHUB_UNIT_TEST_UNSET__").split("__")
+    }
+
+    #[test]
+    fn passkeys_are_off_by_default_and_need_origins_under_the_rp_id() {
+        let mut c = Config::default();
+        assert_eq!(c.passkeys(), None, "off by default");
+        assert_eq!(c.service().passkeys, None);
+        c.passkeys.rp_id = Some("medhub.example.org".into());
+        c.validate().unwrap();
+        let p = c.service().passkeys.unwrap();
+        assert_eq!(p.origins, ["https://medhub.example.org"], "the default origin");
+        c.passkeys.origins = vec!["https://medhub.example.org".into(), "http://medhub.example.org:8080".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("passkeys.origins"), "plain http elsewhere");
+        c.passkeys.origins = vec!["https://phish.example.net".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("passkeys:"), "an origin outside the RP id");
+        c.passkeys.rp_id = None;
+        assert!(c.validate().unwrap_err().to_string().contains("passkeys.rp_id"));
     }
 
     #[test]

@@ -110,9 +110,12 @@ fn normalize_recovery(code: &str) -> String {
 }
 
 impl AuthService {
-    /// Whether the user has a confirmed second factor.
+    /// Whether the user has a confirmed second factor: a confirmed TOTP secret or a passkey.
     pub async fn mfa_enrolled(&self, user: UserId) -> Result<bool, ServiceError> {
-        Ok(self.store.totp(user).await?.is_some_and(|t| t.confirmed_at.is_some()))
+        if self.store.totp(user).await?.is_some_and(|t| t.confirmed_at.is_some()) {
+            return Ok(true);
+        }
+        Ok(!self.store.passkeys(user).await?.is_empty())
     }
 
     fn aad(user: UserId) -> [u8; 16] {
@@ -254,7 +257,7 @@ impl AuthService {
         Ok(self.store.recovery_codes(principal.user.id).await?.len())
     }
 
-    async fn new_recovery_codes(&self) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+    pub(super) async fn new_recovery_codes(&self) -> Result<(Vec<String>, Vec<String>), ServiceError> {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         let mut hashes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {

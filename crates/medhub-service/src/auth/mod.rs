@@ -9,6 +9,7 @@
 
 mod accounts;
 mod mfa;
+mod passkey;
 mod roles;
 mod sessions;
 mod sso;
@@ -38,6 +39,7 @@ use crate::{ServiceConfig, ServiceError};
 
 pub use accounts::{Invitation, NewUser};
 pub use mfa::{Enrolled, MfaProof, TotpEnrollment, totp_code};
+pub use passkey::{CEREMONY_TTL, PasskeyChallenge, PasskeyConfig, PasskeyPurpose, PasskeyRegistered};
 pub use sessions::WS_TICKET_TTL;
 pub use sso::{DEFAULT_ACCEPTED_AMR, OidcConfig, OidcSignIn, check_return_to, sso_username};
 
@@ -150,6 +152,8 @@ pub struct AuthService {
     audit: AuditSink,
     /// The OpenID Connect provider, when configured.
     oidc: Option<Arc<sso::Oidc>>,
+    /// The passkey relying party, when configured.
+    webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 /// OWASP's recommended Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
@@ -226,7 +230,15 @@ impl AuthService {
                 None
             }
         });
+        let webauthn = config.passkeys.as_ref().and_then(|c| match c.relying_party() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::error!(error = %e, "the passkey relying party is misconfigured");
+                None
+            }
+        });
         Self {
+            webauthn,
             store,
             config,
             clock,
@@ -250,6 +262,11 @@ impl AuthService {
     pub async fn start(&self) -> Result<(), ServiceError> {
         if self.config.oidc.is_some() && self.oidc.is_none() {
             return Err(ServiceError::SsoUnavailable("the HTTP client for the identity provider failed".into()));
+        }
+        if let Some(c) = &self.config.passkeys
+            && let Err(e) = c.relying_party()
+        {
+            return Err(ServiceError::InvalidRequest(format!("passkeys: {e}")));
         }
         if let Some(stored) = self.store.key_check(None, self.clock.now()).await?
             && !self.key.matches(&stored)

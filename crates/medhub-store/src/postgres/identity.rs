@@ -6,13 +6,27 @@ use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{SessionId, UserId};
+use medhub_core::{PasskeyId, SessionId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{PgStore, codec};
 use crate::sql::SESSION_COLS;
-use crate::{AuthFlow, Ended, IdentityStore, StoreError, TotpRecord, UserRecord};
+use crate::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord, UserRecord};
+
+const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
+
+fn passkey(r: &Row) -> Result<PasskeyRecord, StoreError> {
+    Ok(PasskeyRecord {
+        id: PasskeyId::from_uuid(codec::uuid(r, 0)?),
+        user: codec::user_id(r, 1)?,
+        credential_id: r.try_get(2)?,
+        passkey: r.try_get(3)?,
+        name: r.try_get(4)?,
+        created_at: codec::ts(r, 5)?,
+        last_used_at: codec::opt_ts(r, 6)?,
+    })
+}
 
 fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -266,9 +280,91 @@ impl IdentityStore for PgStore {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        tx.execute("DELETE FROM passkeys WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn add_passkey(&self, p: &PasskeyRecord) -> Result<(), StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "INSERT INTO passkeys (id, user_id, credential_id, passkey, name, created_at, last_used_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (credential_id) DO NOTHING",
+                &[
+                    &p.id.as_uuid(),
+                    &p.user.as_uuid(),
+                    &p.credential_id,
+                    &p.passkey,
+                    &p.name,
+                    &us(p.created_at),
+                    &p.last_used_at.map(us),
+                ],
+            )
+            .await?;
+        if n == 0 { Err(StoreError::Conflict("this credential is registered already")) } else { Ok(()) }
+    }
+
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {PASSKEY_COLS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id");
+        c.query(&sql, &[&user.as_uuid()]).await?.iter().map(passkey).collect()
+    }
+
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!("SELECT {PASSKEY_COLS} FROM passkeys WHERE credential_id = $1");
+        c.query(&sql, &[&credential_id]).await?.first().map(passkey).transpose()
+    }
+
+    async fn update_passkey(
+        &self,
+        id: PasskeyId,
+        old: &str,
+        new: &str,
+        used_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let n = c
+            .execute(
+                "UPDATE passkeys SET passkey = $3, last_used_at = $4 WHERE id = $1 AND passkey = $2",
+                &[&id.as_uuid(), &old, &new, &us(used_at)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        // The user's row lock serialises deletions of one user's factors: two concurrent
+        // deletions of the last two passkeys cannot both pass the check.
+        tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user.as_uuid()]).await?;
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM passkeys WHERE id = $1 AND user_id = $2)",
+                &[&id.as_uuid(), &user.as_uuid()],
+            )
+            .await?
+            .try_get(0)?;
+        if !exists {
+            return Ok(PasskeyDeletion::NotFound);
+        }
+        let others: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1 AND id <> $2)
+                     OR EXISTS (SELECT 1 FROM totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+                &[&user.as_uuid(), &id.as_uuid()],
+            )
+            .await?
+            .try_get(0)?;
+        if !others {
+            return Ok(PasskeyDeletion::LastFactor);
+        }
+        tx.execute("DELETE FROM passkeys WHERE id = $1 AND user_id = $2", &[&id.as_uuid(), &user.as_uuid()]).await?;
+        tx.commit().await?;
+        Ok(PasskeyDeletion::Deleted)
     }
 
     async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError> {

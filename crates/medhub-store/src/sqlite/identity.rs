@@ -6,11 +6,25 @@ use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{SessionId, UserId};
+use medhub_core::{PasskeyId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, codec};
-use crate::{AuthFlow, Ended, IdentityStore, StoreError, TotpRecord, UserRecord};
+use crate::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord, UserRecord};
+
+const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
+
+fn passkey(r: &rusqlite::Row<'_>) -> rusqlite::Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: codec::id(r, 0, PasskeyId::from_slice)?,
+        user: codec::user_id(r, 1)?,
+        credential_id: r.get(2)?,
+        passkey: r.get(3)?,
+        name: r.get(4)?,
+        created_at: codec::ts(r, 5)?,
+        last_used_at: codec::opt_ts(r, 6)?,
+    })
+}
 
 fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
@@ -279,9 +293,95 @@ impl IdentityStore for SqliteStore {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM totp WHERE user_id = ?1", [user.to_bytes()])?;
+            tx.execute("DELETE FROM passkeys WHERE user_id = ?1", [user.to_bytes()])?;
             tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user.to_bytes()])?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_passkey(&self, p: &PasskeyRecord) -> Result<(), StoreError> {
+        let p = p.clone();
+        self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO passkeys (id, user_id, credential_id, passkey, name, created_at, last_used_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (credential_id) DO NOTHING",
+                params![
+                    p.id.to_bytes(),
+                    p.user.to_bytes(),
+                    p.credential_id,
+                    p.passkey,
+                    p.name,
+                    us(p.created_at),
+                    p.last_used_at.map(us)
+                ],
+            )?;
+            if n == 0 { Err(StoreError::Conflict("this credential is registered already")) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
+        self.read(move |c| {
+            let sql = format!("SELECT {PASSKEY_COLS} FROM passkeys WHERE user_id = ?1 ORDER BY created_at, id");
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map([user.to_bytes()], passkey)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError> {
+        let cred = credential_id.to_vec();
+        self.read(move |c| {
+            let sql = format!("SELECT {PASSKEY_COLS} FROM passkeys WHERE credential_id = ?1");
+            Ok(c.prepare_cached(&sql)?.query_row([cred], passkey).optional()?)
+        })
+        .await
+    }
+
+    async fn update_passkey(
+        &self,
+        id: PasskeyId,
+        old: &str,
+        new: &str,
+        used_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (old, new) = (old.to_owned(), new.to_owned());
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE passkeys SET passkey = ?3, last_used_at = ?4 WHERE id = ?1 AND passkey = ?2",
+                params![id.to_bytes(), old, new, us(used_at)],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError> {
+        self.write(move |c| {
+            // The single writer connection and an immediate transaction serialise this.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM passkeys WHERE id = ?1 AND user_id = ?2)",
+                params![id.to_bytes(), user.to_bytes()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(PasskeyDeletion::NotFound);
+            }
+            let others: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM passkeys WHERE user_id = ?1 AND id <> ?2)
+                     OR EXISTS (SELECT 1 FROM totp WHERE user_id = ?1 AND confirmed_at IS NOT NULL)",
+                params![user.to_bytes(), id.to_bytes()],
+                |r| r.get(0),
+            )?;
+            if !others {
+                return Ok(PasskeyDeletion::LastFactor);
+            }
+            tx.execute("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2", params![id.to_bytes(), user.to_bytes()])?;
+            tx.commit()?;
+            Ok(PasskeyDeletion::Deleted)
         })
         .await
     }
