@@ -22,12 +22,13 @@ pub struct TotpRecord {
     pub confirmed_at: Option<Timestamp>,
 }
 
-/// A sign-in ceremony in progress (OpenID Connect), stored so that any node can finish it.
+/// A sign-in ceremony in progress (OpenID Connect or SAML), stored so that any node can finish it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthFlow {
     /// SHA-256 of the `state` parameter: the flow is found by it, never by the state itself.
     pub state_hash: [u8; 32],
-    /// `oidc` (SAML and passkey ceremonies will add theirs).
+    /// `oidc` or `saml` (a SAML flow is keyed by the SHA-256 of its AuthnRequest ID, and its
+    /// `nonce` and `verifier_enc` are empty).
     pub kind: String,
     pub nonce: String,
     /// The PKCE verifier, encrypted with the server key.
@@ -212,4 +213,13 @@ pub trait IdentityStore: Send + Sync {
         subject: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Records a SAML assertion as used, keeping it until `expires_at`, and deletes the
+    /// expired ones. `false` when it was already recorded (a replay): one
+    /// `INSERT ... ON CONFLICT DO NOTHING`, so of two concurrent uses only one gets `true`.
+    async fn record_saml_assertion(
+        &self,
+        assertion_hash: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 }

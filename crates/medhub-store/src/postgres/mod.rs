@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_sso.sql")),
     (5, include_str!("../../migrations/postgres/0005_roles.sql")),
     (6, include_str!("../../migrations/postgres/0006_audit.sql")),
+    (8, include_str!("../../migrations/postgres/0008_saml.sql")),
 ];
 
 /// The PostgreSQL-backed store.

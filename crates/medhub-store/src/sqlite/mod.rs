@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_sso.sql")),
     (5, include_str!("../../migrations/sqlite/0005_roles.sql")),
     (6, include_str!("../../migrations/sqlite/0006_audit.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_saml.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
