@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         crate::identity::update_settings, crate::identity::list_roles, crate::identity::create_role,
         crate::identity::get_user_roles, crate::identity::set_user_roles,
         crate::sso::oidc_start, crate::sso::oidc_callback,
+        crate::sso::saml_start, crate::sso::saml_acs, crate::sso::saml_metadata,
         crate::rest::me,
         crate::rest::list_users, crate::rest::get_user,
         crate::rest::list_conversations, crate::rest::create_conversation, crate::rest::get_conversation,

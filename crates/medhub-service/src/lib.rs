@@ -75,6 +75,8 @@ pub struct ServiceConfig {
     pub server_key: ServerKey,
     /// OpenID Connect sign-in; `None` turns it off (its routes answer `sso_not_configured`).
     pub oidc: Option<auth::OidcConfig>,
+    /// SAML 2.0 sign-in; `None` turns it off (its routes answer `sso_not_configured`).
+    pub saml: Option<auth::SamlConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -94,6 +96,7 @@ impl Default for ServiceConfig {
             session_sweep_interval: Duration::from_secs(5),
             server_key: ServerKey::generate().unwrap_or_else(|_| ServerKey::from_bytes([0; 32])),
             oidc: None,
+            saml: None,
         }
     }
 }
