@@ -864,6 +864,32 @@ mod tests {
     }
 
     #[test]
+    fn saml_needs_the_idp_its_certificate_and_medhubs_acs_url() {
+        let mut c = Config::default();
+        assert!(c.saml().unwrap().is_none(), "off by default");
+        c.saml.idp_entity_id = Some("https://idp.example.org/idp".into());
+        c.saml.idp_sso_url = "https://idp.example.org/sso".into();
+        c.saml.sp_entity_id = "https://medhub.example.org/saml".into();
+        c.saml.acs_url = "https://medhub.example.org/api/v1/auth/saml/acs".into();
+        let problems = c.validate().unwrap_err().to_string();
+        assert!(problems.contains("saml.idp_certificate_file"), "{problems}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("idp.pem");
+        std::fs::write(&f, "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n").unwrap();
+        c.saml.idp_certificate_file = Some(f.clone());
+        c.validate().unwrap();
+        let s = c.saml().unwrap().unwrap();
+        assert_eq!((s.username_attribute.as_str(), s.groups_attribute.as_str()), ("uid", "groups"));
+        assert!(!s.idp_enforces_mfa);
+        std::fs::write(&f, "not a certificate").unwrap();
+        assert!(c.saml().unwrap_err().to_string().contains("saml.idp_certificate_file"));
+        c.saml.acs_url = "https://medhub.example.org/elsewhere".into();
+        c.saml.idp_sso_url = "http://idp.example.org/sso".into();
+        let problems = c.validate().unwrap_err().to_string();
+        assert!(problems.contains("saml.acs_url") && problems.contains("saml.idp_sso_url"), "{problems}");
+    }
+
+    #[test]
     fn oidc_needs_an_https_issuer_a_client_and_one_secret_which_never_prints() {
         let mut c = Config::default();
         assert_eq!(c.oidc().unwrap().map(|o| o.issuer), None, "off by default");
