@@ -30,6 +30,9 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/invitation", &["post"]),
     ("/api/v1/auth/oidc/start", &["get"]),
     ("/api/v1/auth/oidc/callback", &["get"]),
+    ("/api/v1/auth/saml/start", &["get"]),
+    ("/api/v1/auth/saml/acs", &["post"]),
+    ("/api/v1/auth/saml/metadata", &["get"]),
     ("/api/v1/admin/sessions", &["get"]),
     ("/api/v1/admin/sessions/{id}", &["delete"]),
     ("/api/v1/admin/users", &["post"]),
@@ -256,6 +259,9 @@ each_backend! {
                     "/api/v1/auth/invitation",
                     "/api/v1/auth/oidc/start",
                     "/api/v1/auth/oidc/callback",
+                    "/api/v1/auth/saml/start",
+                    "/api/v1/auth/saml/acs",
+                    "/api/v1/auth/saml/metadata",
                 ]
                 .contains(&path.as_str());
                 assert_eq!(secured, !public, "{m} {path}: {}", op["security"]);

@@ -21,9 +21,12 @@ use jiff::{SignedDuration, Timestamp};
 use medhub_core::ManualClock;
 use medhub_service::auth::SamlConfig;
 use medhub_store::testdb::TestDb;
-use medhub_testkit::{Settings, TestServer, each_backend};
+use medhub_testkit::{TestServer, each_backend};
 use reqwest::Url;
 use serde_json::{Value, json};
+
+mod sso_common;
+use sso_common::{code, me, sso_server, start_at};
 
 /// The ACS URL medhub is configured with; the test posts to the real address itself.
 const ACS_URL: &str = "http://127.0.0.1/api/v1/auth/saml/acs";
@@ -164,36 +167,12 @@ async fn world(db: TestDb, tune: impl FnOnce(&mut SamlConfig)) -> World {
 }
 
 async fn server(db: TestDb, clock: &Arc<ManualClock>, saml: Option<SamlConfig>) -> TestServer {
-    let s = TestServer::start_on(
-        db,
-        Settings {
-            clock: clock.clone(),
-            service: medhub_service::ServiceConfig { saml, ..Default::default() },
-            ..Default::default()
-        },
-    )
-    .await;
-    let auth = s.services.auth.clone();
-    s.on_server(async move { auth.bootstrap("Test Hospital", "admin").await.unwrap() }).await;
-    s
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    sso_server(db, clock, medhub_service::ServiceConfig { saml, ..Default::default() }).await
 }
 
 /// `GET /api/v1/auth/saml/start`: the IdP URL, or the error.
 async fn start(s: &TestServer, return_to: Option<&str>) -> Result<Url, (u16, Value)> {
-    let mut url = Url::parse(&s.url("/api/v1/auth/saml/start")).unwrap();
-    if let Some(r) = return_to {
-        url.query_pairs_mut().append_pair("return_to", r);
-    }
-    let resp = no_redirects().get(url).send().await.unwrap();
-    let status = resp.status().as_u16();
-    if status == 302 {
-        return Ok(Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap());
-    }
-    Err((status, resp.json().await.unwrap_or(Value::Null)))
+    start_at(s, "/api/v1/auth/saml/start", return_to).await
 }
 
 /// Follows medhub's redirect to the IdP with what its login form would fill in, and returns
@@ -241,19 +220,9 @@ fn edit(saml_response: &str, edit: impl FnOnce(String) -> String) -> String {
     b64.encode(edited)
 }
 
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
-}
-
 fn refused(status: u16, body: &Value) {
     assert_eq!((status, code(body)), (401, "sso_failed"), "{body}");
     assert_eq!(body["error"]["message"], medhub_wire::ErrorCode::SsoFailed.description(), "a fixed message");
-}
-
-/// `GET /api/v1/me` with a token: "ok" or the error code.
-async fn me(s: &TestServer, token: &str) -> String {
-    let resp = reqwest::Client::new().get(s.url("/api/v1/me")).bearer_auth(token).send().await.unwrap();
-    if resp.status().is_success() { "ok".into() } else { code(&resp.json().await.unwrap()).to_owned() }
 }
 
 // --- the flow ---------------------------------------------------------------------------------
@@ -482,6 +451,57 @@ each_backend! {
             .await;
         assert!(fresh);
     }
+}
+
+// --- logs ---------------------------------------------------------------------------------------
+
+/// Collects everything the global subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_from_an_assertion_reaches_the_log() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // The filter the server installs, asked for everything.
+    tracing_subscriber::fmt()
+        .with_env_filter(medhub_api::log_filter("trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .try_init()
+        .unwrap();
+    let w = world(TestDb::new(medhub_store::Backend::Sqlite).await, |_| {}).await;
+    let knobs = [("user", "zed"), ("name", "Zed PATIENT-NAME-77"), ("groups", "GROUP-SECRET-91")];
+    let response = mint(&w.s, &knobs).await;
+    let (status, body) = acs(&w.s, &response).await;
+    assert_eq!(status, 200, "{body}");
+    // Refused ones too: a replay and a forgery.
+    refused_pair(&w.s, &response).await;
+    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(log.contains("SSO sign-in refused"), "the capture saw the server's logs");
+    let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&response).unwrap()).unwrap();
+    let signature = xml.split("SignatureValue>").nth(1).unwrap().trim_end_matches("</ns2:").replace('\n', "");
+    for secret in [&response[200..260], "zed-persistent-id", "PATIENT-NAME-77", "GROUP-SECRET-91", &signature[..40]] {
+        assert!(!log.contains(secret), "the log contains {secret:?}");
+    }
+}
+
+async fn refused_pair(s: &TestServer, response: &str) {
+    let (status, body) = acs(s, response).await;
+    refused(status, &body);
+    let forged = edit(response, |x| x.replace(">zed-persistent-id<", ">admin-persistent-id<"));
+    let (status, body) = acs(s, &forged).await;
+    refused(status, &body);
 }
 
 // --- configuration --------------------------------------------------------------------------

@@ -168,7 +168,7 @@ impl Saml {
         }
         // Every AudienceRestriction must name us (they are and-ed), and there must be one.
         let audiences = cond.audience_restrictions.as_deref().unwrap_or_default();
-        if audiences.is_empty() || !audiences.iter().all(|r| r.audience.iter().any(|x| *x == c.sp_entity_id)) {
+        if audiences.is_empty() || !audiences.iter().all(|r| r.audience.contains(&c.sp_entity_id)) {
             return Err(failed("the assertion is meant for another audience"));
         }
 
