@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod sso_common;
-use sso_common::{code, me, sso_server, start_at};
+use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at};
 
 /// Registered at the provider for every test client; the test stops the browser there.
 const REDIRECT_URI: &str = "http://127.0.0.1/oidc/callback";
@@ -314,14 +314,7 @@ each_backend! {
         let (status, _) = callback(&s, "some-code", "forged-state").await;
         assert_eq!(status, 401);
         let alice: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
-        let sso = |all: &[medhub_core::audit::AuditRecord], outcome: &str| {
-            all.iter()
-                .filter(|r| r.action == "auth.sign_in" && r.target.as_deref() == Some("oidc"))
-                .filter(|r| r.outcome.as_str() == outcome)
-                .map(|r| r.actor.map(|a| a.as_uuid()))
-                .collect::<Vec<_>>()
-        };
-        s.audit_until(|all| sso(all, "success").contains(&Some(alice)) && sso(all, "failure").contains(&None)).await;
+        audit_shows_sign_ins(&s, "oidc", alice).await;
     }
 }
 

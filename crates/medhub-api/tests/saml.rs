@@ -26,7 +26,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 mod sso_common;
-use sso_common::{code, me, sso_server, start_at};
+use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at};
 
 /// The ACS URL medhub is configured with; the test posts to the real address itself.
 const ACS_URL: &str = "http://127.0.0.1/api/v1/auth/saml/acs";
@@ -267,14 +267,7 @@ each_backend! {
         let (status, body_bad) = acs(s, "bm90IHhtbA==").await;
         refused(status, &body_bad);
         let alice: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
-        let sso = |all: &[medhub_core::audit::AuditRecord], outcome: &str| {
-            all.iter()
-                .filter(|r| r.action == "auth.sign_in" && r.target.as_deref() == Some("saml"))
-                .filter(|r| r.outcome.as_str() == outcome)
-                .map(|r| r.actor.map(|a| a.as_uuid()))
-                .collect::<Vec<_>>()
-        };
-        s.audit_until(|all| sso(all, "success").contains(&Some(alice)) && sso(all, "failure").contains(&None)).await;
+        audit_shows_sign_ins(s, "saml", alice).await;
     }
 }
 

@@ -49,3 +49,16 @@ pub async fn me(s: &TestServer, token: &str) -> String {
     let resp = reqwest::Client::new().get(s.url("/api/v1/me")).bearer_auth(token).send().await.unwrap();
     if resp.status().is_success() { "ok".into() } else { code(&resp.json().await.unwrap()).to_owned() }
 }
+
+/// Waits until the audit interface holds a successful `method` sign-in of `user` and a
+/// refused one (which has no actor).
+pub async fn audit_shows_sign_ins(s: &TestServer, method: &str, user: uuid::Uuid) {
+    let sso = |all: &[medhub_core::audit::AuditRecord], outcome: &str| {
+        all.iter()
+            .filter(|r| r.action == "auth.sign_in" && r.target.as_deref() == Some(method))
+            .filter(|r| r.outcome.as_str() == outcome)
+            .map(|r| r.actor.map(|a| a.as_uuid()))
+            .collect::<Vec<_>>()
+    };
+    s.audit_until(|all| sso(all, "success").contains(&Some(user)) && sso(all, "failure").contains(&None)).await;
+}
