@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod sso_common;
-use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at};
+use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at, step_up_is_fresh};
 
 /// Registered at the provider for every test client; the test stops the browser there.
 const REDIRECT_URI: &str = "http://127.0.0.1/oidc/callback";
@@ -476,15 +476,7 @@ each_backend! {
         let token = body["token"].as_str().unwrap();
         assert_eq!(me(&s, token).await, "ok");
         // The factor counts as just proven: a sensitive action needs no step-up now.
-        let sessions = s.services.auth.clone();
-        let token = token.to_owned();
-        let fresh = s
-            .on_server(async move {
-                let p = sessions.authenticate(&token).await.unwrap();
-                p.require_step_up(Timestamp::now()).is_ok()
-            })
-            .await;
-        assert!(fresh);
+        assert!(step_up_is_fresh(&s, token).await);
     }
 }
 

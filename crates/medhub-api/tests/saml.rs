@@ -26,7 +26,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 mod sso_common;
-use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at};
+use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at, step_up_is_fresh};
 
 /// The ACS URL medhub is configured with; the test posts to the real address itself.
 const ACS_URL: &str = "http://127.0.0.1/api/v1/auth/saml/acs";
@@ -435,14 +435,7 @@ each_backend! {
         let token = body["token"].as_str().unwrap().to_owned();
         assert_eq!(me(s, &token).await, "ok");
         // The factor counts as just proven: a sensitive action needs no step-up now.
-        let sessions = s.services.auth.clone();
-        let fresh = s
-            .on_server(async move {
-                let p = sessions.authenticate(&token).await.unwrap();
-                p.require_step_up(Timestamp::now()).is_ok()
-            })
-            .await;
-        assert!(fresh);
+        assert!(step_up_is_fresh(s, &token).await);
     }
 }
 

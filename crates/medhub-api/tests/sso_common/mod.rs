@@ -62,3 +62,13 @@ pub async fn audit_shows_sign_ins(s: &TestServer, method: &str, user: uuid::Uuid
     };
     s.audit_until(|all| sso(all, "success").contains(&Some(user)) && sso(all, "failure").contains(&None)).await;
 }
+
+/// Whether the session of `token` may do a sensitive action now without a step-up.
+pub async fn step_up_is_fresh(s: &TestServer, token: &str) -> bool {
+    let (sessions, token) = (s.services.auth.clone(), token.to_owned());
+    s.on_server(async move {
+        let p = sessions.authenticate(&token).await.unwrap();
+        p.require_step_up(jiff::Timestamp::now()).is_ok()
+    })
+    .await
+}
