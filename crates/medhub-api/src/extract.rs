@@ -1,7 +1,7 @@
 //! Extractors whose failures answer in medhub's error format: the bearer session, JSON
 //! bodies, path ids and query strings.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
@@ -123,6 +123,25 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
             Ok(Query(v)) => Ok(ApiQuery(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
                 Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text()))
+            }
+            Err(e) => Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text())),
+        }
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`), as a browser posts it: the SAML
+/// HTTP-POST binding. Malformed bodies answer `invalid_request`, oversized ones
+/// `payload_too_large`.
+pub struct ApiForm<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(ApiForm(v)),
+            Err(FormRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::code(ErrorCode::PayloadTooLarge))
             }
             Err(e) => Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text())),
         }

@@ -46,6 +46,7 @@ impl Modify for BearerAuth {
         crate::passkey::register_start, crate::passkey::register_finish, crate::passkey::verify_start,
         crate::passkey::verify_finish, crate::passkey::step_up_start, crate::passkey::step_up_finish,
         crate::passkey::list_passkeys, crate::passkey::delete_passkey,
+        crate::sso::saml_start, crate::sso::saml_acs, crate::sso::saml_metadata,
         crate::rest::me,
         crate::rest::list_users, crate::rest::get_user,
         crate::rest::list_conversations, crate::rest::create_conversation, crate::rest::get_conversation,

@@ -20,11 +20,14 @@ use medhub_core::ManualClock;
 use medhub_core::model::SystemRole;
 use medhub_service::auth::{NewUser, OidcConfig};
 use medhub_store::testdb::TestDb;
-use medhub_testkit::{Settings, TestServer, each_backend};
+use medhub_testkit::{TestServer, each_backend};
 use reqwest::Url;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod sso_common;
+use sso_common::{audit_shows_sign_ins, code, me, sso_server, start_at, step_up_is_fresh};
 
 /// Registered at the provider for every test client; the test stops the browser there.
 const REDIRECT_URI: &str = "http://127.0.0.1/oidc/callback";
@@ -235,36 +238,12 @@ fn clock() -> Arc<ManualClock> {
 }
 
 async fn server(db: TestDb, clock: &Arc<ManualClock>, oidc: Option<OidcConfig>) -> TestServer {
-    let s = TestServer::start_on(
-        db,
-        Settings {
-            clock: clock.clone(),
-            service: medhub_service::ServiceConfig { oidc, ..Default::default() },
-            ..Default::default()
-        },
-    )
-    .await;
-    let auth = s.services.auth.clone();
-    s.on_server(async move { auth.bootstrap("Test Hospital", "admin").await.unwrap() }).await;
-    s
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    sso_server(db, clock, medhub_service::ServiceConfig { oidc, ..Default::default() }).await
 }
 
 /// `GET /api/v1/auth/oidc/start`: the provider URL, or the error.
 async fn start(s: &TestServer, return_to: Option<&str>) -> Result<Url, (u16, Value)> {
-    let mut url = Url::parse(&s.url("/api/v1/auth/oidc/start")).unwrap();
-    if let Some(r) = return_to {
-        url.query_pairs_mut().append_pair("return_to", r);
-    }
-    let resp = no_redirects().get(url).send().await.unwrap();
-    let status = resp.status().as_u16();
-    if status == 302 {
-        return Ok(Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap());
-    }
-    Err((status, resp.json().await.unwrap_or(Value::Null)))
+    start_at(s, "/api/v1/auth/oidc/start", return_to).await
 }
 
 /// Signs `account` in at the provider with these `amr` values: the `code` and `state` the
@@ -286,16 +265,6 @@ async fn callback(s: &TestServer, code: &str, state: &str) -> (u16, Value) {
 async fn sign_in(s: &TestServer, account: &str, amr: &str) -> (u16, Value) {
     let (code, state) = authorize(s, account, amr).await;
     callback(s, &code, &state).await
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
-}
-
-/// `GET /api/v1/me` with a token: "ok" or the error code.
-async fn me(s: &TestServer, token: &str) -> String {
-    let resp = reqwest::Client::new().get(s.url("/api/v1/me")).bearer_auth(token).send().await.unwrap();
-    if resp.status().is_success() { "ok".into() } else { code(&resp.json().await.unwrap()).to_owned() }
 }
 
 // --- the flow ---------------------------------------------------------------------------------
@@ -345,14 +314,7 @@ each_backend! {
         let (status, _) = callback(&s, "some-code", "forged-state").await;
         assert_eq!(status, 401);
         let alice: uuid::Uuid = body["user"]["id"].as_str().unwrap().parse().unwrap();
-        let sso = |all: &[medhub_core::audit::AuditRecord], outcome: &str| {
-            all.iter()
-                .filter(|r| r.action == "auth.sign_in" && r.target.as_deref() == Some("oidc"))
-                .filter(|r| r.outcome.as_str() == outcome)
-                .map(|r| r.actor.map(|a| a.as_uuid()))
-                .collect::<Vec<_>>()
-        };
-        s.audit_until(|all| sso(all, "success").contains(&Some(alice)) && sso(all, "failure").contains(&None)).await;
+        audit_shows_sign_ins(&s, "oidc", alice).await;
     }
 }
 
@@ -514,15 +476,7 @@ each_backend! {
         let token = body["token"].as_str().unwrap();
         assert_eq!(me(&s, token).await, "ok");
         // The factor counts as just proven: a sensitive action needs no step-up now.
-        let sessions = s.services.auth.clone();
-        let token = token.to_owned();
-        let fresh = s
-            .on_server(async move {
-                let p = sessions.authenticate(&token).await.unwrap();
-                p.require_step_up(Timestamp::now()).is_ok()
-            })
-            .await;
-        assert!(fresh);
+        assert!(step_up_is_fresh(&s, token).await);
     }
 }
 

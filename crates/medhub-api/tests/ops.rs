@@ -38,6 +38,9 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/auth/step-up/passkey/finish", &["post"]),
     ("/api/v1/auth/mfa/passkeys", &["get"]),
     ("/api/v1/auth/mfa/passkeys/{id}", &["delete"]),
+    ("/api/v1/auth/saml/start", &["get"]),
+    ("/api/v1/auth/saml/acs", &["post"]),
+    ("/api/v1/auth/saml/metadata", &["get"]),
     ("/api/v1/admin/sessions", &["get"]),
     ("/api/v1/admin/sessions/{id}", &["delete"]),
     ("/api/v1/admin/users", &["post"]),
@@ -268,6 +271,9 @@ each_backend! {
                     "/api/v1/auth/invitation",
                     "/api/v1/auth/oidc/start",
                     "/api/v1/auth/oidc/callback",
+                    "/api/v1/auth/saml/start",
+                    "/api/v1/auth/saml/acs",
+                    "/api/v1/auth/saml/metadata",
                 ]
                 .contains(&path.as_str());
                 assert_eq!(secured, !public, "{m} {path}: {}", op["security"]);

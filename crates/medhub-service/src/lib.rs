@@ -80,6 +80,8 @@ pub struct ServiceConfig {
     /// Passkeys (WebAuthn): the relying party. `None` turns them off (their routes answer
     /// `passkeys_not_configured`).
     pub passkeys: Option<auth::PasskeyConfig>,
+    /// SAML 2.0 sign-in; `None` turns it off (its routes answer `sso_not_configured`).
+    pub saml: Option<auth::SamlConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -100,6 +102,7 @@ impl Default for ServiceConfig {
             server_key: ServerKey::generate().unwrap_or_else(|_| ServerKey::from_bytes([0; 32])),
             oidc: None,
             passkeys: None,
+            saml: None,
         }
     }
 }

@@ -48,13 +48,14 @@ pub enum PasskeyDeletion {
     LastFactor,
 }
 
-/// A sign-in ceremony in progress (OpenID Connect), stored so that any node can finish it.
+/// A sign-in ceremony in progress (OpenID Connect, SAML, passkeys), stored so that any node can finish it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthFlow {
     /// SHA-256 of the `state` parameter: the flow is found by it, never by the state itself.
     pub state_hash: [u8; 32],
-    /// `oidc`, or `passkey_register`, `passkey_verify`, `passkey_step_up` (SAML will add its
-    /// own). For passkey ceremonies `nonce` holds the session id the ceremony belongs to and
+    /// `oidc`, `saml`, or `passkey_register`, `passkey_verify`, `passkey_step_up`. A SAML flow
+    /// is keyed by the SHA-256 of its AuthnRequest ID, and its `nonce` and `verifier_enc` are
+    /// empty. For passkey ceremonies `nonce` holds the session id the ceremony belongs to and
     /// `verifier_enc` the sealed ceremony state.
     pub kind: String,
     pub nonce: String,
@@ -263,4 +264,13 @@ pub trait IdentityStore: Send + Sync {
         subject: &str,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Records a SAML assertion as used, keeping it until `expires_at`, and deletes the
+    /// expired ones. `false` when it was already recorded (a replay): one
+    /// `INSERT ... ON CONFLICT DO NOTHING`, so of two concurrent uses only one gets `true`.
+    async fn record_saml_assertion(
+        &self,
+        assertion_hash: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
 }

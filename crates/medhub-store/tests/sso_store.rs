@@ -1,6 +1,6 @@
 //! Single sign-on storage, on SQLite and PostgreSQL: sign-in flows are single use and expire,
 //! also under concurrent callbacks; IdP subjects link to users atomically and never through a
-//! taken username.
+//! taken username; SAML assertions are recorded once (the replay cache).
 
 // Tests panic on anything unexpected; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -135,5 +135,32 @@ each_backend! {
         let e = store.create_sso_user(&dup, iss, "sub-1", now()).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)), "{e}");
         assert!(store.user_record_by_username("alice2").await.unwrap().is_none(), "rolled back");
+    }
+}
+
+each_backend! {
+    async fn a_saml_assertion_is_recorded_once_and_forgotten_only_after_it_expires(db) {
+        let store = db.open().await;
+        let until = now() + secs(300);
+        assert!(store.record_saml_assertion(&[1; 32], until, now()).await.unwrap(), "first use");
+        assert!(!store.record_saml_assertion(&[1; 32], until, now() + secs(1)).await.unwrap(), "replay");
+        assert!(store.record_saml_assertion(&[2; 32], until, now()).await.unwrap(), "another assertion");
+        // Still remembered the second before it expires; forgotten (and usable: the service's
+        // own expiry check refuses it by then) once it has.
+        assert!(!store.record_saml_assertion(&[1; 32], until, until - secs(1)).await.unwrap());
+        assert!(store.record_saml_assertion(&[1; 32], until + secs(300), until).await.unwrap());
+
+        // Of concurrent uses exactly one wins.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.record_saml_assertion(&[3; 32], until, now()).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1);
     }
 }

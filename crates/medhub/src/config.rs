@@ -42,6 +42,8 @@ pub struct Config {
     pub oidc: OidcSection,
     /// Passkeys (WebAuthn) as a second factor. Off until `rp_id` is set.
     pub passkeys: PasskeysSection,
+    /// Single sign-on with SAML 2.0 (needs a build with the `saml` feature, the default). Off until `idp_entity_id` is set.
+    pub saml: SamlSection,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -285,6 +287,53 @@ impl Default for PasskeysSection {
     }
 }
 
+/// Single sign-on with SAML 2.0 (HTTP-Redirect to the IdP, HTTP-POST back to medhub).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlSection {
+    /// The IdP's entity id: the Issuer its assertions carry. Setting it turns SAML sign-in on. Default: unset.
+    pub idp_entity_id: Option<String>,
+    /// The IdP's single sign-on URL for the HTTP-Redirect binding (https; http only on loopback). Default: "".
+    pub idp_sso_url: String,
+    /// A PEM file with the IdP's signing certificate (several certificates during a key rollover). Only signatures by these are accepted. Default: unset.
+    pub idp_certificate_file: Option<PathBuf>,
+    /// medhub's entity id at the IdP: the Audience assertions must name. Default: "".
+    pub sp_entity_id: String,
+    /// medhub's assertion consumer service URL, https://HOST/api/v1/auth/saml/acs: the Recipient assertions must name. Default: "".
+    pub acs_url: String,
+    /// The attribute (Name or FriendlyName) the username comes from (lower-cased; characters outside [a-z0-9._-] become _). Default: "uid".
+    pub username_attribute: String,
+    /// The attribute the display name comes from. Default: "displayName".
+    pub display_name_attribute: String,
+    /// The attribute listing the user's groups. Default: "groups".
+    pub groups_attribute: String,
+    /// Members of any of these groups are administrators, re-checked at every sign-in; everyone else is a user. Default: [].
+    pub admin_groups: Vec<String>,
+    /// The IdP requires a second factor itself: a sign-in whose AuthnContextClassRef is accepted counts as medhub's second factor. Default: false.
+    pub idp_enforces_mfa: bool,
+    /// AuthnContextClassRef values that show a second factor. Default: ["https://refeds.org/profile/mfa", "http://schemas.microsoft.com/claims/multipleauthn", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered"].
+    pub accepted_authn_contexts: Vec<String>,
+}
+
+impl Default for SamlSection {
+    fn default() -> Self {
+        let d = medhub_service::auth::SamlConfig::new("", "", "", "", "");
+        Self {
+            idp_entity_id: None,
+            idp_sso_url: String::new(),
+            idp_certificate_file: None,
+            sp_entity_id: String::new(),
+            acs_url: String::new(),
+            username_attribute: d.username_attribute,
+            display_name_attribute: d.display_name_attribute,
+            groups_attribute: d.groups_attribute,
+            admin_groups: Vec::new(),
+            idp_enforces_mfa: false,
+            accepted_authn_contexts: d.accepted_authn_contexts,
+        }
+    }
+}
+
 /// Whether `url` is https, or http to a loopback address (tests, a provider on the same host).
 fn https_or_loopback(url: &str) -> bool {
     if url.starts_with("https://") {
@@ -492,6 +541,32 @@ impl Config {
             }
             None => {}
         }
+        let sm = &self.saml;
+        match &sm.idp_entity_id {
+            Some(id) => {
+                if id.is_empty() || sm.sp_entity_id.is_empty() {
+                    problems.push("saml.idp_entity_id and saml.sp_entity_id must not be empty".to_owned());
+                }
+                if !https_or_loopback(&sm.idp_sso_url) {
+                    problems.push("saml.idp_sso_url must be an https:// URL (http:// only on loopback)".to_owned());
+                }
+                if !https_or_loopback(&sm.acs_url) || !sm.acs_url.ends_with("/api/v1/auth/saml/acs") {
+                    problems.push(
+                        "saml.acs_url must be https://HOST/api/v1/auth/saml/acs (http:// only on loopback)".to_owned(),
+                    );
+                }
+                if sm.idp_certificate_file.is_none() {
+                    problems.push("saml.idp_certificate_file must be set with saml.idp_entity_id".to_owned());
+                }
+                if sm.username_attribute.is_empty() || sm.groups_attribute.is_empty() {
+                    problems.push("saml.username_attribute and saml.groups_attribute must not be empty".to_owned());
+                }
+            }
+            None if sm.idp_certificate_file.is_some() || !sm.idp_sso_url.is_empty() => {
+                problems.push("saml.idp_entity_id must be set for SAML sign-in".to_owned())
+            }
+            None => {}
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
     }
 
@@ -523,6 +598,28 @@ impl Config {
         c.admin_groups = o.admin_groups.clone();
         c.idp_enforces_mfa = o.idp_enforces_mfa;
         c.accepted_amr = o.accepted_amr.clone();
+        Ok(Some(c))
+    }
+
+    /// The SAML settings for the services, with the IdP certificate read from its file. `None`
+    /// when SAML sign-in is off.
+    pub fn saml(&self) -> Result<Option<medhub_service::auth::SamlConfig>, ConfigError> {
+        let sm = &self.saml;
+        let Some(idp) = &sm.idp_entity_id else { return Ok(None) };
+        let pem = match &sm.idp_certificate_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Invalid(format!("saml.idp_certificate_file {}: {e}", f.display())))?,
+            None => String::new(),
+        };
+        medhub_service::auth::pem_certificates(&pem)
+            .map_err(|e| ConfigError::Invalid(format!("saml.idp_certificate_file: {e}")))?;
+        let mut c = medhub_service::auth::SamlConfig::new(idp, &sm.idp_sso_url, &pem, &sm.sp_entity_id, &sm.acs_url);
+        c.username_attribute = sm.username_attribute.clone();
+        c.display_name_attribute = sm.display_name_attribute.clone();
+        c.groups_attribute = sm.groups_attribute.clone();
+        c.admin_groups = sm.admin_groups.clone();
+        c.idp_enforces_mfa = sm.idp_enforces_mfa;
+        c.accepted_authn_contexts = sm.accepted_authn_contexts.clone();
         Ok(Some(c))
     }
 
@@ -826,6 +923,32 @@ mod tests {
         c.storage.database_url = Some(Secret("postgres://u:hunter2@db/medhub".into()));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.to_redacted_toml().contains("hunter2"));
+    }
+
+    #[test]
+    fn saml_needs_the_idp_its_certificate_and_medhubs_acs_url() {
+        let mut c = Config::default();
+        assert!(c.saml().unwrap().is_none(), "off by default");
+        c.saml.idp_entity_id = Some("https://idp.example.org/idp".into());
+        c.saml.idp_sso_url = "https://idp.example.org/sso".into();
+        c.saml.sp_entity_id = "https://medhub.example.org/saml".into();
+        c.saml.acs_url = "https://medhub.example.org/api/v1/auth/saml/acs".into();
+        let problems = c.validate().unwrap_err().to_string();
+        assert!(problems.contains("saml.idp_certificate_file"), "{problems}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("idp.pem");
+        std::fs::write(&f, "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n").unwrap();
+        c.saml.idp_certificate_file = Some(f.clone());
+        c.validate().unwrap();
+        let s = c.saml().unwrap().unwrap();
+        assert_eq!((s.username_attribute.as_str(), s.groups_attribute.as_str()), ("uid", "groups"));
+        assert!(!s.idp_enforces_mfa);
+        std::fs::write(&f, "not a certificate").unwrap();
+        assert!(c.saml().unwrap_err().to_string().contains("saml.idp_certificate_file"));
+        c.saml.acs_url = "https://medhub.example.org/elsewhere".into();
+        c.saml.idp_sso_url = "http://idp.example.org/sso".into();
+        let problems = c.validate().unwrap_err().to_string();
+        assert!(problems.contains("saml.acs_url") && problems.contains("saml.idp_sso_url"), "{problems}");
     }
 
     #[test]

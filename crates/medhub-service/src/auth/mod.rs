@@ -1,6 +1,6 @@
 //! Accounts and sessions: Argon2id passwords, opaque bearer tokens stored as SHA-256 hashes,
-//! second factors, idle and absolute expiry, WebSocket tickets, throttling, and OpenID Connect
-//! sign-in (`sso`).
+//! second factors, idle and absolute expiry, WebSocket tickets, throttling, and single sign-on:
+//! OpenID Connect (`sso`) and SAML 2.0 (`saml`, behind the `saml` feature).
 //!
 //! [`Principal`] is what every handler receives. The session state gates what a session may
 //! do in one place: a session is `active` only after the password *and* a second factor.
@@ -11,6 +11,9 @@ mod accounts;
 mod mfa;
 mod passkey;
 mod roles;
+#[cfg(feature = "saml")]
+mod saml;
+mod saml_config;
 mod sessions;
 mod sso;
 
@@ -40,8 +43,11 @@ use crate::{ServiceConfig, ServiceError};
 pub use accounts::{Invitation, NewUser};
 pub use mfa::{Enrolled, MfaProof, TotpEnrollment, totp_code};
 pub use passkey::{CEREMONY_TTL, PasskeyChallenge, PasskeyConfig, PasskeyPurpose, PasskeyRegistered};
+#[cfg(feature = "saml")]
+pub use saml::MAX_SAML_RESPONSE_BYTES;
+pub use saml_config::{DEFAULT_ACCEPTED_AUTHN_CONTEXTS, SamlConfig, pem_certificates};
 pub use sessions::WS_TICKET_TTL;
-pub use sso::{DEFAULT_ACCEPTED_AMR, OidcConfig, OidcSignIn, check_return_to, sso_username};
+pub use sso::{DEFAULT_ACCEPTED_AMR, OidcConfig, SsoSignIn, check_return_to, sso_username};
 
 /// Prefix of every session token, so that leaked tokens are recognisable by scanners.
 pub const TOKEN_PREFIX: &str = "mh_";
@@ -154,6 +160,9 @@ pub struct AuthService {
     oidc: Option<Arc<sso::Oidc>>,
     /// The passkey relying party, when configured.
     webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+    /// The SAML identity provider, when configured.
+    #[cfg(feature = "saml")]
+    saml: Option<Arc<saml::Saml>>,
 }
 
 /// OWASP's recommended Argon2id parameters: 19 MiB, 2 iterations, 1 lane.
@@ -237,6 +246,14 @@ impl AuthService {
                 None
             }
         });
+        #[cfg(feature = "saml")]
+        let saml = config.saml.clone().and_then(|c| match saml::Saml::new(c) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "the SAML identity provider's certificate is unusable");
+                None
+            }
+        });
         Self {
             webauthn,
             store,
@@ -253,6 +270,8 @@ impl AuthService {
             password_checks: Arc::new(AtomicU64::new(0)),
             audit,
             oidc,
+            #[cfg(feature = "saml")]
+            saml,
         }
     }
 
@@ -267,6 +286,15 @@ impl AuthService {
             && let Err(e) = c.relying_party()
         {
             return Err(ServiceError::InvalidRequest(format!("passkeys: {e}")));
+        }
+        #[cfg(feature = "saml")]
+        let saml_ready = self.config.saml.is_none() || self.saml.is_some();
+        #[cfg(not(feature = "saml"))]
+        let saml_ready = self.config.saml.is_none();
+        if !saml_ready {
+            return Err(ServiceError::SsoUnavailable(
+                "SAML is configured, but this build has no SAML support or the IdP certificate is unusable".into(),
+            ));
         }
         if let Some(stored) = self.store.key_check(None, self.clock.now()).await?
             && !self.key.matches(&stored)
@@ -399,6 +427,26 @@ fn throttle_keys(kind: &str, account: &str, client: &ClientInfo) -> Vec<String> 
 }
 
 /// The per-address throttle key alone, for attempts that name no account.
+/// Without the `saml` feature, SAML sign-in is never configured.
+#[cfg(not(feature = "saml"))]
+impl AuthService {
+    pub fn saml_configured(&self) -> Result<(), ServiceError> {
+        Err(ServiceError::SsoNotConfigured)
+    }
+
+    pub fn saml_metadata(&self) -> Result<String, ServiceError> {
+        Err(ServiceError::SsoNotConfigured)
+    }
+
+    pub async fn saml_begin(&self, _return_to: Option<&str>) -> Result<String, ServiceError> {
+        Err(ServiceError::SsoNotConfigured)
+    }
+
+    pub async fn saml_finish(&self, _saml_response: &str, _client: &ClientInfo) -> Result<SsoSignIn, ServiceError> {
+        Err(ServiceError::SsoNotConfigured)
+    }
+}
+
 fn address_throttle_key(kind: &str, client: &ClientInfo) -> Option<String> {
     client.ip.map(|ip| format!("{kind}:ip:{ip}"))
 }

@@ -1,5 +1,6 @@
 //! OpenID Connect sign-in: the authorization code flow with PKCE, `state` and `nonce`, strict
-//! ID-token validation, just-in-time provisioning and the system role from IdP groups.
+//! ID-token validation, just-in-time provisioning and the system role from IdP groups. The
+//! provisioning, session and audit steps at the end are shared with SAML (`saml.rs`).
 //!
 //! `openidconnect` does the protocol and the signature and claim checks. What it leaves to
 //! its caller, medhub does here: it finds the flow by the SHA-256 of `state` (so nothing
@@ -117,9 +118,9 @@ impl std::fmt::Debug for OidcConfig {
     }
 }
 
-/// A finished SSO sign-in.
+/// A finished SSO sign-in (OpenID Connect or SAML).
 #[derive(Debug)]
-pub struct OidcSignIn {
+pub struct SsoSignIn {
     pub issued: IssuedSession,
     /// The relative path given when the flow began.
     pub return_to: Option<String>,
@@ -299,6 +300,20 @@ impl Oidc {
     }
 }
 
+/// Who the identity provider says signed in, whatever the protocol: what provisioning reads.
+pub(super) struct SsoProfile {
+    /// The provider (OIDC `iss`, SAML IdP entity id) and its stable id of the user (`sub`,
+    /// persistent NameID): users are matched by this pair, never by name.
+    pub issuer: String,
+    pub subject: String,
+    /// The username at first sign-in, before medhub's normalization.
+    pub username: Option<String>,
+    /// Where the username comes from, for the refusal message (`preferred_username claim`).
+    pub username_source: String,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+}
+
 /// The claims medhub reads, from a verified token.
 struct Claims {
     issuer: String,
@@ -439,43 +454,9 @@ impl AuthService {
     /// exchanges the code (with the PKCE verifier), verifies the ID token, finds or creates
     /// the user, applies the role from the groups claim, and opens a session. Failures are
     /// throttled per client address.
-    pub async fn oidc_finish(&self, code: &str, state: &str, client: &ClientInfo) -> Result<OidcSignIn, ServiceError> {
+    pub async fn oidc_finish(&self, code: &str, state: &str, client: &ClientInfo) -> Result<SsoSignIn, ServiceError> {
         let oidc = self.oidc()?.clone();
-        let keys: Vec<String> = address_throttle_key("sso", client).into_iter().collect();
-        self.check_throttle(&keys).await?;
-        let ip = client.ip.map(|i| i.to_string());
-        match self.oidc_finish_inner(&oidc, code, state, client).await {
-            Ok(done) => {
-                let s = &done.issued.session;
-                let reason = Some(s.state.as_str());
-                self.audit.record(
-                    "auth.sign_in",
-                    Some(s.user),
-                    Some(s.id),
-                    Some("oidc".into()),
-                    Outcome::Success,
-                    reason,
-                    ip,
-                );
-                Ok(done)
-            }
-            Err(e) => {
-                if matches!(e, ServiceError::SsoFailed(_)) {
-                    self.record_failure(&keys).await?;
-                }
-                let reason = match &e {
-                    ServiceError::SsoFailed(_) => "sso_failed",
-                    ServiceError::SsoUnavailable(_) => "sso_unavailable",
-                    ServiceError::SsoAccountConflict => "sso_account_conflict",
-                    _ => "error",
-                };
-                self.audit.record("auth.sign_in", None, None, Some("oidc".into()), Outcome::Failure, Some(reason), ip);
-                if let ServiceError::SsoFailed(why) | ServiceError::SsoUnavailable(why) = &e {
-                    tracing::info!(target: "medhub::auth", outcome = "denied", reason = %why, "OIDC sign-in refused");
-                }
-                Err(e)
-            }
-        }
+        self.sso_attempt("oidc", client, self.oidc_finish_inner(&oidc, code, state, client)).await
     }
 
     async fn oidc_finish_inner(
@@ -484,7 +465,7 @@ impl AuthService {
         code: &str,
         state: &str,
         client: &ClientInfo,
-    ) -> Result<OidcSignIn, ServiceError> {
+    ) -> Result<SsoSignIn, ServiceError> {
         if state.is_empty() || state.len() > 256 || code.is_empty() || code.len() > 4096 {
             return Err(ServiceError::SsoFailed("malformed code or state".into()));
         }
@@ -528,41 +509,112 @@ impl AuthService {
             response.id_token().ok_or_else(|| ServiceError::SsoFailed("the token response has no ID token".into()))?;
         let claims = oidc.verify(id_token, &Nonce::new(flow.nonce), now).await?;
 
-        let user = self.sso_user(oidc, &claims).await?;
+        let c = &oidc.config;
+        let profile = SsoProfile {
+            issuer: claims.issuer.clone(),
+            subject: claims.subject.clone(),
+            username: claims.text(&c.username_claim).map(str::to_owned),
+            username_source: format!("{} claim", c.username_claim),
+            display_name: claims.text("name").map(str::to_owned),
+            groups: claims.list(&c.groups_claim),
+        };
+        let user = self.sso_user(&profile, &c.admin_groups).await?;
         let amr = claims.list("amr");
-        let idp_mfa =
-            oidc.config.idp_enforces_mfa && amr.iter().any(|m| oidc.config.accepted_amr.iter().any(|a| a == m));
+        let idp_mfa = c.idp_enforces_mfa && amr.iter().any(|m| c.accepted_amr.iter().any(|a| a == m));
+        let issued = self.sso_session(&user, idp_mfa, "oidc", client).await?;
+        Ok(SsoSignIn { issued, return_to: flow.return_to })
+    }
+
+    // --- shared by OpenID Connect and SAML ---------------------------------------------------
+
+    /// Runs one SSO sign-in attempt (`method` is `oidc` or `saml`): throttled per client
+    /// address, and reported to the audit interface whatever its outcome. Refusals are logged
+    /// with their reason; the client only ever sees the error's fixed message.
+    pub(super) async fn sso_attempt(
+        &self,
+        method: &'static str,
+        client: &ClientInfo,
+        attempt: impl Future<Output = Result<SsoSignIn, ServiceError>>,
+    ) -> Result<SsoSignIn, ServiceError> {
+        let keys: Vec<String> = address_throttle_key("sso", client).into_iter().collect();
+        self.check_throttle(&keys).await?;
+        let ip = client.ip.map(|i| i.to_string());
+        match attempt.await {
+            Ok(done) => {
+                let s = &done.issued.session;
+                let reason = Some(s.state.as_str());
+                self.audit.record(
+                    "auth.sign_in",
+                    Some(s.user),
+                    Some(s.id),
+                    Some(method.into()),
+                    Outcome::Success,
+                    reason,
+                    ip,
+                );
+                Ok(done)
+            }
+            Err(e) => {
+                if matches!(e, ServiceError::SsoFailed(_)) {
+                    self.record_failure(&keys).await?;
+                }
+                let reason = match &e {
+                    ServiceError::SsoFailed(_) => "sso_failed",
+                    ServiceError::SsoUnavailable(_) => "sso_unavailable",
+                    ServiceError::SsoAccountConflict => "sso_account_conflict",
+                    _ => "error",
+                };
+                self.audit.record("auth.sign_in", None, None, Some(method.into()), Outcome::Failure, Some(reason), ip);
+                if let ServiceError::SsoFailed(why) | ServiceError::SsoUnavailable(why) = &e {
+                    tracing::info!(target: "medhub::auth", outcome = "denied", method, reason = %why, "SSO sign-in refused");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the session of an SSO sign-in. The identity provider's sign-in counts as the
+    /// second factor only when the organization says the provider enforces one *and* the
+    /// sign-in shows it (`idp_mfa`); the session is then `active` with the factor just
+    /// proven. Otherwise medhub's own factor follows, as after a password.
+    pub(super) async fn sso_session(
+        &self,
+        user: &User,
+        idp_mfa: bool,
+        method: &'static str,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession, ServiceError> {
+        let now = self.now();
         let (state, mfa_at) = if idp_mfa {
             (SessionState::Active, Some(now))
         } else {
             (rules::after_password(false, self.mfa_enrolled(user.id).await?), None)
         };
-        let issued = self.new_session(&user, state, mfa_at, client).await?;
+        let issued = self.new_session(user, state, mfa_at, client).await?;
         tracing::info!(target: "medhub::auth", user = %user.id, session = %issued.session.id,
-            state = state.as_str(), idp_mfa, "signed in with OIDC");
-        Ok(OidcSignIn { issued, return_to: flow.return_to })
+            state = state.as_str(), idp_mfa, method, "signed in with SSO");
+        Ok(issued)
     }
 
     /// The user of an IdP subject: found by (issuer, subject), or created on first sign-in.
-    /// The system role follows the groups claim at every sign-in; losing the administrator
-    /// group ends the user's other sessions.
-    async fn sso_user(&self, oidc: &Oidc, claims: &Claims) -> Result<User, ServiceError> {
-        let groups = claims.list(&oidc.config.groups_claim);
-        let role = if groups.iter().any(|g| oidc.config.admin_groups.contains(g)) {
-            SystemRole::Admin
-        } else {
-            SystemRole::User
-        };
-        if let Some(id) = self.store.sso_identity(&claims.issuer, &claims.subject).await? {
+    /// The system role follows the groups at every sign-in (a member of any of
+    /// `admin_groups` is an administrator); losing the administrator group ends the user's
+    /// other sessions.
+    pub(super) async fn sso_user(&self, profile: &SsoProfile, admin_groups: &[String]) -> Result<User, ServiceError> {
+        let role =
+            if profile.groups.iter().any(|g| admin_groups.contains(g)) { SystemRole::Admin } else { SystemRole::User };
+        let (issuer, subject) = (profile.issuer.as_str(), profile.subject.as_str());
+        if let Some(id) = self.store.sso_identity(issuer, subject).await? {
             return self.sso_existing(id, role).await;
         }
         let org = self.store.org().await?.ok_or_else(|| ServiceError::SsoFailed("not bootstrapped yet".into()))?;
-        let raw = claims.text(&oidc.config.username_claim).unwrap_or_default();
-        let username = sso_username(raw).ok_or_else(|| {
-            ServiceError::SsoFailed(format!("no usable username in the {} claim", oidc.config.username_claim))
-        })?;
-        let display_name =
-            claims.text("name").and_then(|n| validate::display_name(n).ok()).unwrap_or_else(|| username.clone());
+        let username = sso_username(profile.username.as_deref().unwrap_or_default())
+            .ok_or_else(|| ServiceError::SsoFailed(format!("no usable username in the {}", profile.username_source)))?;
+        let display_name = profile
+            .display_name
+            .as_deref()
+            .and_then(|n| validate::display_name(n).ok())
+            .unwrap_or_else(|| username.clone());
         let user = User {
             id: UserId::new_v7(),
             org: org.id,
@@ -573,7 +625,7 @@ impl AuthService {
             created_at: self.now(),
         };
         let record = UserRecord { user: user.clone(), password_hash: None, must_change_password: false };
-        match self.store.create_sso_user(&record, &claims.issuer, &claims.subject, self.now()).await {
+        match self.store.create_sso_user(&record, issuer, subject, self.now()).await {
             Ok(()) => {
                 tracing::info!(target: "medhub::auth", user = %user.id, role = role.as_str(), "user created at first SSO sign-in");
                 Ok(user)
@@ -586,7 +638,7 @@ impl AuthService {
                 Err(ServiceError::SsoAccountConflict)
             }
             // Two first sign-ins of the same subject raced; the other one created the user.
-            Err(StoreError::Conflict(_)) => match self.store.sso_identity(&claims.issuer, &claims.subject).await? {
+            Err(StoreError::Conflict(_)) => match self.store.sso_identity(issuer, subject).await? {
                 Some(id) => self.sso_existing(id, role).await,
                 None => Err(ServiceError::SsoFailed("could not link the identity".into())),
             },

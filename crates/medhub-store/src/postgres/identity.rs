@@ -772,4 +772,24 @@ impl IdentityStore for PgStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn record_saml_assertion(
+        &self,
+        assertion_hash: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM saml_replay WHERE expires_at <= $1", &[&us(now)]).await?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO saml_replay (assertion_hash, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (assertion_hash) DO NOTHING",
+                &[&&assertion_hash[..], &us(expires_at)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
 }

@@ -833,6 +833,27 @@ impl IdentityStore for SqliteStore {
         })
         .await
     }
+
+    async fn record_saml_assertion(
+        &self,
+        assertion_hash: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let hash = *assertion_hash;
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM saml_replay WHERE expires_at <= ?1", [us(now)])?;
+            let inserted = tx.execute(
+                "INSERT INTO saml_replay (assertion_hash, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (assertion_hash) DO NOTHING",
+                params![hash, us(expires_at)],
+            )?;
+            tx.commit()?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
 }
 
 fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]) -> Result<(), StoreError> {

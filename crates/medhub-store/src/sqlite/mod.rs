@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_roles.sql")),
     (6, include_str!("../../migrations/sqlite/0006_audit.sql")),
     (7, include_str!("../../migrations/sqlite/0007_passkeys.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_saml.sql")),
     (9, include_str!("../../migrations/sqlite/0009_patient_scope.sql")),
 ];
 
