@@ -509,6 +509,52 @@ each_backend! {
 }
 
 each_backend! {
+    async fn groups_map_to_roles_at_every_login(db) {
+        let idp = Idp::start().await;
+        let clock = clock();
+        let mut c = config(&idp);
+        c.idp_enforces_mfa = true;
+        c.role_groups = vec![
+            ("icu-nurses".into(), "charge_nurse".into()),
+            ("privacy-office".into(), "compliance_officer".into()),
+            ("misspelt".into(), "no_such_role".into()),
+        ];
+        let s = server(db, &clock, Some(c)).await;
+        let get = |token: String, path: &'static str| {
+            let url = s.url(path);
+            async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+        };
+        // A charge nurse by her group: conversations and care teams, no audit review.
+        idp.set_account("erin-sub", json!({"preferred_username": "erin", "groups": ["staff", "icu-nurses", "misspelt"]})).await;
+        let (status, first) = sign_in(&s, "erin-sub", "otp").await;
+        assert_eq!(status, 200, "{first}");
+        let t1 = first["token"].as_str().unwrap().to_owned();
+        assert_eq!(get(t1.clone(), "/api/v1/conversations").await, 200);
+        assert_eq!(get(t1.clone(), "/api/v1/break-glass").await, 403);
+        let user = medhub_core::UserId::from_uuid(first["user"]["id"].as_str().unwrap().parse().unwrap());
+        let store = s.services.store.clone();
+        let roles = s.on_server(async move { store.user_roles(user).await.unwrap() }).await;
+        assert_eq!(roles, ["charge_nurse"], "the unknown role is skipped");
+
+        // She moves to the privacy office: the roles follow, and the charge nurse's session ends.
+        idp.set_account("erin-sub", json!({"preferred_username": "erin", "groups": ["privacy-office"]})).await;
+        let (_, second) = sign_in(&s, "erin-sub", "otp").await;
+        let t2 = second["token"].as_str().unwrap().to_owned();
+        assert_eq!(me(&s, &t1).await, "unauthenticated");
+        assert_eq!(get(t2.clone(), "/api/v1/break-glass").await, 200);
+        assert_eq!(get(t2.clone(), "/api/v1/conversations").await, 403);
+
+        // In no mapped group: the default role, clinician.
+        idp.set_account("erin-sub", json!({"preferred_username": "erin", "groups": ["staff"]})).await;
+        let (_, third) = sign_in(&s, "erin-sub", "otp").await;
+        assert_eq!(me(&s, &t2).await, "unauthenticated");
+        let store = s.services.store.clone();
+        assert_eq!(s.on_server(async move { store.user_roles(user).await.unwrap() }).await, ["clinician"]);
+        assert_eq!(get(third["token"].as_str().unwrap().to_owned(), "/api/v1/conversations").await, 200);
+    }
+}
+
+each_backend! {
     async fn a_local_account_with_the_same_username_is_never_linked(db) {
         let idp = Idp::start().await;
         let clock = clock();

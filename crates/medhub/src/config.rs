@@ -244,6 +244,8 @@ pub struct OidcSection {
     pub groups_claim: String,
     /// Members of any of these groups are administrators, re-checked at every sign-in; everyone else is a user. Default: [].
     pub admin_groups: Vec<String>,
+    /// Roles from groups, as "group=role_key" entries (for example "icu-nurses=nurse"). When any are set, roles follow the groups at every sign-in, and a user in none of them gets the default role (clinician, or administrator for admin_groups). Default: [].
+    pub role_groups: Vec<String>,
     /// The provider requires a second factor itself: a sign-in whose amr shows one counts as medhub's second factor. Default: false.
     pub idp_enforces_mfa: bool,
     /// amr values (RFC 8176) that show a second factor. Default: ["mfa", "otp", "hwk", "swk", "fpt", "face"].
@@ -263,6 +265,7 @@ impl Default for OidcSection {
             username_claim: d.username_claim,
             groups_claim: d.groups_claim,
             admin_groups: Vec::new(),
+            role_groups: Vec::new(),
             idp_enforces_mfa: false,
             accepted_amr: d.accepted_amr,
         }
@@ -309,6 +312,8 @@ pub struct SamlSection {
     pub groups_attribute: String,
     /// Members of any of these groups are administrators, re-checked at every sign-in; everyone else is a user. Default: [].
     pub admin_groups: Vec<String>,
+    /// Roles from groups, as "group=role_key" entries (for example "icu-nurses=nurse"). When any are set, roles follow the groups at every sign-in, and a user in none of them gets the default role (clinician, or administrator for admin_groups). Default: [].
+    pub role_groups: Vec<String>,
     /// The IdP requires a second factor itself: a sign-in whose AuthnContextClassRef is accepted counts as medhub's second factor. Default: false.
     pub idp_enforces_mfa: bool,
     /// AuthnContextClassRef values that show a second factor. Default: ["https://refeds.org/profile/mfa", "http://schemas.microsoft.com/claims/multipleauthn", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered"].
@@ -328,10 +333,26 @@ impl Default for SamlSection {
             display_name_attribute: d.display_name_attribute,
             groups_attribute: d.groups_attribute,
             admin_groups: Vec::new(),
+            role_groups: Vec::new(),
             idp_enforces_mfa: false,
             accepted_authn_contexts: d.accepted_authn_contexts,
         }
     }
+}
+
+/// Parses "group=role_key" entries.
+fn role_groups(section: &str, entries: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    entries
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((g, r)) if !g.trim().is_empty() && medhub_core::authz::valid_role_key(r.trim()) => {
+                Ok((g.trim().to_owned(), r.trim().to_owned()))
+            }
+            _ => Err(ConfigError::Invalid(format!(
+                "{section}.role_groups: {e:?} must be \"group=role_key\" (role keys are [a-z0-9_])"
+            ))),
+        })
+        .collect()
 }
 
 /// Whether `url` is https, or http to a loopback address (tests, a provider on the same host).
@@ -541,6 +562,11 @@ impl Config {
             }
             None => {}
         }
+        for (section, entries) in [("oidc", &self.oidc.role_groups), ("saml", &self.saml.role_groups)] {
+            if let Err(ConfigError::Invalid(e)) = role_groups(section, entries) {
+                problems.push(e);
+            }
+        }
         let sm = &self.saml;
         match &sm.idp_entity_id {
             Some(id) => {
@@ -596,6 +622,7 @@ impl Config {
         c.username_claim = o.username_claim.clone();
         c.groups_claim = o.groups_claim.clone();
         c.admin_groups = o.admin_groups.clone();
+        c.role_groups = role_groups("oidc", &o.role_groups)?;
         c.idp_enforces_mfa = o.idp_enforces_mfa;
         c.accepted_amr = o.accepted_amr.clone();
         Ok(Some(c))
@@ -618,6 +645,7 @@ impl Config {
         c.display_name_attribute = sm.display_name_attribute.clone();
         c.groups_attribute = sm.groups_attribute.clone();
         c.admin_groups = sm.admin_groups.clone();
+        c.role_groups = role_groups("saml", &sm.role_groups)?;
         c.idp_enforces_mfa = sm.idp_enforces_mfa;
         c.accepted_authn_contexts = sm.accepted_authn_contexts.clone();
         Ok(Some(c))
@@ -949,6 +977,28 @@ mod tests {
         c.saml.idp_sso_url = "http://idp.example.org/sso".into();
         let problems = c.validate().unwrap_err().to_string();
         assert!(problems.contains("saml.acs_url") && problems.contains("saml.idp_sso_url"), "{problems}");
+    }
+
+    #[test]
+    fn role_groups_are_group_equals_role_key() {
+        let mut c = Config::default();
+        c.oidc.role_groups = vec![" icu-nurses = charge_nurse".into(), "Privacy Office=compliance_officer".into()];
+        c.validate().unwrap();
+        c.oidc.issuer = Some("https://idp.example.org".into());
+        c.oidc.client_id = "medhub".into();
+        let o = c.oidc().unwrap().unwrap();
+        assert_eq!(
+            o.role_groups,
+            [
+                ("icu-nurses".to_owned(), "charge_nurse".to_owned()),
+                ("Privacy Office".to_owned(), "compliance_officer".to_owned())
+            ]
+        );
+        for bad in ["nurses", "=nurse", "nurses=", "nurses=Charge Nurse"] {
+            c.saml.role_groups = vec![bad.into()];
+            let problems = c.validate().unwrap_err().to_string();
+            assert!(problems.contains("saml.role_groups"), "{bad}: {problems}");
+        }
     }
 
     #[test]

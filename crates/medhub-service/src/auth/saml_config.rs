@@ -35,6 +35,11 @@ pub struct SamlConfig {
     pub groups_attribute: String,
     /// Members of any of these groups are administrators; everyone else is a user.
     pub admin_groups: Vec<String>,
+    /// Roles from the provider's groups, as (group, role key) pairs. When any are set, the
+    /// provider is the source of the user's roles: they are re-applied at every sign-in, a
+    /// role lost ends the user's other sessions, and a user in none of these groups gets the
+    /// default role of their system role (clinician or administrator).
+    pub role_groups: Vec<(String, String)>,
     /// The IdP always requires a second factor: a sign-in whose AuthnContextClassRef is
     /// one of `accepted_authn_contexts` counts as medhub's second factor.
     pub idp_enforces_mfa: bool,
@@ -60,6 +65,7 @@ impl SamlConfig {
             display_name_attribute: "displayName".into(),
             groups_attribute: "groups".into(),
             admin_groups: Vec::new(),
+            role_groups: Vec::new(),
             idp_enforces_mfa: false,
             accepted_authn_contexts: DEFAULT_ACCEPTED_AUTHN_CONTEXTS.iter().map(|s| (*s).to_owned()).collect(),
         }

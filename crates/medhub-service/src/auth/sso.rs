@@ -77,6 +77,11 @@ pub struct OidcConfig {
     pub groups_claim: String,
     /// Members of any of these groups are administrators; everyone else is a user.
     pub admin_groups: Vec<String>,
+    /// Roles from the provider's groups, as (group, role key) pairs. When any are set, the
+    /// provider is the source of the user's roles: they are re-applied at every sign-in, a
+    /// role lost ends the user's other sessions, and a user in none of these groups gets the
+    /// default role of their system role (clinician or administrator).
+    pub role_groups: Vec<(String, String)>,
     /// The provider always requires a second factor: an SSO sign-in whose `amr` shows one
     /// counts as medhub's second factor.
     pub idp_enforces_mfa: bool,
@@ -96,6 +101,7 @@ impl OidcConfig {
             username_claim: "preferred_username".into(),
             groups_claim: "groups".into(),
             admin_groups: Vec::new(),
+            role_groups: Vec::new(),
             idp_enforces_mfa: false,
             accepted_amr: DEFAULT_ACCEPTED_AMR.iter().map(|s| (*s).to_owned()).collect(),
         }
@@ -112,6 +118,7 @@ impl std::fmt::Debug for OidcConfig {
             .field("username_claim", &self.username_claim)
             .field("groups_claim", &self.groups_claim)
             .field("admin_groups", &self.admin_groups)
+            .field("role_groups", &self.role_groups)
             .field("idp_enforces_mfa", &self.idp_enforces_mfa)
             .field("accepted_amr", &self.accepted_amr)
             .finish_non_exhaustive()
@@ -518,7 +525,7 @@ impl AuthService {
             display_name: claims.text("name").map(str::to_owned),
             groups: claims.list(&c.groups_claim),
         };
-        let user = self.sso_user(&profile, &c.admin_groups).await?;
+        let user = self.sso_user(&profile, &c.admin_groups, &c.role_groups).await?;
         let amr = claims.list("amr");
         let idp_mfa = c.idp_enforces_mfa && amr.iter().any(|m| c.accepted_amr.iter().any(|a| a == m));
         let issued = self.sso_session(&user, idp_mfa, "oidc", client).await?;
@@ -599,8 +606,68 @@ impl AuthService {
     /// The user of an IdP subject: found by (issuer, subject), or created on first sign-in.
     /// The system role follows the groups at every sign-in (a member of any of
     /// `admin_groups` is an administrator); losing the administrator group ends the user's
-    /// other sessions.
-    pub(super) async fn sso_user(&self, profile: &SsoProfile, admin_groups: &[String]) -> Result<User, ServiceError> {
+    /// other sessions. With `role_groups`, the roles follow the groups too.
+    pub(super) async fn sso_user(
+        &self,
+        profile: &SsoProfile,
+        admin_groups: &[String],
+        role_groups: &[(String, String)],
+    ) -> Result<User, ServiceError> {
+        let user = self.sso_user_inner(profile, admin_groups).await?;
+        self.sso_roles(&user, &profile.groups, role_groups).await?;
+        Ok(user)
+    }
+
+    /// Applies the roles the provider's groups map to. Unknown role keys are skipped (and
+    /// logged); a user in no mapped group gets the default role of their system role. A role
+    /// lost ends the user's sessions, as when an administrator removes it.
+    async fn sso_roles(
+        &self,
+        user: &User,
+        groups: &[String],
+        role_groups: &[(String, String)],
+    ) -> Result<(), ServiceError> {
+        if role_groups.is_empty() {
+            return Ok(());
+        }
+        let known: std::collections::BTreeSet<String> = self.store.roles().await?.into_iter().map(|r| r.key).collect();
+        let mut keys = std::collections::BTreeSet::new();
+        for (group, key) in role_groups.iter().filter(|(g, _)| groups.contains(g)) {
+            if known.contains(key) {
+                keys.insert(key.clone());
+            } else {
+                tracing::warn!(target: "medhub::auth", group = %group, role = %key, "SSO group maps to an unknown role; skipped");
+            }
+        }
+        if user.role == SystemRole::Admin {
+            keys.insert(medhub_core::authz::ADMINISTRATOR.to_owned());
+        }
+        if keys.is_empty() {
+            keys.insert(user.role.default_role_key().to_owned());
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        let mut before = self.store.user_roles(user.id).await?;
+        before.sort();
+        if before == keys {
+            return Ok(());
+        }
+        self.store.set_user_roles(user.id, &keys, user.id, self.now()).await?;
+        if before.iter().any(|k| !keys.contains(k)) {
+            self.end_user_sessions(user.id, None, "role_removed").await?;
+        }
+        tracing::info!(target: "medhub::auth", user = %user.id, roles = ?keys, "roles set by the identity provider's groups");
+        self.audit_event(
+            "sso.roles",
+            None,
+            Some(format!("{} roles={}", user.id, keys.join(","))),
+            Outcome::Success,
+            None,
+            None,
+        );
+        Ok(())
+    }
+
+    async fn sso_user_inner(&self, profile: &SsoProfile, admin_groups: &[String]) -> Result<User, ServiceError> {
         let role =
             if profile.groups.iter().any(|g| admin_groups.contains(g)) { SystemRole::Admin } else { SystemRole::User };
         let (issuer, subject) = (profile.issuer.as_str(), profile.subject.as_str());
