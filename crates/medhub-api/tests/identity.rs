@@ -11,7 +11,6 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::ManualClock;
 use medhub_core::model::SystemRole;
-use medhub_service::auth::NewUser;
 use medhub_testkit::{Closed, Settings, TestServer, TestUser, each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -46,21 +45,7 @@ fn clock() -> Arc<ManualClock> {
 
 /// Creates a user with a password (the organization is bootstrapped on first use).
 async fn password_user(s: &TestServer, username: &str, role: SystemRole) {
-    let auth = s.services.auth.clone();
-    let name = username.to_owned();
-    s.on_server(async move {
-        let _ = auth.bootstrap("Test Hospital", "admin").await;
-        auth.create_user(NewUser {
-            username: name.clone(),
-            display_name: name,
-            role,
-            password: Some(PASSWORD.into()),
-            must_change_password: false,
-        })
-        .await
-        .unwrap();
-    })
-    .await;
+    s.password_user(username, role, PASSWORD, false).await;
 }
 
 fn code(body: &Value) -> &str {

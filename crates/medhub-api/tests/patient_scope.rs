@@ -12,7 +12,6 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::model::SystemRole;
 use medhub_core::{Clock, ManualClock};
-use medhub_service::auth::NewUser;
 use medhub_testkit::{Settings, TestServer, TestUser, each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -43,21 +42,7 @@ async fn server(db: medhub_store::testdb::TestDb, clock: &Arc<ManualClock>) -> T
 /// A user with these roles and a password, signed in over HTTP with an authenticator (so
 /// that it can step up).
 async fn signed_in(s: &TestServer, username: &str, roles: &[&str]) -> (TestUser, String) {
-    let auth = s.services.auth.clone();
-    let name = username.to_owned();
-    s.on_server(async move {
-        let _ = auth.bootstrap("Test Hospital", "admin").await;
-        auth.create_user(NewUser {
-            username: name.clone(),
-            display_name: name,
-            role: SystemRole::User,
-            password: Some(PASSWORD.into()),
-            must_change_password: false,
-        })
-        .await
-        .unwrap();
-    })
-    .await;
+    s.password_user(username, SystemRole::User, PASSWORD, false).await;
     let signed = s.sign_in(username, PASSWORD, None).await;
     s.set_roles(&signed.user, roles).await;
     (signed.user, signed.totp_secret)

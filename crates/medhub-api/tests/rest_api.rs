@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use medhub_core::model::SystemRole;
-use medhub_service::auth::NewUser;
 use medhub_testkit::{Closed, Settings, TestServer, TestUser, each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -15,23 +14,7 @@ const PASSWORD: &str = "correct horse battery";
 
 /// Creates a user who signs in with a password (Argon2id: keep these few).
 async fn password_user(s: &TestServer, username: &str, password: &str, must_change_password: bool) -> uuid::Uuid {
-    let auth = s.services.auth.clone();
-    let (username, password) = (username.to_owned(), password.to_owned());
-    s.on_server(async move {
-        auth.bootstrap("Test Hospital", "admin").await.unwrap_or_else(|e| panic!("bootstrap: {e}"));
-        let user = auth
-            .create_user(NewUser {
-                username: username.clone(),
-                display_name: username.clone(),
-                role: SystemRole::User,
-                password: Some(password),
-                must_change_password,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("create {username}: {e}"));
-        user.id.as_uuid()
-    })
-    .await
+    s.password_user(username, SystemRole::User, password, must_change_password).await
 }
 
 /// A request built by hand, for what `TestServer::call` cannot express (headers, raw bodies).

@@ -199,6 +199,34 @@ impl TestServer {
         .await
     }
 
+    /// Creates a user who signs in with `password` (the organization is bootstrapped on first
+    /// use); returns the user's id. Each costs an Argon2id hash: keep these few.
+    pub async fn password_user(
+        &self,
+        username: &str,
+        role: SystemRole,
+        password: &str,
+        must_change_password: bool,
+    ) -> uuid::Uuid {
+        let auth = self.services.auth.clone();
+        let (username, password) = (username.to_owned(), password.to_owned());
+        self.on_server(async move {
+            let _ = auth.bootstrap("Test Hospital", "admin").await;
+            let user = auth
+                .create_user(NewUser {
+                    username: username.clone(),
+                    display_name: username.clone(),
+                    role,
+                    password: Some(password),
+                    must_change_password,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("create {username}: {e}"));
+            user.id.as_uuid()
+        })
+        .await
+    }
+
     /// Gives an existing user exactly these roles (keys of the catalogue), as an
     /// administrator would.
     pub async fn set_roles(&self, user: &TestUser, roles: &[&str]) {
