@@ -2,30 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use medhub_core::model::SystemRole;
 use medhub_service::auth::NewUser;
 use medhub_store::Backend;
-use medhub_testkit::{Settings, TestServer};
+use medhub_testkit::{LogCapture, Settings, TestServer};
 use serde_json::json;
 
-/// Collects everything every subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
+async fn exercise(backend: Backend, capture: &LogCapture) -> Vec<String> {
     let s = TestServer::start_with(backend, Settings::default()).await;
     let password = "SECRET-PASSWORD-4b1d9c";
     let auth = s.services.auth.clone();
@@ -78,7 +61,7 @@ async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
     assert_eq!(page["messages"][0]["body"], "PATIENT-EDIT-Jane-Doe");
     drop(ws);
     drop(s);
-    assert!(!capture.0.lock().unwrap().is_empty(), "the capture saw the server's logs");
+    assert!(!capture.text().is_empty(), "the capture saw the server's logs");
     vec![
         password.to_owned(),
         "WRONG-PASSWORD-77aa".to_owned(),
@@ -97,18 +80,10 @@ async fn exercise(backend: Backend, capture: &Capture) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_reaches_the_log_on_either_backend() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    // The filter the server installs, asked for everything.
-    tracing_subscriber::fmt()
-        .with_env_filter(medhub_api::log_filter("trace"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .try_init()
-        .unwrap();
+    let capture = LogCapture::install();
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let secrets = exercise(backend, &capture).await;
-        let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+        let log = capture.text();
         for secret in secrets {
             if let Some(pos) = log.find(&secret) {
                 let start = log[..pos].rfind('\n').map_or(0, |i| i + 1);

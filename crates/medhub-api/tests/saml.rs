@@ -21,7 +21,7 @@ use jiff::{SignedDuration, Timestamp};
 use medhub_core::ManualClock;
 use medhub_service::auth::SamlConfig;
 use medhub_store::testdb::TestDb;
-use medhub_testkit::{TestServer, each_backend};
+use medhub_testkit::{LogCapture, TestServer, each_backend};
 use reqwest::Url;
 use serde_json::{Value, json};
 
@@ -441,31 +441,9 @@ each_backend! {
 
 // --- logs ---------------------------------------------------------------------------------------
 
-/// Collects everything the global subscriber writes.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_from_an_assertion_reaches_the_log() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    // The filter the server installs, asked for everything.
-    tracing_subscriber::fmt()
-        .with_env_filter(medhub_api::log_filter("trace"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .try_init()
-        .unwrap();
+    let capture = LogCapture::install();
     let w = world(TestDb::new(medhub_store::Backend::Sqlite).await, |_| {}).await;
     let knobs = [("user", "zed"), ("name", "Zed PATIENT-NAME-77"), ("groups", "GROUP-SECRET-91")];
     let response = mint(&w.s, &knobs).await;
@@ -473,7 +451,7 @@ async fn nothing_from_an_assertion_reaches_the_log() {
     assert_eq!(status, 200, "{body}");
     // Refused ones too: a replay and a forgery.
     refused_pair(&w.s, &response).await;
-    let log = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let log = capture.text();
     assert!(log.contains("SSO sign-in refused"), "the capture saw the server's logs");
     let xml = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&response).unwrap()).unwrap();
     let signature = xml.split("SignatureValue>").nth(1).unwrap().trim_end_matches("</ns2:").replace('\n', "");

@@ -526,6 +526,40 @@ impl WsClient {
 }
 
 /// Log output for tests that want it (`RUST_LOG=debug`).
+/// Everything the process logs, through the filter the server installs asked for `trace`.
+/// It becomes the process's global subscriber, so a test binary installs it once.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn install() -> Self {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(medhub_api::log_filter("trace"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .try_init()
+            .unwrap_or_else(|e| panic!("a global subscriber was installed already: {e}"));
+        capture
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

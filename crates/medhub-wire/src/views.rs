@@ -286,22 +286,25 @@ impl From<Access> for AccessView {
 }
 
 impl ConversationView {
-    /// The view of a reader who is not a member (care team, break-glass): no watermarks.
+    /// The view of a reader who is not a member (care team, break-glass): read only, with no
+    /// watermarks of its own.
     pub fn for_reader(c: &Conversation, access: Access) -> Self {
-        let none = Member {
-            conversation: c.id,
-            user: medhub_core::UserId::from_uuid(Uuid::nil()),
-            role: MemberRole::ReadOnly,
-            delivered_seq: medhub_core::Seq::ZERO,
-            read_seq: medhub_core::Seq::ZERO,
-            joined_at: c.created_at,
-        };
-        let mut v = Self::new(c, &none, 0);
-        v.access = access.into();
-        v
+        Self::of(c, MemberRole::ReadOnly, medhub_core::Seq::ZERO, medhub_core::Seq::ZERO, 0, access)
     }
 
+    /// The view of a member.
     pub fn new(c: &Conversation, me: &Member, unread: u64) -> Self {
+        Self::of(c, me.role, me.delivered_seq, me.read_seq, unread, Access::Member)
+    }
+
+    fn of(
+        c: &Conversation,
+        role: MemberRole,
+        delivered: medhub_core::Seq,
+        read: medhub_core::Seq,
+        unread: u64,
+        access: Access,
+    ) -> Self {
         ConversationView {
             id: c.id.as_uuid(),
             kind: c.kind.into(),
@@ -310,12 +313,12 @@ impl ConversationView {
             created_at: c.created_at,
             last_seq: c.last_seq.get(),
             member_count: c.member_count,
-            role: me.role.into(),
-            delivered_seq: me.delivered_seq.get(),
-            read_seq: me.read_seq.get(),
+            role: role.into(),
+            delivered_seq: delivered.get(),
+            read_seq: read.get(),
             unread,
             patient_ref: c.patient.as_ref().map(|p| p.as_str().to_owned()),
-            access: AccessView::Member,
+            access: access.into(),
         }
     }
 }

@@ -181,15 +181,21 @@ impl AuthService {
             return Err(ServiceError::InvalidMfaCode);
         }
         self.store.clear_throttle(&keys[0]).await?;
-        // Enrolling a factor is an MFA change: every other session of the user ends.
-        self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
-        let token = match principal.session.state {
-            SessionState::MfaEnrollmentRequired => Some(self.activate(principal).await?),
-            _ => None,
-        };
+        let token = self.factor_enrolled(principal).await?;
         tracing::info!(target: "medhub::auth", user = %user, "authenticator enrolled");
         self.audit_event("auth.mfa_enrol", Some(principal), Some("totp".into()), Outcome::Success, None, ip);
         Ok(Enrolled { recovery_codes: codes, token })
+    }
+
+    /// After a second factor was enrolled (TOTP or passkey): this is an MFA change, so every
+    /// other session of the user ends, and a session waiting for enrolment becomes active
+    /// under a new token, which is returned.
+    pub(super) async fn factor_enrolled(&self, principal: &Principal) -> Result<Option<String>, ServiceError> {
+        self.end_user_sessions(principal.user.id, Some(principal.session.id), "mfa_changed").await?;
+        match principal.session.state {
+            SessionState::MfaEnrollmentRequired => Ok(Some(self.activate(principal).await?)),
+            _ => Ok(None),
+        }
     }
 
     /// Finishes sign-in for a session whose second factor was just proven: it becomes

@@ -282,10 +282,10 @@ impl AuthService {
         if self.config.oidc.is_some() && self.oidc.is_none() {
             return Err(ServiceError::SsoUnavailable("the HTTP client for the identity provider failed".into()));
         }
-        if let Some(c) = &self.config.passkeys
-            && let Err(e) = c.relying_party()
-        {
-            return Err(ServiceError::InvalidRequest(format!("passkeys: {e}")));
+        if self.config.passkeys.is_some() && self.webauthn.is_none() {
+            return Err(ServiceError::InvalidRequest(
+                "passkeys: the relying party is misconfigured (see the log)".into(),
+            ));
         }
         #[cfg(feature = "saml")]
         let saml_ready = self.config.saml.is_none() || self.saml.is_some();

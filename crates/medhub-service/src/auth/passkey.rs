@@ -315,11 +315,7 @@ impl AuthService {
             codes
         };
         self.store.clear_throttle(&keys[0]).await?;
-        self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
-        let token = match principal.session.state {
-            SessionState::MfaEnrollmentRequired => Some(self.activate(principal).await?),
-            _ => None,
-        };
+        let token = self.factor_enrolled(principal).await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %record.id, "passkey registered");
         self.audit_event("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Success, None, ip);
         Ok(PasskeyRegistered { passkey: record, recovery_codes, token })
