@@ -289,10 +289,7 @@ impl AuthService {
             MfaProof::Totp(_) => "totp",
             MfaProof::RecoveryCode(_) => "recovery_code",
         };
-        if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event(action, Some(principal), Some(kind.into()), Outcome::Failure, Some("rate_limited"), ip);
-            return Err(e);
-        }
+        self.check_factor_throttle(&keys, action, principal, kind, &ip).await?;
         let ok = match proof {
             MfaProof::Totp(code) => self.check_totp(user, code).await?,
             MfaProof::RecoveryCode(code) => self.use_recovery_code(user, code).await?,

@@ -403,6 +403,24 @@ impl AuthService {
         Ok(())
     }
 
+    /// [`check_throttle`](Self::check_throttle) for a second-factor step: a refusal is also
+    /// audited, as `action` on `what` (the factor), with the reason `rate_limited`.
+    async fn check_factor_throttle(
+        &self,
+        keys: &[String],
+        action: &str,
+        principal: &Principal,
+        what: &str,
+        ip: &Option<String>,
+    ) -> Result<(), ServiceError> {
+        let checked = self.check_throttle(keys).await;
+        if checked.is_err() {
+            let (outcome, reason) = (medhub_core::audit::Outcome::Failure, Some("rate_limited"));
+            self.audit_event(action, Some(principal), Some(what.into()), outcome, reason, ip.clone());
+        }
+        checked
+    }
+
     fn policy(&self, key: &str) -> &ThrottlePolicy {
         if key.contains(":ip:") { &self.throttle_ip } else { &self.throttle }
     }

@@ -169,12 +169,17 @@ impl AuthService {
         aad
     }
 
-    async fn store_ceremony<S: serde::Serialize>(
+    /// Stores a new ceremony's state and answers the challenge for the client: the ceremony id
+    /// and the WebAuthn options.
+    async fn challenge<S: serde::Serialize, O: serde::Serialize>(
         &self,
         principal: &Principal,
         kind: &str,
         state: &S,
-    ) -> Result<String, ServiceError> {
+        options: &O,
+    ) -> Result<PasskeyChallenge, ServiceError> {
+        let options =
+            serde_json::to_value(options).map_err(|e| ServiceError::InvalidRequest(format!("passkey options: {e}")))?;
         self.pin_server_key().await?;
         let ceremony_id = new_token(CEREMONY_PREFIX)?;
         let state_hash = token_hash(&ceremony_id);
@@ -193,7 +198,7 @@ impl AuthService {
                 expires_at: now.checked_add(CEREMONY_TTL).unwrap_or(Timestamp::MAX),
             })
             .await?;
-        Ok(ceremony_id)
+        Ok(PasskeyChallenge { ceremony_id, options })
     }
 
     /// Uses a ceremony once. Unknown, used, expired, other-kind and other-session ceremonies
@@ -242,10 +247,7 @@ impl AuthService {
         let (options, state) = webauthn
             .start_passkey_registration(user.id.as_uuid(), &user.username, &user.display_name, Some(exclude))
             .map_err(|e| ServiceError::InvalidRequest(format!("passkey registration could not start: {e}")))?;
-        let ceremony_id = self.store_ceremony(principal, KIND_REGISTER, &state).await?;
-        let options = serde_json::to_value(&options)
-            .map_err(|e| ServiceError::InvalidRequest(format!("passkey options: {e}")))?;
-        Ok(PasskeyChallenge { ceremony_id, options })
+        self.challenge(principal, KIND_REGISTER, &state, &options).await
     }
 
     /// Finishes a registration. The first second factor of an account comes with recovery
@@ -265,17 +267,7 @@ impl AuthService {
         let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
         let ip = client.ip.map(|i| i.to_string());
-        if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event(
-                "auth.mfa_enrol",
-                Some(principal),
-                Some("passkey".into()),
-                Outcome::Failure,
-                Some("rate_limited"),
-                ip,
-            );
-            return Err(e);
-        }
+        self.check_factor_throttle(&keys, "auth.mfa_enrol", principal, "passkey", &ip).await?;
         let checked = async {
             let state: PasskeyRegistration = self.take_ceremony(principal, KIND_REGISTER, ceremony_id).await?;
             let credential: RegisterPublicKeyCredential =
@@ -356,10 +348,7 @@ impl AuthService {
         let (options, state) = webauthn
             .start_passkey_authentication(&passkeys)
             .map_err(|e| ServiceError::InvalidRequest(format!("passkey sign-in could not start: {e}")))?;
-        let ceremony_id = self.store_ceremony(principal, purpose.kind(), &state).await?;
-        let options = serde_json::to_value(&options)
-            .map_err(|e| ServiceError::InvalidRequest(format!("passkey options: {e}")))?;
-        Ok(PasskeyChallenge { ceremony_id, options })
+        self.challenge(principal, purpose.kind(), &state, &options).await
     }
 
     /// Finishes a passkey assertion: in `mfa_required` the session becomes active under a
@@ -379,17 +368,7 @@ impl AuthService {
         let keys = throttle_keys("mfa", &user.to_string(), client);
         let ip = client.ip.map(|i| i.to_string());
         let action = purpose.action();
-        if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event(
-                action,
-                Some(principal),
-                Some("passkey".into()),
-                Outcome::Failure,
-                Some("rate_limited"),
-                ip,
-            );
-            return Err(e);
-        }
+        self.check_factor_throttle(&keys, action, principal, "passkey", &ip).await?;
         let checked = self.check_assertion(&webauthn, principal, purpose, ceremony_id, credential).await;
         let passkey = match checked {
             Ok(id) => id,
