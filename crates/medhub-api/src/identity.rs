@@ -341,7 +341,7 @@ pub async fn reset_mfa(
 
 async fn settings(state: &AppState, p: &medhub_service::Principal) -> ApiResult<OrgSettings> {
     Ok(OrgSettings {
-        idle_timeout_minutes: state.services.auth.idle_timeout().as_mins(),
+        idle_timeout_minutes: state.services.auth.idle_timeout(p.user.org).as_mins(),
         break_glass_minutes: state.services.patients.break_glass_minutes(p).await?,
     })
 }

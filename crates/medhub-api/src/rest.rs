@@ -69,7 +69,7 @@ pub struct UserListQuery {
     limit: Option<u32>,
 }
 
-/// The user directory, by username.
+/// The user directory of the caller's organization, by username.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])), params(UserListQuery),
     responses((status = 200, body = UserList), (status = 401, body = ErrorBody)))]
 pub async fn list_users(
@@ -82,8 +82,9 @@ pub async fn list_users(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::with_message(ErrorCode::InvalidRequest, "limit must be between 1 and 500"));
     }
+    let store = &state.services.store;
     let users =
-        state.services.store.list_users(q.after.as_deref(), limit).await.map_err(medhub_service::ServiceError::from)?;
+        store.list_users(p.user.org, q.after.as_deref(), limit).await.map_err(medhub_service::ServiceError::from)?;
     Ok(Json(UserList { users: users.iter().map(UserView::from).collect() }))
 }
 
@@ -96,8 +97,8 @@ pub async fn get_user(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<UserView>> {
     p.require_active()?;
-    let user = state.services.store.user(UserId::from_uuid(id)).await.map_err(medhub_service::ServiceError::from)?;
-    user.map(|u| Json(UserView::from(&u))).ok_or_else(|| ApiError::code(ErrorCode::NotFound))
+    let user = state.services.auth.user_in_org(&p, UserId::from_uuid(id)).await?;
+    Ok(Json(UserView::from(&user)))
 }
 
 /// The caller's conversations, with unread counts.

@@ -620,9 +620,18 @@ fn handle_text(
                 let e = ServiceError::InvalidRequest(format!("at most {MAX_PRESENCE_SUBSCRIPTIONS} users"));
                 return Handled::Reply(reply_error(state, id, &e));
             }
-            let users =
-                services.hub.set_presence_subscriptions(conn, user_ids.into_iter().map(UserId::from_uuid).collect());
-            Handled::Reply(frame_bytes(&ServerFrame::PresenceState { id, users }))
+            let (conn, st) = (conn.clone(), state.clone());
+            Handled::Later(Box::pin(async move {
+                let ids: Vec<UserId> = user_ids.into_iter().map(UserId::from_uuid).collect();
+                // Another organization's users are left out, as if they did not exist.
+                match services.auth.users_in_org(&p, &ids).await {
+                    Ok(own) => {
+                        let users = services.hub.set_presence_subscriptions(&conn, own);
+                        Some(frame_bytes(&ServerFrame::PresenceState { id, users }))
+                    }
+                    Err(e) => Some(reply_error(&st, id, &e)),
+                }
+            }))
         }
         ClientFrame::Typing { conversation_id } => {
             let conn_id = conn.id;

@@ -1,8 +1,13 @@
 //! The permission matrix: every route and every frame type, called by every kind of caller
-//! (anonymous, a pending sign-in, a deactivated user, and a user of each role of the shipped
-//! catalogue) against a real server, must be allowed or denied exactly as `permissions.csv`
-//! says. A route or frame missing from the CSV (or listed there but not in the authorization
-//! table) fails, and so does a catalogue role without its column.
+//! (anonymous, a pending sign-in, a deactivated user, a user of another organization, and a
+//! user of each role of the shipped catalogue) against a real server, must be allowed or
+//! denied exactly as `permissions.csv` says. A route or frame missing from the CSV (or listed
+//! there but not in the authorization table) fails, and so does a catalogue role without its
+//! column.
+//!
+//! The other organization's user holds every role of the catalogue, and is called with real
+//! ids of the first organization's objects (a conversation about a patient, a message in it,
+//! a user, her session): `hidden` means the answer is exactly the one for a missing object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,14 +21,27 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The callers that are not a role of the catalogue; the CSV's other columns are role keys.
-const FIXED_CALLERS: [&str; 3] = ["anonymous", "pending", "deactivated"];
+const FIXED_CALLERS: [&str; 4] = ["anonymous", "pending", "deactivated", OTHER_ORG];
+/// A user of another organization holding every role, probing the first one's objects.
+const OTHER_ORG: &str = "other_org";
 const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Past authentication and authorization.
+    Allow,
+    /// 401, or 403 for a missing permission or sign-in step.
+    Deny,
+    /// Answered as if the object did not exist (404 `not_found`; for `presence_subscribe`,
+    /// a state without the user). Only in the other organization's column.
+    Hidden,
+}
 
 struct Row {
     kind: String,
     method: String,
     target: String,
-    expect: Vec<bool>,
+    expect: Vec<Expect>,
 }
 
 /// The caller columns, in order.
@@ -44,10 +62,12 @@ fn matrix() -> Vec<Row> {
             assert_eq!(f.len(), 3 + columns, "{l}");
             let expect = f[3..]
                 .iter()
-                .map(|v| match *v {
-                    "allow" => true,
-                    "deny" => false,
-                    other => panic!("{other:?} in {l}"),
+                .zip(callers())
+                .map(|(v, caller)| match *v {
+                    "allow" => Expect::Allow,
+                    "deny" => Expect::Deny,
+                    "hidden" if caller == OTHER_ORG => Expect::Hidden,
+                    other => panic!("{other:?} for {caller} in {l}"),
                 })
                 .collect();
             Row { kind: f[0].into(), method: f[1].into(), target: f[2].into(), expect }
@@ -58,8 +78,8 @@ fn matrix() -> Vec<Row> {
 #[test]
 fn the_csv_has_a_column_for_every_role_of_the_catalogue() {
     let callers = callers();
-    assert_eq!(callers[..3], FIXED_CALLERS);
-    let mut in_csv: Vec<String> = callers[3..].to_vec();
+    assert_eq!(callers[..FIXED_CALLERS.len()], FIXED_CALLERS);
+    let mut in_csv: Vec<String> = callers[FIXED_CALLERS.len()..].to_vec();
     let mut catalogue: Vec<String> = medhub_core::authz::builtin_roles().into_iter().map(|r| r.key).collect();
     in_csv.sort();
     catalogue.sort();
@@ -93,6 +113,27 @@ struct Callers {
     roles: std::collections::HashMap<String, TestUser>,
     pending_name: String,
     gone: TestUser,
+    /// Of another organization, holding every role.
+    outsider: TestUser,
+    /// Real objects of the first organization.
+    ids: Ids,
+}
+
+/// Ids to put into paths: real objects of the first organization for the other
+/// organization's caller, fresh random ones for everybody else.
+#[derive(Clone)]
+struct Ids {
+    conversation: String,
+    message: String,
+    user: String,
+    session: String,
+}
+
+impl Ids {
+    fn random() -> Self {
+        let r = || uuid::Uuid::now_v7().to_string();
+        Ids { conversation: r(), message: r(), user: r(), session: r() }
+    }
 }
 
 impl Callers {
@@ -123,7 +164,43 @@ impl Callers {
         let auth = s.services.auth.clone();
         let id = UserId::from_uuid(gone.id);
         s.on_server(async move { auth.set_active(id, false).await.unwrap() }).await;
-        Callers { roles, pending_name: "m.pending".into(), gone }
+
+        // The first organization's objects: a conversation about patient pat-1 with a
+        // message, its member, and her session.
+        let target = s.user("m.target").await;
+        let owner = &roles[medhub_core::authz::ADMINISTRATOR];
+        let body =
+            json!({"kind": "group", "title": "Bed 1", "members": [{"user_id": target.id}], "patient_ref": "pat-1"});
+        let (status, conv) = s.post("/api/v1/conversations", owner, body).await;
+        assert_eq!(status, 201, "{conv}");
+        let conversation = conv["conversation"]["id"].as_str().unwrap().to_owned();
+        let (status, sent) = s
+            .post(
+                &format!("/api/v1/conversations/{conversation}/messages"),
+                &target,
+                json!({"client_txn_id": "m1", "body": "K+ 6.1"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{sent}");
+        let (status, me) = s.get("/api/v1/me", &target).await;
+        assert_eq!(status, 200, "{me}");
+        let ids = Ids {
+            conversation,
+            message: sent["message"]["id"].as_str().unwrap().to_owned(),
+            user: target.id.to_string(),
+            session: me["session_id"].as_str().unwrap().to_owned(),
+        };
+
+        let other = s.tenant("Other Hospital", "other.root").await;
+        let outsider = s.user_in_org(Some(other), "m.outsider", SystemRole::Admin).await;
+        let every: Vec<String> = medhub_core::authz::builtin_roles().into_iter().map(|r| r.key).collect();
+        s.set_roles(&outsider, &every.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        Callers { roles, pending_name: "m.pending".into(), gone, outsider, ids }
+    }
+
+    /// The ids a caller's requests carry.
+    fn ids(&self, caller: &str) -> Ids {
+        if caller == OTHER_ORG { self.ids.clone() } else { Ids::random() }
     }
 
     /// The caller's token for one request; sessions are fresh, because some calls end them.
@@ -131,6 +208,7 @@ impl Callers {
         match caller {
             "anonymous" => None,
             "deactivated" => Some(self.gone.token.clone()),
+            OTHER_ORG => Some(s.new_session(&self.outsider).await.token),
             "pending" => {
                 let (status, body) = s.login(&self.pending_name, PASSWORD).await;
                 assert_eq!((status, &body["state"]), (200, &json!("mfa_required")), "{body}");
@@ -141,27 +219,64 @@ impl Callers {
     }
 }
 
-fn concrete(path: &str) -> String {
-    path.replace("{id}", &uuid::Uuid::now_v7().to_string())
-        .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
-        .replace("{patient_ref}", "pat-1")
+fn concrete(path: &str, ids: &Ids) -> String {
+    let id = if path.starts_with("/api/v1/conversations/") {
+        &ids.conversation
+    } else if path.starts_with("/api/v1/messages/") {
+        &ids.message
+    } else if path.starts_with("/api/v1/admin/users/") || path.starts_with("/api/v1/users/") {
+        &ids.user
+    } else if path.contains("/sessions/") {
+        &ids.session
+    } else {
+        &uuid::Uuid::now_v7().to_string()
+    };
+    path.replace("{id}", id).replace("{user_id}", &ids.user).replace("{patient_ref}", "pat-1")
 }
 
-/// Whether an answer got past authentication and authorization.
-fn allowed(status: u16, body: &Value) -> bool {
+/// A well-formed body, so that an allowed call reaches the object it names.
+fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
+    let b = match (method.as_str(), path) {
+        ("PATCH", "/api/v1/admin/users/{id}") => json!({"active": false}),
+        ("PUT", "/api/v1/admin/users/{id}/roles") => json!({"roles": ["observer"]}),
+        ("PATCH", "/api/v1/conversations/{id}") => json!({"title": "Renamed"}),
+        ("POST", "/api/v1/conversations/{id}/members") => json!({"user_id": ids.user}),
+        ("PATCH", "/api/v1/conversations/{id}/members/{user_id}") => json!({"role": "read_only"}),
+        ("POST", "/api/v1/conversations/{id}/messages") => json!({"client_txn_id": "p1", "body": "x"}),
+        ("POST", "/api/v1/conversations/{id}/receipts") => json!({"read_seq": 1}),
+        ("PATCH", "/api/v1/messages/{id}") => json!({"body": "y"}),
+        ("POST", "/api/v1/messages/{id}/ack") => json!({"response": {"kind": "accept"}}),
+        ("POST", "/api/v1/conversations/{id}/break-glass") => {
+            json!({"reason": "Patient unresponsive, the attending is in theatre"})
+        }
+        ("POST" | "PATCH" | "PUT", _) => json!({}),
+        _ => return None,
+    };
+    Some(b)
+}
+
+/// What an answer shows: past authentication and authorization, or not, or (for calls naming
+/// an object) as if the object did not exist.
+fn outcome(status: u16, body: &Value, expect: Expect) -> Expect {
     let code = body["error"]["code"].as_str().unwrap_or("");
     let denied_403 = ["forbidden", "mfa_required", "mfa_enrollment_required", "password_change_required"];
-    !(status == 401 || (status == 403 && denied_403.contains(&code)))
+    if status == 401 || (status == 403 && denied_403.contains(&code)) {
+        Expect::Deny
+    } else if expect == Expect::Hidden && status == 404 && code == "not_found" {
+        Expect::Hidden
+    } else {
+        Expect::Allow
+    }
 }
 
-async fn call_route(s: &TestServer, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+async fn call_route(s: &TestServer, method: &str, path: &str, token: Option<&str>, ids: &Ids) -> (u16, Value) {
     let method: Method = method.parse().unwrap();
-    let mut req = reqwest::Client::new().request(method.clone(), s.url(&concrete(path)));
+    let mut req = reqwest::Client::new().request(method.clone(), s.url(&concrete(path, ids)));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    if method == Method::POST || method == Method::PATCH {
-        req = req.json(&json!({}));
+    if let Some(b) = body(&method, path, ids) {
+        req = req.json(&b);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
@@ -169,46 +284,47 @@ async fn call_route(s: &TestServer, method: &str, path: &str, token: Option<&str
     (status, body)
 }
 
-fn frame(ty: &str) -> Value {
-    let id = uuid::Uuid::now_v7();
+fn frame(ty: &str, ids: &Ids) -> Value {
+    let (conv, msg) = (&ids.conversation, &ids.message);
     match ty {
         "hello" => json!({"type": "hello", "ticket": "mht_again"}),
         "ping" => json!({"type": "ping"}),
-        "send" => json!({"type": "send", "conversation_id": id, "client_txn_id": "t", "body": "x"}),
-        "edit" => json!({"type": "edit", "message_id": id, "body": "x"}),
-        "recall" => json!({"type": "recall", "message_id": id}),
-        "receipt" => json!({"type": "receipt", "conversation_id": id, "read_seq": 1}),
-        "ack" => json!({"type": "ack", "message_id": id, "response": {"kind": "accept"}}),
-        "typing" => json!({"type": "typing", "conversation_id": id}),
-        "presence_subscribe" => json!({"type": "presence_subscribe", "user_ids": [id]}),
+        "send" => json!({"type": "send", "conversation_id": conv, "client_txn_id": "t", "body": "x"}),
+        "edit" => json!({"type": "edit", "message_id": msg, "body": "x"}),
+        "recall" => json!({"type": "recall", "message_id": msg}),
+        "receipt" => json!({"type": "receipt", "conversation_id": conv, "read_seq": 1}),
+        "ack" => json!({"type": "ack", "message_id": msg, "response": {"kind": "accept"}}),
+        "typing" => json!({"type": "typing", "conversation_id": conv}),
+        "presence_subscribe" => json!({"type": "presence_subscribe", "user_ids": [ids.user]}),
         other => panic!("no example for frame {other}"),
     }
 }
 
-/// Sends one frame as `caller` and says whether it was allowed.
-async fn call_frame(s: &TestServer, ty: &str, caller: &str, token: Option<&str>) -> bool {
+/// Sends one frame as `caller` and says what it showed.
+async fn call_frame(s: &TestServer, ty: &str, token: Option<&str>, ids: &Ids) -> Expect {
     let mut c = WsClient::open(&s.ws_url()).await.unwrap();
     let ticket = match token {
         Some(t) => {
             let resp =
                 reqwest::Client::new().post(s.url("/api/v1/auth/ws-ticket")).bearer_auth(t).send().await.unwrap();
             if resp.status().as_u16() != 200 {
-                return false; // No ticket: no connection, no frames.
+                return Expect::Deny; // No ticket: no connection, no frames.
             }
             resp.json::<Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned()
         }
         None => {
             // Anonymous: the frame is the first thing sent; anything but a valid hello closes
             // the connection with 4001.
-            c.send(frame(ty)).await;
+            c.send(frame(ty, ids)).await;
             let answer = c.next().await.unwrap();
             assert_eq!(answer["type"], "error", "{ty}: {answer}");
-            return c.closed().await != medhub_testkit::Closed::Code(4001);
+            let closed = c.closed().await == medhub_testkit::Closed::Code(4001);
+            return if closed { Expect::Deny } else { Expect::Allow };
         }
     };
     c.send(json!({"type": "hello", "ticket": ticket})).await;
-    assert_eq!(c.next().await.unwrap()["type"], "ready", "{caller}");
-    let mut f = frame(ty);
+    assert_eq!(c.next().await.unwrap()["type"], "ready", "{ty}");
+    let mut f = frame(ty, ids);
     if ty != "typing" && ty != "hello" {
         f["id"] = json!("probe");
     }
@@ -216,7 +332,18 @@ async fn call_frame(s: &TestServer, ty: &str, caller: &str, token: Option<&str>)
     // Typing has no answer: a ping behind it shows whether an error came first.
     let pong = c.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
-    !c.backlog().iter().any(|e| e["type"] == "error" && e["error"]["code"] == "forbidden")
+    let backlog = c.backlog();
+    let error = |code: &str| backlog.iter().any(|e| e["type"] == "error" && e["error"]["code"] == code);
+    if error("forbidden") {
+        Expect::Deny
+    } else if error("not_found") {
+        Expect::Hidden
+    } else if let Some(state) = backlog.iter().find(|e| e["type"] == "presence_state") {
+        let shown = state["users"].as_array().is_some_and(|u| u.iter().any(|v| v["user_id"] == json!(ids.user)));
+        if shown { Expect::Allow } else { Expect::Hidden }
+    } else {
+        Expect::Allow
+    }
 }
 
 each_backend! {
@@ -228,15 +355,20 @@ each_backend! {
         for row in matrix() {
             for (i, caller) in columns.iter().enumerate() {
                 let token = setup.token(&s, caller).await;
+                let ids = setup.ids(caller);
                 if row.kind == "route" {
-                    let (status, body) = call_route(&s, &row.method, &row.target, token.as_deref()).await;
-                    if allowed(status, &body) != row.expect[i] {
+                    let (status, body) = call_route(&s, &row.method, &row.target, token.as_deref(), &ids).await;
+                    if outcome(status, &body, row.expect[i]) != row.expect[i] {
                         wrong.push(format!("{caller}: {} {} -> {status} {body}", row.method, row.target));
                     }
                 } else {
-                    let got = call_frame(&s, &row.target, caller, token.as_deref()).await;
+                    let got = match call_frame(&s, &row.target, token.as_deref(), &ids).await {
+                        // A random id is missing for everybody: that is `allow` in the matrix.
+                        Expect::Hidden if row.expect[i] != Expect::Hidden => Expect::Allow,
+                        other => other,
+                    };
                     if got != row.expect[i] {
-                        wrong.push(format!("{caller}: frame {} allowed={got}", row.target));
+                        wrong.push(format!("{caller}: frame {} {got:?}", row.target));
                     }
                 }
             }

@@ -8,7 +8,7 @@ use medhub_core::audit::AuditRecord;
 use medhub_core::authz::Role;
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{PasskeyId, SessionId, UserId};
+use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 
 use crate::{StoreError, UserRecord};
 
@@ -88,8 +88,14 @@ pub trait IdentityStore: Send + Sync {
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
     /// A user's live sessions, newest first.
     async fn sessions_for_user(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
-    /// Every live session, newest first, after `before` (for paging), at most `limit`.
-    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError>;
+    /// The live sessions of an organization's users, newest first, after `before` (for
+    /// paging), at most `limit`.
+    async fn live_sessions(
+        &self,
+        org: OrgId,
+        before: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError>;
     /// Ends one live session. Returns whether it was live.
     async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError>;
     /// Ends every live session of `user` except `keep`.
@@ -113,16 +119,16 @@ pub trait IdentityStore: Send + Sync {
     async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError>;
     /// Records user activity; a session's `last_activity_at` only moves forward.
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
-    /// Ends every live session idle for `idle_timeout` or past its absolute lifetime, with
-    /// `idle_timeout` or `absolute_lifetime` as the reason.
-    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError>;
+    /// Ends every live session idle for its user's organization's idle timeout, or past its
+    /// absolute lifetime, with `idle_timeout` or `absolute_lifetime` as the reason.
+    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError>;
 
     /// Changes a user's system role, and with it the administrator role (a demoted user
     /// without other roles keeps the clinician role).
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError>;
 
-    /// Sets the organization's idle timeout.
-    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError>;
+    /// Sets one organization's idle timeout.
+    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError>;
 
     // --- second factors ---------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use medhub_core::model::{Ack, Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
-use medhub_core::{ConversationId, Event, EventId, MessageId, Seq, SessionId, UserId};
+use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, SessionId, UserId};
 
 mod columns;
 mod error;
@@ -116,8 +116,14 @@ pub trait Store: IdentityStore + PatientStore + Send + Sync + 'static {
 
     // --- organization, users, sessions -----------------------------------------------------
 
-    /// The organization, if bootstrap has run.
+    /// The first organization (bootstrap's), if bootstrap has run.
     async fn org(&self) -> Result<Option<Org>, StoreError>;
+    /// Every organization, oldest first.
+    async fn orgs(&self) -> Result<Vec<Org>, StoreError>;
+    /// Creates a further organization and its first administrator, in one transaction. Fails
+    /// with [`StoreError::Conflict`] when an organization has this name (letter case aside),
+    /// and with [`StoreError::UsernameTaken`] when the username exists.
+    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError>;
 
     /// Creates the organization and its first administrator, only if no organization exists
     /// yet. Returns `false` (and writes nothing) when another node bootstrapped first.
@@ -129,8 +135,8 @@ pub trait Store: IdentityStore + PatientStore + Send + Sync + 'static {
     async fn user_record_by_username(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn user_record(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
     async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError>;
-    /// Users ordered by username, after `after` (for paging), at most `limit`.
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
+    /// An organization's users ordered by username, after `after` (for paging), at most `limit`.
+    async fn list_users(&self, org: OrgId, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
     async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError>;
     /// Activates or deactivates a user; deactivation also revokes every session.
     async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError>;

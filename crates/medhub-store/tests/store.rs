@@ -123,9 +123,62 @@ each_backend! {
         assert!(matches!(store.create_user(&record(o.id, "house")).await, Err(StoreError::UsernameTaken)));
         let found = store.user_record_by_username("house").await.unwrap().unwrap();
         assert_eq!(found.user.display_name, "Dr house");
-        let listed = store.list_users(None, 10).await.unwrap();
+        let listed = store.list_users(o.id, None, 10).await.unwrap();
         assert_eq!(listed.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), vec!["admin", "house"]);
-        assert_eq!(store.list_users(Some("admin"), 10).await.unwrap().len(), 1);
+        assert_eq!(store.list_users(o.id, Some("admin"), 10).await.unwrap().len(), 1);
+    }
+}
+
+each_backend! {
+    async fn organizations_are_tenants(db) {
+        let store = db.open().await;
+        let first = org(&store).await;
+        store.create_user(&record(first.id, "house")).await.unwrap();
+        let later = |name: &str| Org {
+            id: OrgId::new_v7(),
+            name: name.into(),
+            created_at: now() + SignedDuration::from_secs(1),
+            idle_timeout: SignedDuration::from_mins(30),
+        };
+        let second = later("Riverside Clinic");
+        store.create_org(&second, &record(second.id, "river-admin")).await.unwrap();
+        assert_eq!(store.orgs().await.unwrap(), vec![first.clone(), second.clone()], "oldest first");
+        assert_eq!(store.org().await.unwrap(), Some(first.clone()), "the first is still bootstrap's");
+
+        // Names are unique whatever the letter case; usernames are unique on the server.
+        // Neither failure leaves an organization behind.
+        let clash = later("RIVERSIDE clinic");
+        let e = store.create_org(&clash, &record(clash.id, "someone")).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        let third = later("Hilltop");
+        let e = store.create_org(&third, &record(third.id, "house")).await.unwrap_err();
+        assert!(matches!(e, StoreError::UsernameTaken), "{e:?}");
+        assert_eq!(store.orgs().await.unwrap().len(), 2);
+
+        // The directory and the session list are per organization.
+        let names = |v: Vec<User>| v.into_iter().map(|u| u.username).collect::<Vec<_>>();
+        assert_eq!(names(store.list_users(first.id, None, 10).await.unwrap()), vec!["admin", "house"]);
+        assert_eq!(names(store.list_users(second.id, None, 10).await.unwrap()), vec!["river-admin"]);
+        let house = store.user_record_by_username("house").await.unwrap().unwrap().user.id;
+        let river = store.user_record_by_username("river-admin").await.unwrap().unwrap().user.id;
+        let idle_20 = now() - SignedDuration::from_mins(20);
+        let (a, b) = (session(house, 1, idle_20, now() + SignedDuration::from_hours(1)), session(river, 2, idle_20, now() + SignedDuration::from_hours(1)));
+        store.create_session(&a).await.unwrap();
+        store.create_session(&b).await.unwrap();
+        let ids = |v: Vec<Session>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.live_sessions(first.id, None, 10).await.unwrap()), vec![a.id]);
+        assert_eq!(ids(store.live_sessions(second.id, None, 10).await.unwrap()), vec![b.id]);
+
+        // Each session is measured against its own organization's idle timeout: 20 minutes
+        // idle ends a session under 15, not under 30.
+        assert_eq!(store.end_expired_sessions(now()).await.unwrap(), vec![(a.id, house)]);
+        assert!(store.session(b.id).await.unwrap().is_some());
+        // Setting one organization's timeout leaves the other's alone.
+        store.set_idle_timeout(second.id, SignedDuration::from_mins(10)).await.unwrap();
+        let orgs = store.orgs().await.unwrap();
+        assert_eq!(orgs[0].idle_timeout, first.idle_timeout);
+        assert_eq!(orgs[1].idle_timeout, SignedDuration::from_mins(10));
+        assert_eq!(store.end_expired_sessions(now()).await.unwrap(), vec![(b.id, river)]);
     }
 }
 
@@ -165,7 +218,7 @@ each_backend! {
         assert!(store.session_by_token_hash(&[9; 32]).await.unwrap().is_none(), "unknown");
 
         // The sweep ends exactly the idle (15:00) and too old sessions, with their reasons.
-        let mut ended = store.end_expired_sessions(now(), idle).await.unwrap();
+        let mut ended = store.end_expired_sessions(now()).await.unwrap();
         ended.sort();
         let mut expect = vec![(too_old.id, u), (idle_one.id, u)];
         expect.sort();
@@ -193,7 +246,8 @@ each_backend! {
         assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "deactivated");
         store.set_user_active(u, true, now()).await.unwrap();
         assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "stays revoked");
-        assert!(store.live_sessions(None, 10).await.unwrap().is_empty());
+        let org = store.user(u).await.unwrap().unwrap().org;
+        assert!(store.live_sessions(org, None, 10).await.unwrap().is_empty());
     }
 }
 

@@ -176,22 +176,44 @@ impl TestServer {
     }
 
     pub async fn user_with_role(&self, username: &str, role: SystemRole) -> TestUser {
+        self.user_in_org(None, username, role).await
+    }
+
+    /// Creates a further organization (a tenant) as `medhub admin org create` does, the
+    /// first one being bootstrapped if needed; returns its id. Its administrator is
+    /// `admin_username`, with a one-time password nobody uses.
+    pub async fn tenant(&self, name: &str, admin_username: &str) -> uuid::Uuid {
+        let auth = self.services.auth.clone();
+        let (name, admin) = (name.to_owned(), admin_username.to_owned());
+        self.on_server(async move {
+            let _ = auth.bootstrap("Test Hospital", "admin").await;
+            let (org, _, _) = auth.create_org(&name, &admin).await.unwrap_or_else(|e| panic!("create org {name}: {e}"));
+            org.id.as_uuid()
+        })
+        .await
+    }
+
+    /// Creates a user of an organization (`None`: the first one, bootstrapped on first use)
+    /// with a fresh session.
+    pub async fn user_in_org(&self, org: Option<uuid::Uuid>, username: &str, role: SystemRole) -> TestUser {
         let auth = self.services.auth.clone();
         let name = username.to_owned();
         self.on_server(async move {
             if auth.bootstrap("Test Hospital", "admin").await.is_err() {
                 panic!("bootstrap failed");
             }
-            let user = auth
-                .create_user(NewUser {
-                    username: name.clone(),
-                    display_name: name.clone(),
-                    role,
-                    password: None,
-                    must_change_password: false,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("create user {name}: {e}"));
+            let new = NewUser {
+                username: name.clone(),
+                display_name: name.clone(),
+                role,
+                password: None,
+                must_change_password: false,
+            };
+            let user = match org {
+                Some(o) => auth.create_user_in(medhub_core::OrgId::from_uuid(o), new).await,
+                None => auth.create_user(new).await,
+            }
+            .unwrap_or_else(|e| panic!("create user {name}: {e}"));
             let issued =
                 auth.issue_session(&user, SessionState::Active).await.unwrap_or_else(|e| panic!("session: {e}"));
             TestUser { id: user.id.as_uuid(), username: name, token: issued.token }

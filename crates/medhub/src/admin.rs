@@ -1,4 +1,5 @@
-//! `medhub admin`: users, conversations and memberships, for scripting a deployment.
+//! `medhub admin`: organizations, users, conversations and memberships, for scripting a
+//! deployment.
 //!
 //! Commands act as the operator (`Actor::System`): they go through the same services and
 //! commit pipeline as the API, so every change is validated and lands in the event log; a
@@ -8,7 +9,7 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use clap::{Subcommand, ValueEnum};
-use medhub_core::model::{ConversationKind, MemberRole, SystemRole};
+use medhub_core::model::{ConversationKind, MemberRole, Org, SystemRole};
 use medhub_core::patient::PatientRef;
 use medhub_core::plan::Command;
 use medhub_core::policy::Actor;
@@ -19,6 +20,12 @@ use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
+    /// Manage organizations (tenants). Only the operator creates them: there is no HTTP
+    /// route, since that would need a role above every tenant.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -37,6 +44,27 @@ pub enum AdminCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum OrgCommand {
+    /// Create an organization with its first administrator. Prints the organization's id,
+    /// the administrator's id and a one-time password; the administrator changes it and
+    /// enrols a second factor at first sign-in.
+    Create {
+        /// The organization's name, unique on the server (letter case aside).
+        name: String,
+        /// The first administrator's username (usernames are unique on the whole server).
+        #[arg(long)]
+        admin: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List organizations, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Create a user. Prints its id and a one-time password (unless --password-stdin or
     /// --no-password).
@@ -44,6 +72,9 @@ pub enum UserCommand {
         username: String,
         #[arg(long)]
         display_name: String,
+        /// The user's organization, by name (default: the first organization).
+        #[arg(long)]
+        org: Option<String>,
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
@@ -57,8 +88,11 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List users.
+    /// List users, by organization and username.
     List {
+        /// Only this organization's users, by name.
+        #[arg(long)]
+        org: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -159,17 +193,60 @@ async fn user_id(services: &Services, username: &str) -> Result<UserId> {
     }
 }
 
+/// An organization by name, letter case aside.
+async fn org_named(services: &Services, name: &str) -> Result<Org> {
+    let orgs = services.store.orgs().await?;
+    match orgs.into_iter().find(|o| o.name.to_lowercase() == name.trim().to_lowercase()) {
+        Some(o) => Ok(o),
+        None => bail!("no organization named {name:?} (medhub admin org list shows them)"),
+    }
+}
+
 pub async fn run(services: &Services, command: AdminCommand) -> Result<()> {
     match command {
+        AdminCommand::Org { command } => org(services, command).await,
         AdminCommand::User { command } => user(services, command).await,
         AdminCommand::Conversation { command } => conversation(services, command).await,
         AdminCommand::Member { command } => member(services, command).await,
     }
 }
 
+async fn org(services: &Services, command: OrgCommand) -> Result<()> {
+    match command {
+        OrgCommand::Create { name, admin, json } => {
+            let (org, user, password) = services.auth.create_org(&name, &admin).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"id": org.id.to_string(), "name": org.name, "admin_id": user.id.to_string(),
+                           "admin_username": user.username, "one_time_password": password})
+                );
+            } else {
+                println!("{}\t{}", org.id, org.name);
+                println!("administrator {} ({}), one-time password: {password}", user.username, user.id);
+            }
+        }
+        OrgCommand::List { json } => {
+            for o in services.store.orgs().await? {
+                let idle = o.idle_timeout.as_mins();
+                if json {
+                    println!(
+                        "{}",
+                        json!({"id": o.id.to_string(), "name": o.name, "created_at": o.created_at.to_string(),
+                               "idle_timeout_minutes": idle})
+                    );
+                } else {
+                    println!("{}\t{}\tidle timeout {idle} min", o.id, o.name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn user(services: &Services, command: UserCommand) -> Result<()> {
     match command {
-        UserCommand::Create { username, display_name, admin, password_stdin, no_password, json } => {
+        UserCommand::Create { username, display_name, org, admin, password_stdin, no_password, json } => {
             let (password, generated) = if no_password {
                 (None, false)
             } else if password_stdin {
@@ -179,16 +256,17 @@ async fn user(services: &Services, command: UserCommand) -> Result<()> {
             } else {
                 (Some(generate_password()?), true)
             };
-            let user = services
-                .auth
-                .create_user(NewUser {
-                    username,
-                    display_name,
-                    role: if admin { SystemRole::Admin } else { SystemRole::User },
-                    password: password.clone(),
-                    must_change_password: generated,
-                })
-                .await?;
+            let new = NewUser {
+                username,
+                display_name,
+                role: if admin { SystemRole::Admin } else { SystemRole::User },
+                password: password.clone(),
+                must_change_password: generated,
+            };
+            let user = match org {
+                Some(name) => services.auth.create_user_in(org_named(services, &name).await?.id, new).await?,
+                None => services.auth.create_user(new).await?,
+            };
             let shown = if generated { password } else { None };
             if json {
                 println!(
@@ -202,32 +280,13 @@ async fn user(services: &Services, command: UserCommand) -> Result<()> {
                 }
             }
         }
-        UserCommand::List { json } => {
-            let mut after: Option<String> = None;
-            loop {
-                let page = services.store.list_users(after.as_deref(), 500).await?;
-                for u in &page {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"id": u.id.to_string(), "username": u.username, "display_name": u.display_name,
-                                   "role": u.role.as_str(), "active": u.active})
-                        );
-                    } else {
-                        println!(
-                            "{}\t{}\t{}\t{}\t{}",
-                            u.id,
-                            u.username,
-                            u.role.as_str(),
-                            if u.active { "active" } else { "deactivated" },
-                            u.display_name
-                        );
-                    }
-                }
-                match page.last() {
-                    Some(last) if page.len() == 500 => after = Some(last.username.clone()),
-                    _ => break,
-                }
+        UserCommand::List { org, json } => {
+            let orgs = match org {
+                Some(name) => vec![org_named(services, &name).await?],
+                None => services.store.orgs().await?,
+            };
+            for o in &orgs {
+                list_users(services, o, json).await?;
             }
         }
         UserCommand::Deactivate { username } => {
@@ -245,6 +304,37 @@ async fn user(services: &Services, command: UserCommand) -> Result<()> {
             let password = generate_password()?;
             services.auth.reset_password(id, password.clone()).await?;
             println!("one-time password: {password}");
+        }
+    }
+    Ok(())
+}
+
+async fn list_users(services: &Services, org: &Org, json: bool) -> Result<()> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = services.store.list_users(org.id, after.as_deref(), 500).await?;
+        for u in &page {
+            if json {
+                println!(
+                    "{}",
+                    json!({"id": u.id.to_string(), "username": u.username, "display_name": u.display_name,
+                           "role": u.role.as_str(), "active": u.active, "org": org.name})
+                );
+            } else {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    u.id,
+                    u.username,
+                    u.role.as_str(),
+                    if u.active { "active" } else { "deactivated" },
+                    u.display_name,
+                    org.name
+                );
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 500 => after = Some(last.username.clone()),
+            _ => break,
         }
     }
     Ok(())

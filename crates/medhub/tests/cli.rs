@@ -133,3 +133,42 @@ each_backend! {
         assert!(err.contains("auth.session_ttl_hours"), "{err}");
     }
 }
+
+each_backend! {
+    async fn an_operator_creates_organizations_and_their_users(db) {
+        // The first command bootstraps the first organization; a second one comes from the CLI.
+        let first = json_lines(&ok(&medhub(&db, &["admin", "org", "list", "--json"], None)));
+        assert_eq!(first.len(), 1, "{first:?}");
+        let created = json_lines(&ok(&medhub(
+            &db,
+            &["admin", "org", "create", "Riverside Clinic", "--admin", "river.admin", "--json"],
+            None,
+        )));
+        assert_eq!(created[0]["name"], "Riverside Clinic");
+        assert_eq!(created[0]["admin_username"], "river.admin");
+        assert!(created[0]["one_time_password"].as_str().is_some_and(|p| p.len() >= 16), "{created:?}");
+        let orgs = json_lines(&ok(&medhub(&db, &["admin", "org", "list", "--json"], None)));
+        let names: Vec<&str> = orgs.iter().map(|o| o["name"].as_str().unwrap()).collect();
+        assert_eq!(names[1], "Riverside Clinic", "oldest first: {names:?}");
+        assert_eq!(orgs[1]["idle_timeout_minutes"], 15);
+
+        // Names are unique whatever the letter case; usernames across the server.
+        let err = failed(&medhub(&db, &["admin", "org", "create", "riverside CLINIC", "--admin", "x.admin"], None));
+        assert!(err.contains("organization with this name exists"), "{err}");
+        let err = failed(&medhub(&db, &["admin", "org", "create", "Hilltop", "--admin", "river.admin"], None));
+        assert!(err.to_lowercase().contains("username"), "{err}");
+        assert_eq!(json_lines(&ok(&medhub(&db, &["admin", "org", "list", "--json"], None))).len(), 2);
+
+        // Users go to the organization named, and the list can be narrowed to one.
+        ok(&medhub(&db, &["admin", "user", "create", "river.nurse", "--display-name", "R Nurse", "--org", "riverside clinic", "--no-password"], None));
+        ok(&medhub(&db, &["admin", "user", "create", "gh.nurse", "--display-name", "G Nurse", "--no-password"], None));
+        let river = json_lines(&ok(&medhub(&db, &["admin", "user", "list", "--org", "Riverside Clinic", "--json"], None)));
+        let names: Vec<&str> = river.iter().map(|u| u["username"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["river.admin", "river.nurse"]);
+        let all = json_lines(&ok(&medhub(&db, &["admin", "user", "list", "--json"], None)));
+        let gh = all.iter().find(|u| u["username"] == "gh.nurse").unwrap();
+        assert_eq!(gh["org"], orgs[0]["name"], "{gh}");
+        let err = failed(&medhub(&db, &["admin", "user", "list", "--org", "Nowhere"], None));
+        assert!(err.contains("no organization named"), "{err}");
+    }
+}

@@ -61,10 +61,36 @@ impl AuthService {
         if self.store.org().await?.is_some() {
             return Ok(None);
         }
+        let (org, record, password) = self.new_org(org_name, admin_username).await?;
+        if self.store.bootstrap(&org, &record).await? { Ok(Some((record.user, password))) } else { Ok(None) }
+    }
+
+    /// Creates a further organization (a tenant) with its first administrator: the
+    /// operator's `medhub admin org create`. There is no HTTP route for it, since that would
+    /// need a role above every tenant. Returns the administrator's one-time password, to be
+    /// changed at first sign-in (and a second factor enrolled) like bootstrap's.
+    pub async fn create_org(&self, name: &str, admin_username: &str) -> Result<(Org, User, String), ServiceError> {
+        if self.store.org().await?.is_none() {
+            return Err(ServiceError::InvalidRequest("not bootstrapped yet: start medhub once first".into()));
+        }
+        let (org, record, password) = self.new_org(name, admin_username).await?;
+        self.store.create_org(&org, &record).await.map_err(|e| match e {
+            medhub_store::StoreError::Conflict(m) => ServiceError::InvalidRequest(m.into()),
+            other => other.into(),
+        })?;
+        tracing::info!(target: "medhub::auth", org = %org.id, admin = %record.user.id, "organization created");
+        let what = format!("{} admin={}", org.id, record.user.id);
+        self.audit.record("org.create", None, None, Some(what), Outcome::Success, Some("operator"), None);
+        self.idle_timeouts.write().insert(org.id, org.idle_timeout);
+        Ok((org, record.user, password))
+    }
+
+    /// An organization and its first administrator, with a generated one-time password.
+    async fn new_org(&self, name: &str, admin_username: &str) -> Result<(Org, UserRecord, String), ServiceError> {
         let now = self.now();
         let org = Org {
             id: OrgId::new_v7(),
-            name: org_name.to_owned(),
+            name: validate::display_name(name)?,
             created_at: now,
             idle_timeout: rules::DEFAULT_IDLE_TIMEOUT,
         };
@@ -78,17 +104,20 @@ impl AuthService {
             active: true,
             created_at: now,
         };
-        let record = UserRecord {
-            user: user.clone(),
-            password_hash: Some(self.hash(password.clone()).await?),
-            must_change_password: true,
-        };
-        if self.store.bootstrap(&org, &record).await? { Ok(Some((user, password))) } else { Ok(None) }
+        let record =
+            UserRecord { user, password_hash: Some(self.hash(password.clone()).await?), must_change_password: true };
+        Ok((org, record, password))
     }
 
-    /// Creates a user in the organization.
+    /// Creates a user in the first organization (bootstrap's).
     pub async fn create_user(&self, new: NewUser) -> Result<User, ServiceError> {
         let org = self.store.org().await?.ok_or_else(|| ServiceError::InvalidRequest("not bootstrapped yet".into()))?;
+        self.create_user_in(org.id, new).await
+    }
+
+    /// Creates a user in an organization. Usernames are unique on the whole server, so that
+    /// signing in needs no choice of organization.
+    pub async fn create_user_in(&self, org: OrgId, new: NewUser) -> Result<User, ServiceError> {
         let username = validate::username(&new.username)?;
         let display_name = validate::display_name(&new.display_name)?;
         let password_hash = match new.password {
@@ -100,7 +129,7 @@ impl AuthService {
         };
         let user = User {
             id: UserId::new_v7(),
-            org: org.id,
+            org,
             username,
             display_name,
             role: new.role,
@@ -131,13 +160,16 @@ impl AuthService {
             principal.require_step_up(self.now())?;
         }
         let user = self
-            .create_user(NewUser {
-                username: username.to_owned(),
-                display_name: display_name.to_owned(),
-                role,
-                password: None,
-                must_change_password: false,
-            })
+            .create_user_in(
+                principal.user.org,
+                NewUser {
+                    username: username.to_owned(),
+                    display_name: display_name.to_owned(),
+                    role,
+                    password: None,
+                    must_change_password: false,
+                },
+            )
             .await?;
         let invitation = self.new_invitation(principal.user.id, user.id).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user.id, "user invited");
@@ -150,7 +182,10 @@ impl AuthService {
     pub async fn reinvite(&self, principal: &Principal, user: UserId) -> Result<Invitation, ServiceError> {
         principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
-        let target = self.store.user(user).await?.filter(|u| u.active).ok_or(DomainError::UserNotFound)?;
+        let target = self.user_in_org(principal, user).await?;
+        if !target.active {
+            return Err(DomainError::UserNotFound.into());
+        }
         self.new_invitation(principal.user.id, target.id).await
     }
 
@@ -228,7 +263,7 @@ impl AuthService {
     ) -> Result<User, ServiceError> {
         principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
-        let target = self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
+        let target = self.user_in_org(principal, user).await?;
         if user == principal.user.id && (active == Some(false) || role == Some(SystemRole::User)) {
             return Err(ServiceError::InvalidRequest("you cannot deactivate or demote yourself".into()));
         }
@@ -252,7 +287,7 @@ impl AuthService {
     pub async fn reset_mfa(&self, principal: &Principal, user: UserId) -> Result<(), ServiceError> {
         principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
-        self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
+        self.user_in_org(principal, user).await?;
         self.store.remove_second_factors(user).await?;
         self.end_user_sessions(user, None, "mfa_reset").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, "second factors reset");

@@ -20,7 +20,7 @@ mod sso;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -29,7 +29,7 @@ use jiff::{SignedDuration, Timestamp};
 use medhub_core::authz::{Permission, Permissions};
 use medhub_core::model::{Session, SessionState, User};
 use medhub_core::session::{self as rules, ThrottlePolicy};
-use medhub_core::{Clock, SessionId, UserId};
+use medhub_core::{Clock, OrgId, SessionId, UserId};
 use medhub_store::DynStore;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -148,8 +148,8 @@ pub struct AuthService {
     /// the sweeper every few seconds; read together with the stored value, so expiry on this
     /// node is exact.
     activity: Arc<Mutex<HashMap<SessionId, Timestamp>>>,
-    /// The organization's idle timeout in seconds, refreshed by the sweeper.
-    idle_timeout_s: Arc<AtomicI64>,
+    /// Each organization's idle timeout, refreshed by the sweeper.
+    idle_timeouts: Arc<parking_lot::RwLock<HashMap<OrgId, SignedDuration>>>,
     /// Per account, and per client address.
     throttle: ThrottlePolicy,
     throttle_ip: ThrottlePolicy,
@@ -264,7 +264,7 @@ impl AuthService {
             dummy_hash: Arc::new(dummy),
             key,
             activity: Arc::new(Mutex::new(HashMap::new())),
-            idle_timeout_s: Arc::new(AtomicI64::new(rules::DEFAULT_IDLE_TIMEOUT.as_secs())),
+            idle_timeouts: Arc::default(),
             throttle: ThrottlePolicy::default(),
             throttle_ip: ThrottlePolicy::per_address(),
             password_checks: Arc::new(AtomicU64::new(0)),
@@ -327,15 +327,30 @@ impl AuthService {
     }
 
     async fn refresh_settings(&self) -> Result<(), ServiceError> {
-        if let Some(org) = self.store.org().await? {
-            self.idle_timeout_s.store(org.idle_timeout.as_secs(), Ordering::Relaxed);
-        }
+        let timeouts = self.store.orgs().await?.into_iter().map(|o| (o.id, o.idle_timeout)).collect();
+        *self.idle_timeouts.write() = timeouts;
         Ok(())
     }
 
-    /// The organization's idle timeout as this node knows it.
-    pub fn idle_timeout(&self) -> SignedDuration {
-        SignedDuration::from_secs(self.idle_timeout_s.load(Ordering::Relaxed))
+    /// A user of the principal's organization. Another organization's user is
+    /// `user_not_found`, exactly like an unknown id: tenants never learn of each other.
+    pub async fn user_in_org(&self, principal: &Principal, user: UserId) -> Result<User, ServiceError> {
+        let found = self.store.user(user).await?.filter(|u| u.org == principal.user.org);
+        found.ok_or_else(|| medhub_core::DomainError::UserNotFound.into())
+    }
+
+    /// Those of `users` who belong to the principal's organization, in the order given;
+    /// unknown ids and other organizations' users are left out.
+    pub async fn users_in_org(&self, principal: &Principal, users: &[UserId]) -> Result<Vec<UserId>, ServiceError> {
+        let own: std::collections::HashSet<UserId> =
+            self.store.users(users).await?.into_iter().filter(|u| u.org == principal.user.org).map(|u| u.id).collect();
+        Ok(users.iter().copied().filter(|u| own.contains(u)).collect())
+    }
+
+    /// An organization's idle timeout as this node knows it (re-read at every sweep, so a
+    /// change made on another node holds here within one sweep interval).
+    pub fn idle_timeout(&self, org: OrgId) -> SignedDuration {
+        self.idle_timeouts.read().get(&org).copied().unwrap_or(rules::DEFAULT_IDLE_TIMEOUT)
     }
 
     /// How many password verifications ran since start (unknown users included).

@@ -48,7 +48,7 @@ impl AuthService {
     /// A user's roles.
     pub async fn user_roles(&self, principal: &Principal, user: UserId) -> Result<Vec<String>, ServiceError> {
         principal.require(Permission::RoleAdmin)?;
-        self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
+        self.user_in_org(principal, user).await?;
         Ok(self.store.user_roles(user).await?)
     }
 
@@ -62,7 +62,9 @@ impl AuthService {
     ) -> Result<Vec<String>, ServiceError> {
         principal.require(Permission::RoleAdmin)?;
         principal.require_step_up(self.now())?;
-        self.store.user(user).await?.filter(|u| u.active).ok_or(DomainError::UserNotFound)?;
+        if !self.user_in_org(principal, user).await?.active {
+            return Err(DomainError::UserNotFound.into());
+        }
         if keys.is_empty() || keys.len() > 32 {
             return Err(ServiceError::InvalidRequest("give 1 to 32 roles".into()));
         }

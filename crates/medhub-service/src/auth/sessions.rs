@@ -137,14 +137,15 @@ impl AuthService {
         if let Some(pending) = self.activity.lock().get(&session.id) {
             session.last_activity_at = session.last_activity_at.max(*pending);
         }
-        if rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(), now).is_some() {
+        if rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(user.org), now).is_some() {
             // The sweeper may have written this session's activity and dropped it from memory
             // between the read above and the look at memory: read it again before ending it.
             if let Some(fresh) = self.store.session(session.id).await? {
                 session.last_activity_at = session.last_activity_at.max(fresh.last_activity_at);
             }
         }
-        if let Some(why) = rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(), now) {
+        if let Some(why) = rules::expiry(session.last_activity_at, session.expires_at, self.idle_timeout(user.org), now)
+        {
             self.end_sessions_now(&[(session.id, session.user)], now, why.as_str()).await?;
             tracing::info!(target: "medhub::auth", session = %session.id, reason = why.as_str(), "session expired");
             return Err(ServiceError::SessionExpired(why));
@@ -250,7 +251,8 @@ impl AuthService {
         }
     }
 
-    /// Every live session (administrators), newest first; `user` narrows to one user.
+    /// Every live session of the administrator's organization, newest first; `user` narrows
+    /// to one user (another organization's user is `user_not_found`).
     pub async fn all_sessions(
         &self,
         principal: &Principal,
@@ -260,16 +262,23 @@ impl AuthService {
     ) -> Result<Vec<Session>, ServiceError> {
         principal.require(Permission::SessionAdmin)?;
         let sessions = match user {
-            Some(u) => self.store.sessions_for_user(u).await?,
-            None => self.store.live_sessions(before, limit).await?,
+            Some(u) => {
+                self.user_in_org(principal, u).await?;
+                self.store.sessions_for_user(u).await?
+            }
+            None => self.store.live_sessions(principal.user.org, before, limit).await?,
         };
         Ok(self.with_pending_activity(sessions))
     }
 
-    /// Ends any session (administrators).
+    /// Ends any session of the administrator's organization (administrators); another
+    /// organization's session is `session_not_found`, like an unknown one.
     pub async fn kill_session(&self, principal: &Principal, id: SessionId) -> Result<(), ServiceError> {
         principal.require(Permission::SessionAdmin)?;
         let s = self.store.session(id).await?.ok_or(medhub_core::DomainError::SessionNotFound)?;
+        if self.user_in_org(principal, s.user).await.is_err() {
+            return Err(medhub_core::DomainError::SessionNotFound.into());
+        }
         self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
         self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
@@ -286,14 +295,14 @@ impl AuthService {
         sessions
     }
 
-    /// Sets the organization's idle timeout (administrators, whole minutes, 1 to 720).
+    /// Sets the caller's organization's idle timeout (administrators, whole minutes, 1 to 720).
     pub async fn set_idle_timeout(&self, principal: &Principal, minutes: i64) -> Result<(), ServiceError> {
         principal.require(Permission::OrgSettings)?;
         principal.require_step_up(self.now())?;
         let d = rules::idle_timeout_from_minutes(minutes)
             .ok_or_else(|| ServiceError::InvalidRequest("idle_timeout_minutes must be between 1 and 720".into()))?;
-        self.store.set_idle_timeout(d).await?;
-        self.idle_timeout_s.store(d.as_secs(), std::sync::atomic::Ordering::Relaxed);
+        self.store.set_idle_timeout(principal.user.org, d).await?;
+        self.idle_timeouts.write().insert(principal.user.org, d);
         let what = format!("idle_timeout_minutes={minutes}");
         self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, minutes, "idle timeout changed");
@@ -346,7 +355,7 @@ impl AuthService {
     async fn sweep_once(&self, since: Timestamp, now: Timestamp) -> Result<(), ServiceError> {
         self.refresh_settings().await?;
         self.flush_activity().await?;
-        let expired = self.store.end_expired_sessions(now, self.idle_timeout()).await?;
+        let expired = self.store.end_expired_sessions(now).await?;
         for (id, u) in &expired {
             self.audit.record("session.end", Some(*u), Some(*id), None, Outcome::Success, Some("expired"), None);
         }

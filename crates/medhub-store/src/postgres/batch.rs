@@ -523,14 +523,34 @@ pub(super) async fn bootstrap(client: &mut Object, org: &Org, admin: &UserRecord
     if exists {
         return Ok(false);
     }
-    tx.execute(
-        "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES ($1, $2, $3, $4)",
-        &[&org.id.as_uuid(), &org.name, &org.created_at.as_microsecond(), &org.idle_timeout.as_secs()],
-    )
-    .await?;
+    insert_org(&*tx, org).await?;
     insert_user(&*tx, admin).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+pub(super) async fn create_org(client: &mut Object, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    insert_org(&*tx, org).await?;
+    insert_user(&*tx, admin).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_org(c: &impl tokio_postgres::GenericClient, org: &Org) -> Result<(), StoreError> {
+    let res = c
+        .execute(
+            "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES ($1, $2, $3, $4)",
+            &[&org.id.as_uuid(), &org.name, &org.created_at.as_microsecond(), &org.idle_timeout.as_secs()],
+        )
+        .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Conflict("an organization with this name exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(super) async fn insert_user(c: &impl tokio_postgres::GenericClient, r: &UserRecord) -> Result<(), StoreError> {

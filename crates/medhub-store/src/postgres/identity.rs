@@ -6,7 +6,7 @@ use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{PasskeyId, SessionId, UserId};
+use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -61,13 +61,19 @@ impl IdentityStore for PgStore {
         sessions(&c.query(&sql, &[&user.as_uuid()]).await?)
     }
 
-    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError> {
+    async fn live_sessions(
+        &self,
+        org: OrgId,
+        before: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
         let c = self.pool.get().await?;
         let sql = format!(
             "SELECT {SESSION_COLS} FROM sessions WHERE revoked_at IS NULL AND ($1::uuid IS NULL OR id < $1)
+               AND user_id IN (SELECT id FROM users WHERE org_id = $3)
              ORDER BY id DESC LIMIT $2"
         );
-        sessions(&c.query(&sql, &[&before.map(|b| b.as_uuid()), &i64::from(limit)]).await?)
+        sessions(&c.query(&sql, &[&before.map(|b| b.as_uuid()), &i64::from(limit), &org.as_uuid()]).await?)
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError> {
@@ -143,17 +149,20 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError> {
-        let idle_start = now.checked_sub(idle_timeout).unwrap_or(Timestamp::MIN);
+    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError> {
         let c = self.pool.get().await?;
+        // Each session is measured against its own organization's idle timeout (seconds;
+        // times are microseconds).
         let rows = c
             .query(
-                "UPDATE sessions
+                "UPDATE sessions s
                  SET revoked_at = $1,
-                     end_reason = CASE WHEN expires_at <= $1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
-                 WHERE revoked_at IS NULL AND (expires_at <= $1 OR last_activity_at <= $2)
-                 RETURNING id, user_id",
-                &[&us(now), &us(idle_start)],
+                     end_reason = CASE WHEN s.expires_at <= $1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
+                 FROM users u JOIN orgs o ON o.id = u.org_id
+                 WHERE u.id = s.user_id AND s.revoked_at IS NULL
+                   AND (s.expires_at <= $1 OR s.last_activity_at <= $1 - o.idle_timeout_s * 1000000)
+                 RETURNING s.id, s.user_id",
+                &[&us(now)],
             )
             .await?;
         ended(&rows)
@@ -190,9 +199,10 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError> {
+    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
-        c.execute("UPDATE orgs SET idle_timeout_s = $1", &[&idle_timeout.as_secs()]).await?;
+        c.execute("UPDATE orgs SET idle_timeout_s = $2 WHERE id = $1", &[&org.as_uuid(), &idle_timeout.as_secs()])
+            .await?;
         Ok(())
     }
 

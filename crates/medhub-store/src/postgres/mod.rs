@@ -18,7 +18,7 @@ use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod
 use jiff::Timestamp;
 use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
-use medhub_core::{ConversationId, Event, EventId, MessageId, SessionId, UserId};
+use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, SessionId, UserId};
 use tokio_postgres::NoTls;
 
 use crate::{Backend, ConversationView, HistoryPage, RecipientRow, Store, StoreError, UserRecord};
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_passkeys.sql")),
     (8, include_str!("../../migrations/postgres/0008_saml.sql")),
     (9, include_str!("../../migrations/postgres/0009_patient_scope.sql")),
+    (10, include_str!("../../migrations/postgres/0010_orgs.sql")),
 ];
 
 /// The PostgreSQL-backed store.
@@ -120,9 +121,18 @@ impl Store for PgStore {
         read::org(&*self.pool.get().await?).await
     }
 
+    async fn orgs(&self) -> Result<Vec<Org>, StoreError> {
+        read::orgs(&*self.pool.get().await?).await
+    }
+
     async fn bootstrap(&self, org: &Org, admin: &UserRecord) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         batch::bootstrap(&mut client, org, admin).await
+    }
+
+    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        batch::create_org(&mut client, org, admin).await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -145,8 +155,8 @@ impl Store for PgStore {
         read::users(&*self.pool.get().await?, ids).await
     }
 
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
-        read::list_users(&*self.pool.get().await?, after, limit).await
+    async fn list_users(&self, org: OrgId, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+        read::list_users(&*self.pool.get().await?, org, after, limit).await
     }
 
     async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {

@@ -21,18 +21,25 @@ async fn query(c: &ClientWrapper, sql: &str, params: &[&(dyn tokio_postgres::typ
     Ok(c.query(&st, params).await?)
 }
 
+const ORG_COLS: &str = "id, name, created_at, idle_timeout_s";
+
+fn org_row(r: &tokio_postgres::Row) -> R<Org> {
+    Ok(Org {
+        id: OrgId::from_uuid(codec::uuid(r, 0)?),
+        name: r.try_get(1)?,
+        created_at: codec::ts(r, 2)?,
+        idle_timeout: jiff::SignedDuration::from_secs(r.try_get(3)?),
+    })
+}
+
 pub(super) async fn org(c: &ClientWrapper) -> R<Option<Org>> {
-    let rows = query(c, "SELECT id, name, created_at, idle_timeout_s FROM orgs LIMIT 1", &[]).await?;
-    rows.first()
-        .map(|r| {
-            Ok(Org {
-                id: OrgId::from_uuid(codec::uuid(r, 0)?),
-                name: r.try_get(1)?,
-                created_at: codec::ts(r, 2)?,
-                idle_timeout: jiff::SignedDuration::from_secs(r.try_get(3)?),
-            })
-        })
-        .transpose()
+    let rows = query(c, &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_at, id LIMIT 1"), &[]).await?;
+    rows.first().map(org_row).transpose()
+}
+
+pub(super) async fn orgs(c: &ClientWrapper) -> R<Vec<Org>> {
+    let rows = query(c, &format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_at, id"), &[]).await?;
+    rows.iter().map(org_row).collect()
 }
 
 pub(super) async fn user_record(c: &ClientWrapper, id: UserId) -> R<Option<UserRecord>> {
@@ -51,11 +58,11 @@ pub(super) async fn users(c: &ClientWrapper, ids: &[UserId]) -> R<Vec<User>> {
     rows.iter().map(|r| codec::user_record(r, 0).map(|u| u.user)).collect()
 }
 
-pub(super) async fn list_users(c: &ClientWrapper, after: Option<&str>, limit: u32) -> R<Vec<User>> {
+pub(super) async fn list_users(c: &ClientWrapper, org: OrgId, after: Option<&str>, limit: u32) -> R<Vec<User>> {
     let rows = query(
         c,
-        &format!("SELECT {USER_COLS} FROM users WHERE username > $1 ORDER BY username LIMIT $2"),
-        &[&after.unwrap_or(""), &i64::from(limit)],
+        &format!("SELECT {USER_COLS} FROM users WHERE org_id = $1 AND username > $2 ORDER BY username LIMIT $3"),
+        &[&org.as_uuid(), &after.unwrap_or(""), &i64::from(limit)],
     )
     .await?;
     rows.iter().map(|r| codec::user_record(r, 0).map(|u| u.user)).collect()

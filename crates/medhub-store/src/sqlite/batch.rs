@@ -291,13 +291,32 @@ pub(super) fn bootstrap(conn: &mut Connection, org: &Org, admin: &UserRecord) ->
     if exists {
         return Ok(false);
     }
-    tx.execute(
-        "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES (?1, ?2, ?3, ?4)",
-        params![org.id.to_bytes(), org.name, org.created_at.as_microsecond(), org.idle_timeout.as_secs()],
-    )?;
+    insert_org(&tx, org)?;
     insert_user(&tx, admin)?;
     tx.commit()?;
     Ok(true)
+}
+
+pub(super) fn create_org(conn: &mut Connection, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    insert_org(&tx, org)?;
+    insert_user(&tx, admin)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_org(tx: &Transaction<'_>, org: &Org) -> Result<(), StoreError> {
+    let res = tx.execute(
+        "INSERT INTO orgs (id, name, created_at, idle_timeout_s) VALUES (?1, ?2, ?3, ?4)",
+        params![org.id.to_bytes(), org.name, org.created_at.as_microsecond(), org.idle_timeout.as_secs()],
+    );
+    match res {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(StoreError::Conflict("an organization with this name exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub(super) fn insert_user(tx: &Transaction<'_>, r: &UserRecord) -> Result<(), StoreError> {

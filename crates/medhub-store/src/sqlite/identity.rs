@@ -6,7 +6,7 @@ use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::{ADMINISTRATOR, CLINICIAN, Permissions, Role};
 use medhub_core::model::{Session, SessionState, SystemRole};
 use medhub_core::session::Throttle;
-use medhub_core::{PasskeyId, SessionId, UserId};
+use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, codec};
@@ -67,14 +67,20 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn live_sessions(&self, before: Option<SessionId>, limit: u32) -> Result<Vec<Session>, StoreError> {
+    async fn live_sessions(
+        &self,
+        org: OrgId,
+        before: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<Session>, StoreError> {
         self.read(move |c| {
             let sql = format!(
                 "SELECT {} FROM sessions WHERE revoked_at IS NULL AND (?1 IS NULL OR id < ?1)
+                   AND user_id IN (SELECT id FROM users WHERE org_id = ?3)
                  ORDER BY id DESC LIMIT ?2",
                 codec::SESSION_COLS
             );
-            sessions(c, &sql, params![before.map(|b| b.to_bytes()), limit])
+            sessions(c, &sql, params![before.map(|b| b.to_bytes()), limit, org.to_bytes()])
         })
         .await
     }
@@ -159,17 +165,20 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn end_expired_sessions(&self, now: Timestamp, idle_timeout: SignedDuration) -> Result<Ended, StoreError> {
-        let idle_start = now.checked_sub(idle_timeout).unwrap_or(Timestamp::MIN);
+    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError> {
         self.write(move |c| {
+            // Each session is measured against its own organization's idle timeout (seconds;
+            // times are microseconds).
             let mut st = c.prepare_cached(
                 "UPDATE sessions
                  SET revoked_at = ?1,
                      end_reason = CASE WHEN expires_at <= ?1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
-                 WHERE revoked_at IS NULL AND (expires_at <= ?1 OR last_activity_at <= ?2)
+                 WHERE revoked_at IS NULL AND (expires_at <= ?1 OR last_activity_at <= ?1 -
+                   (SELECT o.idle_timeout_s FROM users u JOIN orgs o ON o.id = u.org_id
+                     WHERE u.id = sessions.user_id) * 1000000)
                  RETURNING id, user_id",
             )?;
-            ended(st.query_map(params![us(now), us(idle_start)], session_user)?)
+            ended(st.query_map(params![us(now)], session_user)?)
         })
         .await
     }
@@ -205,9 +214,12 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn set_idle_timeout(&self, idle_timeout: SignedDuration) -> Result<(), StoreError> {
+    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError> {
         self.write(move |c| {
-            c.execute("UPDATE orgs SET idle_timeout_s = ?1", [idle_timeout.as_secs()])?;
+            c.execute(
+                "UPDATE orgs SET idle_timeout_s = ?2 WHERE id = ?1",
+                params![org.to_bytes(), idle_timeout.as_secs()],
+            )?;
             Ok(())
         })
         .await

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
-use medhub_core::{ConversationId, Event, EventId, MessageId, SessionId, UserId};
+use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, SessionId, UserId};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_passkeys.sql")),
     (8, include_str!("../../migrations/sqlite/0008_saml.sql")),
     (9, include_str!("../../migrations/sqlite/0009_patient_scope.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_orgs.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -252,9 +253,18 @@ impl Store for SqliteStore {
         self.read(read::org).await
     }
 
+    async fn orgs(&self) -> Result<Vec<Org>, StoreError> {
+        self.read(read::orgs).await
+    }
+
     async fn bootstrap(&self, org: &Org, admin: &UserRecord) -> Result<bool, StoreError> {
         let (org, admin) = (org.clone(), admin.clone());
         self.write(move |c| batch::bootstrap(c, &org, &admin)).await
+    }
+
+    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+        let (org, admin) = (org.clone(), admin.clone());
+        self.write(move |c| batch::create_org(c, &org, &admin)).await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -280,9 +290,9 @@ impl Store for SqliteStore {
         self.read(move |c| read::users(c, &ids)).await
     }
 
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+    async fn list_users(&self, org: OrgId, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
         let after = after.map(str::to_owned);
-        self.read(move |c| read::list_users(c, after.as_deref(), limit)).await
+        self.read(move |c| read::list_users(c, org, after.as_deref(), limit)).await
     }
 
     async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {

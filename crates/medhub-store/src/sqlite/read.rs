@@ -10,16 +10,24 @@ use super::codec::{self, i};
 use crate::sql::{CONVERSATION_COL_COUNT, EVENT_JOINS, EVENT_SELECT, prefixed};
 use crate::{ConversationView, EventRow, HistoryPage, RecipientRow, StoreError, UserRecord};
 
-pub(super) fn org(c: &mut Connection) -> Result<Option<Org>, StoreError> {
-    Ok(c.query_row("SELECT id, name, created_at, idle_timeout_s FROM orgs LIMIT 1", [], |r| {
-        Ok(Org {
-            id: codec::id(r, 0, OrgId::from_slice)?,
-            name: r.get(1)?,
-            created_at: codec::ts(r, 2)?,
-            idle_timeout: jiff::SignedDuration::from_secs(r.get(3)?),
-        })
+const ORG_COLS: &str = "id, name, created_at, idle_timeout_s";
+
+fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Org> {
+    Ok(Org {
+        id: codec::id(r, 0, OrgId::from_slice)?,
+        name: r.get(1)?,
+        created_at: codec::ts(r, 2)?,
+        idle_timeout: jiff::SignedDuration::from_secs(r.get(3)?),
     })
-    .optional()?)
+}
+
+pub(super) fn org(c: &mut Connection) -> Result<Option<Org>, StoreError> {
+    Ok(c.query_row(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_at, id LIMIT 1"), [], org_row).optional()?)
+}
+
+pub(super) fn orgs(c: &mut Connection) -> Result<Vec<Org>, StoreError> {
+    let mut st = c.prepare_cached(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY created_at, id"))?;
+    Ok(st.query_map([], org_row)?.collect::<Result<_, _>>()?)
 }
 
 pub(super) fn user_record(c: &mut Connection, id: UserId) -> Result<Option<UserRecord>, StoreError> {
@@ -43,12 +51,18 @@ pub(super) fn users(c: &mut Connection, ids: &[UserId]) -> Result<Vec<User>, Sto
     Ok(out)
 }
 
-pub(super) fn list_users(c: &mut Connection, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError> {
+pub(super) fn list_users(
+    c: &mut Connection,
+    org: OrgId,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<User>, StoreError> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {} FROM users WHERE username > ?1 ORDER BY username LIMIT ?2",
+        "SELECT {} FROM users WHERE org_id = ?1 AND username > ?2 ORDER BY username LIMIT ?3",
         codec::USER_COLS
     ))?;
-    let rows = st.query_map(params![after.unwrap_or(""), limit], |r| codec::user_record(r, 0).map(|u| u.user))?;
+    let rows = st
+        .query_map(params![org.to_bytes(), after.unwrap_or(""), limit], |r| codec::user_record(r, 0).map(|u| u.user))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
