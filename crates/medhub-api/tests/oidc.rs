@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
-use medhub_core::ManualClock;
 use medhub_core::model::SystemRole;
+use medhub_core::{Clock, ManualClock};
 use medhub_service::auth::{NewUser, OidcConfig};
 use medhub_store::testdb::TestDb;
 use medhub_testkit::{TestServer, each_backend};
@@ -587,6 +587,57 @@ each_backend! {
             )
             .await;
         assert_eq!((status, &body["user"]["display_name"]), (200, &json!("Dave Local")), "{body}");
+    }
+}
+
+each_backend! {
+    async fn the_provider_signs_users_into_its_own_organization_only(db) {
+        let idp = Idp::start().await;
+        let clock = clock();
+        let mut c = config(&idp);
+        c.organization = Some("riverside CLINIC".into());
+        let s = server(db, &clock, Some(c)).await;
+        s.user("gh.nurse").await; // bootstraps the first organization
+
+        // Until the organization exists, sign-ins are refused and nobody is created.
+        let (status, body) = sign_in(&s, "alice-sub", "pwd").await;
+        assert_eq!((status, code(&body)), (401, "sso_failed"), "{body}");
+        let store = s.services.store.clone();
+        let gone = s.on_server(async move { store.user_record_by_username("alice").await.unwrap() }).await;
+        assert!(gone.is_none());
+
+        // Then its users land in it (the name matches whatever the letter case).
+        let river = s.tenant("Riverside Clinic", "river.root").await;
+        let (status, body) = sign_in(&s, "alice-sub", "pwd").await;
+        assert_eq!(status, 200, "{body}");
+        let store = s.services.store.clone();
+        let id = medhub_core::UserId::from_uuid(body["user"]["id"].as_str().unwrap().parse().unwrap());
+        let alice = s.on_server(async move { store.user(id).await.unwrap().unwrap() }).await;
+        assert_eq!(alice.org.as_uuid(), river);
+
+        // A subject already linked to an account of another organization is refused, never
+        // carried across: here Bob of the first organization.
+        let (store, issuer, now) = (s.services.store.clone(), idp.issuer(), clock.now());
+        s.on_server(async move {
+            let first = store.org().await.unwrap().unwrap();
+            let bob = medhub_store::UserRecord {
+                user: medhub_core::model::User {
+                    id: medhub_core::UserId::new_v7(),
+                    org: first.id,
+                    username: "bob".into(),
+                    display_name: "Bob Brown".into(),
+                    role: SystemRole::User,
+                    active: true,
+                    created_at: now,
+                },
+                password_hash: None,
+                must_change_password: false,
+            };
+            store.create_sso_user(&bob, &issuer, "bob-sub", now).await.unwrap();
+        })
+        .await;
+        let (status, body) = sign_in(&s, "bob-sub", "pwd").await;
+        assert_eq!((status, code(&body)), (401, "sso_failed"), "{body}");
     }
 }
 

@@ -133,6 +133,14 @@ pub struct Org {
     pub idle_timeout: jiff::SignedDuration,
 }
 
+impl Org {
+    /// Whether `name` names this organization: names are unique whatever the letter case
+    /// (and the store enforces it with a unique index on `lower(name)`).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.name.to_lowercase() == name.trim().to_lowercase()
+    }
+}
+
 /// A user account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {

@@ -246,6 +246,8 @@ pub struct OidcSection {
     pub admin_groups: Vec<String>,
     /// Roles from groups, as "group=role_key" entries (for example "icu-nurses=nurse"). When any are set, roles follow the groups at every sign-in, and a user in none of them gets the default role (clinician, or administrator for admin_groups). Default: [].
     pub role_groups: Vec<String>,
+    /// The organization (by name, as in `medhub admin org list`) whose users sign in with this provider: they are created there, and an account of another organization is refused. Default: unset (the first organization).
+    pub organization: Option<String>,
     /// The provider requires a second factor itself: a sign-in whose amr shows one counts as medhub's second factor. Default: false.
     pub idp_enforces_mfa: bool,
     /// amr values (RFC 8176) that show a second factor. Default: ["mfa", "otp", "hwk", "swk", "fpt", "face"].
@@ -266,6 +268,7 @@ impl Default for OidcSection {
             groups_claim: d.groups_claim,
             admin_groups: Vec::new(),
             role_groups: Vec::new(),
+            organization: None,
             idp_enforces_mfa: false,
             accepted_amr: d.accepted_amr,
         }
@@ -314,6 +317,8 @@ pub struct SamlSection {
     pub admin_groups: Vec<String>,
     /// Roles from groups, as "group=role_key" entries (for example "icu-nurses=nurse"). When any are set, roles follow the groups at every sign-in, and a user in none of them gets the default role (clinician, or administrator for admin_groups). Default: [].
     pub role_groups: Vec<String>,
+    /// The organization (by name, as in `medhub admin org list`) whose users sign in with this IdP: they are created there, and an account of another organization is refused. Default: unset (the first organization).
+    pub organization: Option<String>,
     /// The IdP requires a second factor itself: a sign-in whose AuthnContextClassRef is accepted counts as medhub's second factor. Default: false.
     pub idp_enforces_mfa: bool,
     /// AuthnContextClassRef values that show a second factor. Default: ["https://refeds.org/profile/mfa", "http://schemas.microsoft.com/claims/multipleauthn", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract", "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered"].
@@ -334,6 +339,7 @@ impl Default for SamlSection {
             groups_attribute: d.groups_attribute,
             admin_groups: Vec::new(),
             role_groups: Vec::new(),
+            organization: None,
             idp_enforces_mfa: false,
             accepted_authn_contexts: d.accepted_authn_contexts,
         }
@@ -567,6 +573,11 @@ impl Config {
                 problems.push(e);
             }
         }
+        for (section, org) in [("oidc", &self.oidc.organization), ("saml", &self.saml.organization)] {
+            if org.as_deref().is_some_and(|o| o.trim().is_empty()) {
+                problems.push(format!("{section}.organization must not be empty (unset means the first organization)"));
+            }
+        }
         let sm = &self.saml;
         match &sm.idp_entity_id {
             Some(id) => {
@@ -623,6 +634,7 @@ impl Config {
         c.groups_claim = o.groups_claim.clone();
         c.admin_groups = o.admin_groups.clone();
         c.role_groups = role_groups("oidc", &o.role_groups)?;
+        c.organization = o.organization.clone();
         c.idp_enforces_mfa = o.idp_enforces_mfa;
         c.accepted_amr = o.accepted_amr.clone();
         Ok(Some(c))
@@ -646,6 +658,7 @@ impl Config {
         c.groups_attribute = sm.groups_attribute.clone();
         c.admin_groups = sm.admin_groups.clone();
         c.role_groups = role_groups("saml", &sm.role_groups)?;
+        c.organization = sm.organization.clone();
         c.idp_enforces_mfa = sm.idp_enforces_mfa;
         c.accepted_authn_contexts = sm.accepted_authn_contexts.clone();
         Ok(Some(c))
@@ -977,6 +990,20 @@ mod tests {
         c.saml.idp_sso_url = "http://idp.example.org/sso".into();
         let problems = c.validate().unwrap_err().to_string();
         assert!(problems.contains("saml.acs_url") && problems.contains("saml.idp_sso_url"), "{problems}");
+    }
+
+    #[test]
+    fn a_provider_names_its_organization_or_means_the_first() {
+        let mut c = Config::default();
+        c.oidc.issuer = Some("https://idp.example.org".into());
+        c.oidc.client_id = "medhub".into();
+        assert_eq!(c.oidc().unwrap().unwrap().organization, None, "the first organization");
+        c.oidc.organization = Some("Riverside Clinic".into());
+        assert_eq!(c.oidc().unwrap().unwrap().organization.as_deref(), Some("Riverside Clinic"));
+        assert!(!c.validate().unwrap_err().to_string().contains("organization"));
+        c.saml.organization = Some("  ".into());
+        let problems = c.validate().unwrap_err().to_string();
+        assert!(problems.contains("saml.organization"), "{problems}");
     }
 
     #[test]

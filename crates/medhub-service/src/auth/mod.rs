@@ -303,7 +303,24 @@ impl AuthService {
         }
         // The shipped catalogue is kept current; custom roles are the organization's.
         self.store.upsert_builtin_roles(&medhub_core::authz::builtin_roles(), self.clock.now()).await?;
-        self.refresh_settings().await
+        self.refresh_settings().await?;
+        // A provider bound to an organization that does not exist (yet: the operator may be
+        // about to create it) refuses every sign-in; say so now rather than at the first one.
+        let orgs = self.store.orgs().await?;
+        let named = [
+            ("oidc", self.config.oidc.as_ref().and_then(|c| c.organization.as_deref())),
+            ("saml", self.config.saml.as_ref().and_then(|c| c.organization.as_deref())),
+        ];
+        for (provider, name) in named {
+            if let Some(name) = name
+                && !orgs.is_empty()
+                && !orgs.iter().any(|o| o.is_named(name))
+            {
+                tracing::warn!(target: "medhub::auth", provider, organization = name,
+                    "the SSO provider's organization does not exist; its sign-ins are refused until it does");
+            }
+        }
+        Ok(())
     }
 
     /// Pins the server key in the store before it protects its first secret.

@@ -455,7 +455,7 @@ impl AuthService {
             .ok_or_else(|| failed("InResponseTo names no pending sign-in (unknown, used or expired)"))?;
 
         let c = &saml.config;
-        let user = self.sso_user(&accepted.profile, &c.admin_groups, &c.role_groups).await?;
+        let user = self.sso_user(&accepted.profile, c.organization.as_deref(), &c.admin_groups, &c.role_groups).await?;
         let idp_mfa = c.idp_enforces_mfa
             && accepted.authn_contexts.iter().any(|x| c.accepted_authn_contexts.iter().any(|a| a == x));
         let issued = self.sso_session(&user, idp_mfa, "saml", client).await?;

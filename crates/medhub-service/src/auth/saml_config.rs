@@ -40,6 +40,9 @@ pub struct SamlConfig {
     /// role lost ends the user's other sessions, and a user in none of these groups gets the
     /// default role of their system role (clinician or administrator).
     pub role_groups: Vec<(String, String)>,
+    /// The organization (by name, letter case aside) whose users sign in with this IdP;
+    /// `None` for the first organization. See `OidcConfig::organization`.
+    pub organization: Option<String>,
     /// The IdP always requires a second factor: a sign-in whose AuthnContextClassRef is
     /// one of `accepted_authn_contexts` counts as medhub's second factor.
     pub idp_enforces_mfa: bool,
@@ -66,6 +69,7 @@ impl SamlConfig {
             groups_attribute: "groups".into(),
             admin_groups: Vec::new(),
             role_groups: Vec::new(),
+            organization: None,
             idp_enforces_mfa: false,
             accepted_authn_contexts: DEFAULT_ACCEPTED_AUTHN_CONTEXTS.iter().map(|s| (*s).to_owned()).collect(),
         }

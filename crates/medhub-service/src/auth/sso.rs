@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::audit::Outcome;
-use medhub_core::model::{SessionState, SystemRole, User};
+use medhub_core::model::{Org, SessionState, SystemRole, User};
 use medhub_core::session as rules;
 use medhub_core::{UserId, validate};
 use medhub_store::{AuthFlow, StoreError, UserRecord};
@@ -82,6 +82,10 @@ pub struct OidcConfig {
     /// role lost ends the user's other sessions, and a user in none of these groups gets the
     /// default role of their system role (clinician or administrator).
     pub role_groups: Vec<(String, String)>,
+    /// The organization (by name, letter case aside) whose users sign in with this
+    /// provider; `None` for the first organization. Users are created there, and an account
+    /// of another organization linked to a subject of this provider is refused.
+    pub organization: Option<String>,
     /// The provider always requires a second factor: an SSO sign-in whose `amr` shows one
     /// counts as medhub's second factor.
     pub idp_enforces_mfa: bool,
@@ -102,6 +106,7 @@ impl OidcConfig {
             groups_claim: "groups".into(),
             admin_groups: Vec::new(),
             role_groups: Vec::new(),
+            organization: None,
             idp_enforces_mfa: false,
             accepted_amr: DEFAULT_ACCEPTED_AMR.iter().map(|s| (*s).to_owned()).collect(),
         }
@@ -525,7 +530,7 @@ impl AuthService {
             display_name: claims.text("name").map(str::to_owned),
             groups: claims.list(&c.groups_claim),
         };
-        let user = self.sso_user(&profile, &c.admin_groups, &c.role_groups).await?;
+        let user = self.sso_user(&profile, c.organization.as_deref(), &c.admin_groups, &c.role_groups).await?;
         let amr = claims.list("amr");
         let idp_mfa = c.idp_enforces_mfa && amr.iter().any(|m| c.accepted_amr.iter().any(|a| a == m));
         let issued = self.sso_session(&user, idp_mfa, "oidc", client).await?;
@@ -610,10 +615,12 @@ impl AuthService {
     pub(super) async fn sso_user(
         &self,
         profile: &SsoProfile,
+        organization: Option<&str>,
         admin_groups: &[String],
         role_groups: &[(String, String)],
     ) -> Result<User, ServiceError> {
-        let user = self.sso_user_inner(profile, admin_groups).await?;
+        let org = self.sso_org(organization).await?;
+        let user = self.sso_user_inner(profile, &org, admin_groups).await?;
         self.sso_roles(&user, &profile.groups, role_groups).await?;
         Ok(user)
     }
@@ -667,14 +674,33 @@ impl AuthService {
         Ok(())
     }
 
-    async fn sso_user_inner(&self, profile: &SsoProfile, admin_groups: &[String]) -> Result<User, ServiceError> {
+    /// The organization a provider signs users into: the one named in its settings, or the
+    /// first one.
+    async fn sso_org(&self, name: Option<&str>) -> Result<Org, ServiceError> {
+        let orgs = self.store.orgs().await?;
+        let found = match name {
+            None => orgs.into_iter().next(),
+            Some(n) => orgs.into_iter().find(|o| o.is_named(n)),
+        };
+        found.ok_or_else(|| {
+            tracing::error!(target: "medhub::auth", organization = ?name,
+                "SSO sign-in refused: the provider's organization does not exist (medhub admin org list)");
+            ServiceError::SsoFailed("the organization this provider signs into does not exist".into())
+        })
+    }
+
+    async fn sso_user_inner(
+        &self,
+        profile: &SsoProfile,
+        org: &Org,
+        admin_groups: &[String],
+    ) -> Result<User, ServiceError> {
         let role =
             if profile.groups.iter().any(|g| admin_groups.contains(g)) { SystemRole::Admin } else { SystemRole::User };
         let (issuer, subject) = (profile.issuer.as_str(), profile.subject.as_str());
         if let Some(id) = self.store.sso_identity(issuer, subject).await? {
-            return self.sso_existing(id, role).await;
+            return self.sso_existing(id, org, role).await;
         }
-        let org = self.store.org().await?.ok_or_else(|| ServiceError::SsoFailed("not bootstrapped yet".into()))?;
         let username = sso_username(profile.username.as_deref().unwrap_or_default())
             .ok_or_else(|| ServiceError::SsoFailed(format!("no usable username in the {}", profile.username_source)))?;
         let display_name = profile
@@ -706,20 +732,27 @@ impl AuthService {
             }
             // Two first sign-ins of the same subject raced; the other one created the user.
             Err(StoreError::Conflict(_)) => match self.store.sso_identity(issuer, subject).await? {
-                Some(id) => self.sso_existing(id, role).await,
+                Some(id) => self.sso_existing(id, org, role).await,
                 None => Err(ServiceError::SsoFailed("could not link the identity".into())),
             },
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn sso_existing(&self, id: UserId, role: SystemRole) -> Result<User, ServiceError> {
+    async fn sso_existing(&self, id: UserId, org: &Org, role: SystemRole) -> Result<User, ServiceError> {
         let mut user = self
             .store
             .user(id)
             .await?
             .filter(|u| u.active)
             .ok_or_else(|| ServiceError::SsoFailed("the linked account is deactivated".into()))?;
+        if user.org != org.id {
+            // The provider was moved to another organization after this account was linked:
+            // signing it in would carry it across tenants. An operator decides.
+            tracing::warn!(target: "medhub::auth", user = %id,
+                "SSO sign-in refused: the linked account belongs to another organization than the provider's");
+            return Err(ServiceError::SsoFailed("the linked account belongs to another organization".into()));
+        }
         if user.role != role {
             self.store.set_user_role(id, role).await?;
             if role == SystemRole::User {
