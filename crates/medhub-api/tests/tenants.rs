@@ -71,6 +71,12 @@ each_backend! {
         assert_eq!(state["type"], "presence_state", "{state}");
         let followed: Vec<&Value> = state["users"].as_array().unwrap().iter().map(|u| &u["user_id"]).collect();
         assert_eq!(followed, vec![&json!(t.river_admin.id)], "{state}");
+
+        // An authenticator app labels the code with the user's own organization.
+        let (status, e) = s.post("/api/v1/auth/mfa/totp/enroll", &t.river_nurse, json!({})).await;
+        assert_eq!(status, 200, "{e}");
+        let uri = e["otpauth_uri"].as_str().unwrap();
+        assert!(uri.contains("issuer=medhub%20Riverside%20Clinic"), "{uri}");
     }
 }
 

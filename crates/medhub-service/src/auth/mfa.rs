@@ -135,7 +135,10 @@ impl AuthService {
             medhub_store::StoreError::Conflict(_) => ServiceError::MfaAlreadyEnrolled,
             other => other.into(),
         })?;
-        let issuer = self.store.org().await?.map(|o| o.name).unwrap_or_else(|| "medhub".to_owned());
+        // The authenticator app shows the user's own organization.
+        let orgs = self.store.orgs().await?;
+        let issuer =
+            orgs.into_iter().find(|o| o.id == principal.user.org).map_or_else(|| "medhub".to_owned(), |o| o.name);
         let t = totp(secret, &format!("medhub {issuer}"), &principal.user.username)?;
         let uri = t.get_url();
         let qr = qrcode::QrCode::new(uri.as_bytes())
