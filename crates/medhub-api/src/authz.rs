@@ -5,10 +5,9 @@
 //! matrix test fails), so a new route cannot ship without a decision. The table is checked
 //! against `tests/permissions.csv` by calling every route and frame as every kind of caller.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -181,7 +180,7 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     if matches!(need, Need::Active(_) | Need::Step(_)) {
         // Every decision on a protected route is audited, allowed or denied.
         let audit = &state.services.audit;
-        let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let ip = crate::extract::request_ip(req.extensions(), req.headers(), &state).map(|ip| ip.to_string());
         let target = Some(format!("{} {}", req.method(), req.uri().path()));
         let deny = |actor: Option<&Principal>, e: ApiError| {
             let (user, session) = actor.map(|p| (p.user.id, p.session.id)).unzip();

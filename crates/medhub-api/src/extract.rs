@@ -2,10 +2,11 @@
 //! bodies, path ids and query strings.
 
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 use medhub_service::Principal;
 use medhub_service::auth::ClientInfo;
 use medhub_wire::ErrorCode;
@@ -70,11 +71,42 @@ pub struct Client(pub ClientInfo);
 impl FromRequestParts<AppState> for Client {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ip = request_ip(&parts.extensions, &parts.headers, state);
         let ua = parts.headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
         Ok(Client(ClientInfo::new(ip, ua)))
     }
+}
+
+/// The address a request came from, as [`client_ip`] decides with the configured proxies.
+pub fn request_ip(extensions: &Extensions, headers: &HeaderMap, state: &AppState) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    client_ip(headers, peer, &state.config.trusted_proxies)
+}
+
+/// The client's address: the peer's, unless the peer is one of the `trusted` reverse proxies.
+/// Then it is the nearest address of `X-Forwarded-For` that is not a trusted proxy, walking
+/// from the right (each proxy appends the address it saw, and only the part our own proxies
+/// wrote can be believed; anything to its left was sent by the client). A header that does
+/// not parse is ignored and the peer's address used: a wrong guess would let a client choose
+/// the address its sign-in failures are throttled under.
+pub fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = peer?.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else { return Some(peer) };
+        for part in text.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => hops.push(ip.to_canonical()),
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer))
 }
 
 /// A JSON body; malformed bodies answer `bad_frame`, oversized ones `payload_too_large`.
@@ -145,5 +177,43 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiForm<T> {
             }
             Err(e) => Err(ApiError::with_message(ErrorCode::InvalidRequest, e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_from_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.4.0/24".parse().unwrap(), "192.0.2.1/32".parse().unwrap()];
+        let h = forwarded(&["198.51.100.9, 203.0.113.7", "192.0.2.1"]);
+        // From a stranger, the header means nothing.
+        assert_eq!(client_ip(&h, ip("203.0.113.99"), &trusted), ip("203.0.113.99"));
+        // From a proxy: the nearest hop that is not a proxy, across repeated headers.
+        assert_eq!(client_ip(&h, ip("10.0.4.2"), &trusted), ip("203.0.113.7"));
+        // An IPv4 peer seen through an IPv6 socket is the same peer.
+        assert_eq!(client_ip(&h, ip("::ffff:10.0.4.2"), &trusted), ip("203.0.113.7"));
+        // Only proxies in the chain (an internal client): the first hop.
+        assert_eq!(client_ip(&forwarded(&["10.0.4.7, 10.0.4.8"]), ip("10.0.4.2"), &trusted), ip("10.0.4.7"));
+        // No header, or one that does not parse: the proxy's own address.
+        assert_eq!(client_ip(&HeaderMap::new(), ip("10.0.4.2"), &trusted), ip("10.0.4.2"));
+        assert_eq!(client_ip(&forwarded(&["203.0.113.7, bogus"]), ip("10.0.4.2"), &trusted), ip("10.0.4.2"));
+        assert_eq!(client_ip(&forwarded(&["203.0.113.7:4711"]), ip("10.0.4.2"), &trusted), ip("10.0.4.2"));
+        // Nothing trusted: never the header.
+        assert_eq!(client_ip(&h, ip("10.0.4.2"), &[]), ip("10.0.4.2"));
+        assert_eq!(client_ip(&h, None, &trusted), None);
     }
 }

@@ -89,6 +89,8 @@ pub struct ApiConfig {
     pub allowed_origins: Vec<String>,
     /// Send `Strict-Transport-Security`: set when the server is reached over HTTPS.
     pub hsts: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (see `extract::client_ip`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiConfig {
@@ -109,6 +111,7 @@ impl Default for ApiConfig {
             allow_token_hello: false,
             allowed_origins: Vec::new(),
             hsts: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -719,3 +719,57 @@ each_backend! {
         }
     }
 }
+
+/// Signs `alice` in from loopback with `X-Forwarded-For: forwarded` and a second-factor
+/// `proof`; returns the address her new session was given.
+async fn forwarded_session_ip(s: &TestServer, forwarded: &str, proof: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(s.url("/api/v1/auth/login"))
+        .header("X-Forwarded-For", forwarded)
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let pending = TestUser::from_login(&resp.json::<Value>().await.unwrap());
+    let (status, body) = s.post("/api/v1/auth/mfa/verify", &pending, proof).await;
+    assert_eq!(status, 200, "{body}");
+    let session = pending.with_token(&body);
+    let (_, list) = s.get("/api/v1/auth/sessions", &session).await;
+    let mine = list["sessions"].as_array().unwrap().iter().find(|x| x["current"] == true).cloned();
+    mine.unwrap_or_else(|| panic!("no current session in {list}"))["ip"].clone()
+}
+
+each_backend! {
+    async fn behind_a_trusted_proxy_the_forwarded_address_is_the_clients(db) {
+        let api = medhub_api::ApiConfig { trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()], ..Default::default() };
+        let s = TestServer::start_on(db, Settings { api, ..Default::default() }).await;
+        password_user(&s, "alice", SystemRole::User).await;
+        let desk = s.sign_in("alice", PASSWORD, None).await;
+        // The nearest untrusted hop: what the client wrote on the left is not believed.
+        let code = json!({"code": s.totp_code(&desk.totp_secret, 1)});
+        assert_eq!(forwarded_session_ip(&s, "198.51.100.9, 203.0.113.7, 127.0.0.1", code).await, "203.0.113.7");
+        // A header that does not parse is ignored: the peer's address stands.
+        let recovery = json!({"recovery_code": desk.recovery_codes[0]});
+        assert_eq!(forwarded_session_ip(&s, "203.0.113.7, not-an-address", recovery).await, "127.0.0.1");
+
+        // The audit trail records the same address for every decision.
+        let resp = reqwest::Client::new()
+            .get(s.url("/api/v1/me"))
+            .header("X-Forwarded-For", "203.0.113.44")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        s.audit_until(|all| all.iter().any(|r| r.action == "http" && r.ip.as_deref() == Some("203.0.113.44"))).await;
+    }
+}
+
+each_backend! {
+    async fn without_trusted_proxies_x_forwarded_for_is_ignored(db) {
+        let s = TestServer::start_on(db, Settings::default()).await;
+        password_user(&s, "alice", SystemRole::User).await;
+        let desk = s.sign_in("alice", PASSWORD, None).await;
+        let code = json!({"code": s.totp_code(&desk.totp_secret, 1)});
+        assert_eq!(forwarded_session_ip(&s, "203.0.113.7", code).await, "127.0.0.1");
+    }
+}

@@ -60,12 +60,32 @@ pub struct ServerConfig {
     pub listen_backlog: i32,
     /// Seconds to wait for connections to close at shutdown. Default: 10.
     pub shutdown_grace_secs: u64,
+    /// Reverse proxies and load balancers in front of medhub, as addresses or CIDR ranges ("10.0.4.0/24"). For requests from them, the client's address (session lists, per-address throttling, the audit trail) is taken from X-Forwarded-For: the nearest entry that is not one of them. List only proxies that overwrite or append that header. Default: [] (the peer's address is the client's).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), listen_backlog: 16_384, shutdown_grace_secs: 10 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 16_384,
+            shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
+        }
     }
+}
+
+/// Parses `server.trusted_proxies`: addresses (a single host) or CIDR ranges.
+fn trusted_proxies(entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<ipnet::IpNet>().or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                ConfigError::Invalid(format!("server.trusted_proxies: {e:?} is not an address or a CIDR range"))
+            })
+        })
+        .collect()
 }
 
 /// HTTPS.
@@ -521,6 +541,9 @@ impl Config {
         if self.auth.session_ttl_hours == 0 || self.auth.session_ttl_hours > 12 {
             problems.push("auth.session_ttl_hours must be between 1 and 12".to_owned());
         }
+        if let Err(ConfigError::Invalid(e)) = trusted_proxies(&self.server.trusted_proxies) {
+            problems.push(e);
+        }
         for o in &self.auth.allowed_origins {
             let rest =
                 o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).map(|r| r.trim_end_matches('/'));
@@ -704,6 +727,8 @@ impl Config {
             allow_token_hello: self.auth.allow_token_hello,
             allowed_origins: self.auth.allowed_origins.clone(),
             hsts: self.tls_settings().is_some(),
+            // Checked by `validate`; nothing is trusted if it was skipped.
+            trusted_proxies: trusted_proxies(&self.server.trusted_proxies).unwrap_or_default(),
         }
     }
 
@@ -990,6 +1015,21 @@ mod tests {
         c.saml.idp_sso_url = "http://idp.example.org/sso".into();
         let problems = c.validate().unwrap_err().to_string();
         assert!(problems.contains("saml.acs_url") && problems.contains("saml.idp_sso_url"), "{problems}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_ranges() {
+        let mut c = Config::default();
+        c.server.trusted_proxies = vec!["10.0.4.0/24".into(), " 192.0.2.1 ".into(), "2001:db8::/32".into()];
+        c.validate().unwrap();
+        let api = c.api();
+        assert_eq!(api.trusted_proxies.len(), 3);
+        assert!(api.trusted_proxies[1].contains(&"192.0.2.1".parse::<std::net::IpAddr>().unwrap()));
+        for bad in ["10.0.4.0/33", "proxy.example.org", ""] {
+            c.server.trusted_proxies = vec![bad.into()];
+            let problems = c.validate().unwrap_err().to_string();
+            assert!(problems.contains("server.trusted_proxies"), "{bad:?}: {problems}");
+        }
     }
 
     #[test]
