@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/conversations/{id}/break-glass", post(break_glass))
         .route("/api/v1/break-glass", get(grants))
+        .route("/api/v1/break-glass/{id}/end", post(end_grant))
 }
 
 fn grant_view(g: &BreakGlassGrant) -> BreakGlassGrantView {
@@ -136,4 +137,19 @@ pub async fn grants(
 ) -> ApiResult<Json<BreakGlassList>> {
     let grants = state.services.patients.grants(&p, q.before, q.limit.unwrap_or(100)).await?;
     Ok(Json(BreakGlassList { grants: grants.iter().map(grant_view).collect() }))
+}
+
+/// Ends an open break-glass grant before it expires; the access stops at once. The grantee
+/// may end their own grant; a compliance officer (`audit.read`) any grant of the
+/// organization. Anything else, and a grant that has ended, answers `404 not_found`.
+#[utoipa::path(post, path = "/api/v1/break-glass/{id}/end", tag = "patients", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = BreakGlassGrantView), (status = 404, description = "not_found", body = ErrorBody)))]
+pub async fn end_grant(
+    State(state): State<AppState>,
+    Authed(p): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<BreakGlassGrantView>> {
+    let g = state.services.patients.end_break_glass(&p, id).await?;
+    Ok(Json(grant_view(&g)))
 }

@@ -286,3 +286,67 @@ each_backend! {
         assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &er).await.0, 404);
     }
 }
+
+each_backend! {
+    async fn break_glass_ends_early_by_the_grantee_or_on_a_compliance_officers_review(db) {
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let s = server(db, &clock).await;
+        let owner = s.user("dr.owner").await;
+        s.set_roles(&owner, &["attending_physician"]).await;
+        let er = s.user("dr.er").await;
+        s.set_roles(&er, &["attending_physician"]).await;
+        let locum = s.user("dr.locum").await;
+        s.set_roles(&locum, &["attending_physician"]).await;
+        let officer = s.user("privacy.pat").await;
+        s.set_roles(&officer, &["compliance_officer"]).await;
+        let conv = patient_conversation(&s, &owner, &[]).await;
+        let (status, sent) = s
+            .post(&format!("/api/v1/conversations/{conv}/messages"), &owner, json!({"client_txn_id": "t1", "body": "Plan: CT head"}))
+            .await;
+        assert_eq!(status, 201, "{sent}");
+        let message = sent["message"]["id"].as_str().unwrap().to_owned();
+        let open = |u: &TestUser| {
+            let u = u.clone();
+            let conv = conv.clone();
+            let s = &s;
+            async move {
+                let (status, g) = s.post(&format!("/api/v1/conversations/{conv}/break-glass"), &u, json!({"reason": REASON})).await;
+                assert_eq!(status, 201, "{g}");
+                g["id"].as_str().unwrap().to_owned()
+            }
+        };
+
+        // The grantee ends her own grant when done: reads stop at once.
+        let mine = open(&er).await;
+        assert_eq!(reads(&s, &er, &conv, &message).await, [200, 200, 200]);
+        let (status, g) = s.post(&format!("/api/v1/break-glass/{mine}/end"), &er, json!({})).await;
+        assert_eq!(status, 200, "{g}");
+        assert!(g["ended_at"].is_string(), "{g}");
+        assert_eq!(g["ended_at"], g["expires_at"], "{g}");
+        assert_eq!(reads(&s, &er, &conv, &message).await, [404, 404, 404]);
+        let (status, body) = s.post(&format!("/api/v1/break-glass/{mine}/end"), &er, json!({})).await;
+        assert_eq!((status, code(&body)), (404, "not_found"), "already ended: {body}");
+
+        // Someone else's grant cannot be ended by a colleague, only by a compliance officer.
+        let theirs = open(&locum).await;
+        let (status, body) = s.post(&format!("/api/v1/break-glass/{theirs}/end"), &er, json!({})).await;
+        assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+        assert_eq!(reads(&s, &locum, &conv, &message).await, [200, 200, 200]);
+        let (status, g) = s.post(&format!("/api/v1/break-glass/{theirs}/end"), &officer, json!({})).await;
+        assert_eq!(status, 200, "{g}");
+        assert_eq!(reads(&s, &locum, &conv, &message).await, [404, 404, 404]);
+
+        // Each early end is audited with who ended it, and the sweeper does not end it again.
+        let officer_id = medhub_core::UserId::from_uuid(officer.id);
+        let records = s
+            .audit_until(|r| r.iter().any(|a| a.action == "break_glass.end" && a.actor == Some(officer_id)))
+            .await;
+        let ends: Vec<_> = records.iter().filter(|a| a.action == "break_glass.end").collect();
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert!(ends.iter().any(|a| a.actor == Some(medhub_core::UserId::from_uuid(er.id)) && a.reason.as_deref() == Some("ended_by_user")));
+        assert!(ends.iter().any(|a| a.actor == Some(officer_id) && a.reason.as_deref() == Some("revoked")));
+        clock.advance(SignedDuration::from_hours(2));
+        let patients = s.services.patients.clone();
+        assert_eq!(s.on_server(async move { patients.end_expired().await.unwrap() }).await, 0);
+    }
+}

@@ -7,7 +7,8 @@
 //!
 //! The other organization's user holds every role of the catalogue, and is called with real
 //! ids of the first organization's objects (a conversation about a patient, a message in it,
-//! a user, her session): `hidden` means the answer is exactly the one for a missing object.
+//! a user, her session, a break-glass grant on the conversation): `hidden` means the answer
+//! is exactly the one for a missing object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,12 +128,13 @@ struct Ids {
     message: String,
     user: String,
     session: String,
+    grant: String,
 }
 
 impl Ids {
     fn random() -> Self {
         let r = || uuid::Uuid::now_v7().to_string();
-        Ids { conversation: r(), message: r(), user: r(), session: r() }
+        Ids { conversation: r(), message: r(), user: r(), session: r(), grant: r() }
     }
 }
 
@@ -184,11 +186,17 @@ impl Callers {
         assert_eq!(status, 201, "{sent}");
         let (status, me) = s.get("/api/v1/me", &target).await;
         assert_eq!(status, 200, "{me}");
+        let reason = json!({"reason": "Patient crashing, attending needs the thread now"});
+        let attending = &roles["attending_physician"];
+        let (status, grant) =
+            s.post(&format!("/api/v1/conversations/{conversation}/break-glass"), attending, reason).await;
+        assert_eq!(status, 201, "{grant}");
         let ids = Ids {
             conversation,
             message: sent["message"]["id"].as_str().unwrap().to_owned(),
             user: target.id.to_string(),
             session: me["session_id"].as_str().unwrap().to_owned(),
+            grant: grant["id"].as_str().unwrap().to_owned(),
         };
 
         let other = s.tenant("Other Hospital", "other.root").await;
@@ -228,6 +236,8 @@ fn concrete(path: &str, ids: &Ids) -> String {
         &ids.user
     } else if path.contains("/sessions/") {
         &ids.session
+    } else if path.starts_with("/api/v1/break-glass/") {
+        &ids.grant
     } else {
         &uuid::Uuid::now_v7().to_string()
     };

@@ -18,6 +18,9 @@ pub enum DomainError {
     /// The session does not exist, has ended, or is not the caller's.
     #[error("session not found")]
     SessionNotFound,
+    /// The break-glass grant does not exist, has ended, or the caller may not end it.
+    #[error("break-glass grant not found")]
+    GrantNotFound,
     /// The caller is a member but its role does not allow this action.
     #[error("not allowed for your role in this conversation")]
     Forbidden,

@@ -160,6 +160,24 @@ impl Patients {
         Ok(())
     }
 
+    /// Ends an open grant before it expires: the grantee's access stops at once. The grantee
+    /// may end their own grant ("done"); a compliance officer (`audit.read`) may end any grant
+    /// of the organization, on review. Anything else, and a grant that has ended already, is
+    /// `not_found`.
+    pub async fn end_break_glass(&self, p: &Principal, id: uuid::Uuid) -> Result<BreakGlassGrant, ServiceError> {
+        p.require_active()?;
+        let officer = p.permissions.contains(Permission::AuditRead);
+        let only_user = if officer { None } else { Some(p.user.id) };
+        let now = self.clock.now();
+        let Some(g) = self.store.end_break_glass(p.user.org, id, only_user, now).await? else {
+            return Err(DomainError::GrantNotFound.into());
+        };
+        let why = if g.user == p.user.id { "ended_by_user" } else { "revoked" };
+        self.record(p, "break_glass.end", g.conversation.to_string(), Outcome::Success, Some(why));
+        tracing::warn!(target: "medhub::audit", grant = %g.id, by = %p.user.id, reason = why, "break-glass access ended early");
+        Ok(g)
+    }
+
     /// The organization's break-glass grants, newest first, for review.
     pub async fn grants(
         &self,

@@ -79,6 +79,16 @@ pub trait PatientStore: Send + Sync {
         before: Option<Timestamp>,
         limit: u32,
     ) -> Result<Vec<BreakGlassGrant>, StoreError>;
+    /// Ends one open grant of the organization at `now` (its access stops at once), only if
+    /// `only_user` is unset or is the grantee. Returns the grant, or `None` when there was no
+    /// such open grant.
+    async fn end_break_glass(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+        only_user: Option<UserId>,
+        now: Timestamp,
+    ) -> Result<Option<BreakGlassGrant>, StoreError>;
     /// Marks every grant that has expired by `now` and was not yet marked, and returns them:
     /// each grant is returned once, on one node, so its end is recorded once.
     async fn end_expired_break_glass(&self, now: Timestamp) -> Result<Vec<BreakGlassGrant>, StoreError>;

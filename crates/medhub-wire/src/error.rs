@@ -147,7 +147,8 @@ impl From<&DomainError> for WireError {
             DomainError::ConversationNotFound
             | DomainError::MessageNotFound
             | DomainError::UserNotFound
-            | DomainError::SessionNotFound => ErrorCode::NotFound,
+            | DomainError::SessionNotFound
+            | DomainError::GrantNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,

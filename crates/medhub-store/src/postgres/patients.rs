@@ -143,6 +143,25 @@ impl PatientStore for PgStore {
         rows.iter().map(grant).collect()
     }
 
+    async fn end_break_glass(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+        only_user: Option<UserId>,
+        now: Timestamp,
+    ) -> Result<Option<BreakGlassGrant>, StoreError> {
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "UPDATE break_glass SET ended_at = $3, expires_at = LEAST(expires_at, $3)
+             WHERE id = $1 AND org_id = $2 AND ended_at IS NULL AND expires_at > $3
+               AND ($4::uuid IS NULL OR user_id = $4)
+             RETURNING {GRANT_COLS}"
+        );
+        let rows =
+            c.query(&sql, &[&id, &org.as_uuid(), &now.as_microsecond(), &only_user.map(|u| u.as_uuid())]).await?;
+        rows.first().map(grant).transpose()
+    }
+
     async fn end_expired_break_glass(&self, now: Timestamp) -> Result<Vec<BreakGlassGrant>, StoreError> {
         let c = self.pool.get().await?;
         let sql = format!(

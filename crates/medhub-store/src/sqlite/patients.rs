@@ -149,6 +149,29 @@ impl PatientStore for SqliteStore {
         .await
     }
 
+    async fn end_break_glass(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+        only_user: Option<UserId>,
+        now: Timestamp,
+    ) -> Result<Option<BreakGlassGrant>, StoreError> {
+        self.write(move |c| {
+            let sql = format!(
+                "UPDATE break_glass SET ended_at = ?3, expires_at = MIN(expires_at, ?3)
+                 WHERE id = ?1 AND org_id = ?2 AND ended_at IS NULL AND expires_at > ?3
+                   AND (?4 IS NULL OR user_id = ?4)
+                 RETURNING {GRANT_COLS}"
+            );
+            let only = only_user.map(|u| u.to_bytes());
+            let mut st = c.prepare_cached(&sql)?;
+            Ok(st
+                .query_row(params![id.as_bytes().to_vec(), org.to_bytes(), now.as_microsecond(), only], grant)
+                .optional()?)
+        })
+        .await
+    }
+
     async fn end_expired_break_glass(&self, now: Timestamp) -> Result<Vec<BreakGlassGrant>, StoreError> {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
