@@ -10,12 +10,13 @@ use super::{AuthService, Principal};
 use crate::ServiceError;
 
 impl AuthService {
-    /// Every role with its permissions (administrators of users or roles).
+    /// The caller's organization's roles with their permissions (administrators of users or
+    /// roles).
     pub async fn roles(&self, principal: &Principal) -> Result<Vec<Role>, ServiceError> {
         if !principal.permissions.contains(Permission::UserAdmin) {
             principal.require(Permission::RoleAdmin)?;
         }
-        Ok(self.store.roles().await?)
+        Ok(self.store.roles(principal.user.org).await?)
     }
 
     /// Adds an organization's own role (role administrators, step-up).
@@ -35,7 +36,7 @@ impl AuthService {
         let perms = Permissions::from_names(&permissions.join(" "))
             .map_err(|n| ServiceError::InvalidRequest(format!("unknown permission {n:?}")))?;
         let role = Role { key: key.to_owned(), name, permissions: perms, builtin: false };
-        self.store.create_role(&role, self.now()).await.map_err(|e| match e {
+        self.store.create_role(principal.user.org, &role, self.now()).await.map_err(|e| match e {
             medhub_store::StoreError::Conflict(_) => ServiceError::InvalidRequest("a role with this key exists".into()),
             other => other.into(),
         })?;
