@@ -375,7 +375,7 @@ pub async fn update_settings(
     Ok(Json(settings(&state, &p).await?))
 }
 
-/// The role catalogue: the shipped roles and the organization's own.
+/// The caller's organization's role catalogue: the shipped roles and its own.
 #[utoipa::path(get, path = "/api/v1/admin/roles", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = RoleList), (status = 403, body = ErrorBody)))]
 pub async fn list_roles(State(state): State<AppState>, Authed(p): Authed) -> ApiResult<Json<RoleList>> {
@@ -383,7 +383,7 @@ pub async fn list_roles(State(state): State<AppState>, Authed(p): Authed) -> Api
     Ok(Json(RoleList { roles: roles.iter().map(RoleView::from).collect() }))
 }
 
-/// Add a role of the organization's own (role administrators, step-up).
+/// Add a role to the caller's organization (role administrators, step-up).
 #[utoipa::path(post, path = "/api/v1/admin/roles", tag = "admin", security(("bearer" = [])), request_body = CreateRoleRequest,
     responses((status = 201, body = RoleView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create_role(

@@ -1,6 +1,6 @@
 //! Organizations as tenants, end to end on both databases: a second organization created as
-//! the operator does it never sees the first one's users, sessions, conversations or
-//! settings, and its administrator cannot act on them. Every probe uses real ids of the
+//! the operator does it never sees the first one's users, sessions, conversations, settings
+//! or custom roles, and its administrator cannot act on them. Every probe uses real ids of the
 //! other organization's objects (random ids would prove nothing), and each one is paired with
 //! the same call inside the right organization, so a 404 cannot come from a broken route.
 
@@ -180,5 +180,69 @@ each_backend! {
         assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
         let (_, team) = s.get("/api/v1/patients/pat-7/care-team", &t.river_admin).await;
         assert_eq!(team["members"], json!([]), "pat-7 of one organization is not pat-7 of another: {team}");
+    }
+}
+
+/// The keys of `GET /api/v1/admin/roles` as the caller sees it, and the permissions of `key`.
+async fn role_catalogue(s: &TestServer, caller: &TestUser, key: &str) -> (Vec<String>, Option<Value>) {
+    let (status, list) = s.get("/api/v1/admin/roles", caller).await;
+    assert_eq!(status, 200, "{list}");
+    let roles = list["roles"].as_array().unwrap();
+    let keys = roles.iter().map(|r| r["key"].as_str().unwrap().to_owned()).collect();
+    (keys, roles.iter().find(|r| r["key"] == key).map(|r| r["permissions"].clone()))
+}
+
+each_backend! {
+    async fn each_organization_has_its_own_custom_roles(db) {
+        let s = TestServer::start_on(db, Default::default()).await;
+        let t = tenants(&s).await;
+
+        // The second organization's ward lead reads the directory but no conversation.
+        let river_lead = json!({"key": "ward_lead", "name": "Ward lead",
+                                "permissions": ["directory.read", "account.self"]});
+        let (status, body) = s.post("/api/v1/admin/roles", &t.river_admin, river_lead).await;
+        assert_eq!((status, &body["builtin"]), (201, &json!(false)), "{body}");
+        let (keys, perms) = role_catalogue(&s, &t.river_admin, "ward_lead").await;
+        assert_eq!(perms, Some(json!(["directory.read", "account.self"])), "{keys:?}");
+        assert!(keys.contains(&"nurse".to_owned()), "the shipped roles are listed too: {keys:?}");
+
+        // The first organization neither sees nor grants it: for it, the key is unknown.
+        let (keys, perms) = role_catalogue(&s, &t.admin, "ward_lead").await;
+        assert_eq!(perms, None, "{keys:?}");
+        let nurse_roles = format!("/api/v1/admin/users/{}/roles", t.nurse.id);
+        let grant = json!({"roles": ["ward_lead"]});
+        let (status, body) = s.call(Method::PUT, &nurse_roles, Some(&t.admin), Some(grant.clone())).await;
+        assert_eq!((status, code(&body), &body["error"]["message"]), (400, "invalid_request", &json!("unknown role")));
+        assert_eq!(s.get(&nurse_roles, &t.admin).await.1, json!({"roles": ["clinician"]}), "nothing changed");
+
+        // It can make its own `ward_lead`, with other permissions; a shipped key is refused.
+        let gh_lead = json!({"key": "ward_lead", "name": "Ward lead",
+                             "permissions": ["conversation.read", "directory.read", "account.self"]});
+        let (status, body) = s.post("/api/v1/admin/roles", &t.admin, gh_lead.clone()).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = s.post("/api/v1/admin/roles", &t.admin, gh_lead).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "taken in its organization: {body}");
+        let shipped = json!({"key": "nurse", "name": "Our nurse", "permissions": ["conversation.read"]});
+        let (status, body) = s.post("/api/v1/admin/roles", &t.river_admin, shipped).await;
+        assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("built-in"), "{body}");
+        let (_, perms) = role_catalogue(&s, &t.admin, "ward_lead").await;
+        assert_eq!(perms, Some(json!(["conversation.read", "directory.read", "account.self"])));
+        let (_, perms) = role_catalogue(&s, &t.river_admin, "ward_lead").await;
+        assert_eq!(perms, Some(json!(["directory.read", "account.self"])), "the second one's is untouched");
+
+        // Granting works in each organization, and each `ward_lead` gives its own permissions.
+        let (status, body) = s.call(Method::PUT, &nurse_roles, Some(&t.admin), Some(grant.clone())).await;
+        assert_eq!((status, &body), (200, &json!({"roles": ["ward_lead"]})));
+        let river_nurse_roles = format!("/api/v1/admin/users/{}/roles", t.river_nurse.id);
+        let (status, body) = s.call(Method::PUT, &river_nurse_roles, Some(&t.river_admin), Some(grant)).await;
+        assert_eq!((status, &body), (200, &json!({"roles": ["ward_lead"]})));
+        // (Losing the clinician role ended their sessions.)
+        let (nurse, river_nurse) = (s.new_session(&t.nurse).await, s.new_session(&t.river_nurse).await);
+        assert_eq!(s.get("/api/v1/conversations", &nurse).await.0, 200, "conversation.read in the first");
+        let (status, body) = s.get("/api/v1/conversations", &river_nurse).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "no conversation.read in the second");
+        assert_eq!(s.get("/api/v1/users", &river_nurse).await.0, 200, "directory.read in both");
+        assert_eq!(s.get("/api/v1/users", &nurse).await.0, 200);
     }
 }

@@ -218,16 +218,23 @@ pub trait IdentityStore: Send + Sync {
 
     // --- roles ------------------------------------------------------------------------------
 
-    /// Inserts or updates the shipped roles (custom roles with the same key are not touched).
+    // A role is shipped (every organization sees it) or an organization's own. Keys are
+    // unique among the shipped roles and within an organization; a key is resolved for an
+    // organization by its own role first, then the shipped one, so an organization's role
+    // keeps its key should a later release ship a role with the same key.
+
+    /// Inserts or updates the shipped roles (organizations' own roles are not touched).
     async fn upsert_builtin_roles(&self, roles: &[Role], now: Timestamp) -> Result<(), StoreError>;
-    /// Every role, by key.
-    async fn roles(&self) -> Result<Vec<Role>, StoreError>;
-    /// Adds a custom role; [`StoreError::Conflict`] if the key exists.
-    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError>;
+    /// An organization's catalogue by key: the shipped roles and its own.
+    async fn roles(&self, org: OrgId) -> Result<Vec<Role>, StoreError>;
+    /// Adds an organization's own role; [`StoreError::Conflict`] if a shipped role or one of
+    /// the organization's has the key.
+    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError>;
     /// The keys of a user's roles, sorted.
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError>;
-    /// Replaces a user's roles ([`StoreError::Conflict`] on an unknown key) and keeps the
-    /// system role in step: `admin` exactly when the administrator role is held.
+    /// Replaces a user's roles, keys of the user's organization's catalogue
+    /// ([`StoreError::Conflict`] on any other key, or an unknown user), and keeps the system
+    /// role in step: `admin` exactly when the administrator role is held.
     async fn set_user_roles(&self, user: UserId, keys: &[String], by: UserId, now: Timestamp)
     -> Result<(), StoreError>;
     /// The permission lists (space-separated names) of every role the user holds.

@@ -1,24 +1,28 @@
 //! Roles as data: listing the catalogue, adding an organization's own roles, and granting
 //! roles to users. A user's permissions are re-read on every request, so a grant takes effect
 //! at once; a removal also ends the user's sessions, so nothing keeps a privilege it lost.
+//! Each organization's catalogue is the shipped roles and its own: another organization's
+//! roles are neither listed nor granted.
 
 use medhub_core::audit::Outcome;
-use medhub_core::authz::{ADMINISTRATOR, Permission, Permissions, Role, valid_role_key};
+use medhub_core::authz::{ADMINISTRATOR, BUILTIN_ROLES, Permission, Permissions, Role, valid_role_key};
 use medhub_core::{DomainError, UserId, validate};
 
 use super::{AuthService, Principal};
 use crate::ServiceError;
 
 impl AuthService {
-    /// Every role with its permissions (administrators of users or roles).
+    /// The caller's organization's roles with their permissions (administrators of users or
+    /// roles).
     pub async fn roles(&self, principal: &Principal) -> Result<Vec<Role>, ServiceError> {
         if !principal.permissions.contains(Permission::UserAdmin) {
             principal.require(Permission::RoleAdmin)?;
         }
-        Ok(self.store.roles().await?)
+        Ok(self.store.roles(principal.user.org).await?)
     }
 
-    /// Adds an organization's own role (role administrators, step-up).
+    /// Adds a role of the caller's organization (role administrators, step-up). Its key must
+    /// be new in the organization and not one of the shipped roles'.
     pub async fn create_role(
         &self,
         principal: &Principal,
@@ -31,12 +35,15 @@ impl AuthService {
         if !valid_role_key(key) {
             return Err(ServiceError::InvalidRequest("role keys are 1-64 characters of [a-z0-9_]".into()));
         }
+        if BUILTIN_ROLES.iter().any(|(k, _, _)| *k == key) {
+            return Err(ServiceError::InvalidRequest(format!("{key} is a built-in role's key; choose another")));
+        }
         let name = validate::display_name(name)?;
         let perms = Permissions::from_names(&permissions.join(" "))
             .map_err(|n| ServiceError::InvalidRequest(format!("unknown permission {n:?}")))?;
         let role = Role { key: key.to_owned(), name, permissions: perms, builtin: false };
-        self.store.create_role(&role, self.now()).await.map_err(|e| match e {
-            medhub_store::StoreError::Conflict(_) => ServiceError::InvalidRequest("a role with this key exists".into()),
+        self.store.create_role(principal.user.org, &role, self.now()).await.map_err(|e| match e {
+            medhub_store::StoreError::Conflict(why) => ServiceError::InvalidRequest(why.into()),
             other => other.into(),
         })?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, role = %role.key, "role created");
@@ -76,7 +83,7 @@ impl AuthService {
             return Err(ServiceError::InvalidRequest("you cannot remove your own administrator role".into()));
         }
         self.store.set_user_roles(user, keys, principal.user.id, self.now()).await.map_err(|e| match e {
-            medhub_store::StoreError::Conflict(_) => ServiceError::InvalidRequest("unknown role".into()),
+            medhub_store::StoreError::Conflict(why) => ServiceError::InvalidRequest(why.into()),
             other => other.into(),
         })?;
         let after = self.store.user_roles(user).await?;

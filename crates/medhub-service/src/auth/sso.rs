@@ -625,9 +625,10 @@ impl AuthService {
         Ok(user)
     }
 
-    /// Applies the roles the provider's groups map to. Unknown role keys are skipped (and
-    /// logged); a user in no mapped group gets the default role of their system role. A role
-    /// lost ends the user's sessions, as when an administrator removes it.
+    /// Applies the roles the provider's groups map to. Keys unknown in the user's
+    /// organization's catalogue are skipped (and logged); a user in no mapped group gets the
+    /// default role of their system role. A role lost ends the user's sessions, as when an
+    /// administrator removes it.
     async fn sso_roles(
         &self,
         user: &User,
@@ -637,7 +638,8 @@ impl AuthService {
         if role_groups.is_empty() {
             return Ok(());
         }
-        let known: std::collections::BTreeSet<String> = self.store.roles().await?.into_iter().map(|r| r.key).collect();
+        let known: std::collections::BTreeSet<String> =
+            self.store.roles(user.org).await?.into_iter().map(|r| r.key).collect();
         let mut keys = std::collections::BTreeSet::new();
         for (group, key) in role_groups.iter().filter(|(g, _)| groups.contains(g)) {
             if known.contains(key) {

@@ -560,7 +560,8 @@ pub(super) async fn insert_user(c: &impl tokio_postgres::GenericClient, r: &User
             // One statement, so the user and its first role are written together.
             &format!(
                 "WITH u AS (INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id)
-                 INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) SELECT id, $10, NULL, $9 FROM u"
+                 INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                 SELECT id, (SELECT id FROM roles WHERE org_id IS NULL AND key = $10), NULL, $9 FROM u"
             ),
             &[
                 &u.id.as_uuid(),

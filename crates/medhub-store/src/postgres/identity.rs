@@ -175,7 +175,8 @@ impl IdentityStore for PgStore {
         match role {
             SystemRole::Admin => {
                 tx.execute(
-                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES ($1, $2, NULL, 0)
+                    "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                     VALUES ($1, (SELECT id FROM roles WHERE org_id IS NULL AND key = $2), NULL, 0)
                      ON CONFLICT DO NOTHING",
                     &[&user.as_uuid(), &ADMINISTRATOR],
                 )
@@ -183,13 +184,15 @@ impl IdentityStore for PgStore {
             }
             SystemRole::User => {
                 tx.execute(
-                    "DELETE FROM user_roles WHERE user_id = $1 AND role_key = $2",
+                    "DELETE FROM user_roles
+                     WHERE user_id = $1 AND role_id = (SELECT id FROM roles WHERE org_id IS NULL AND key = $2)",
                     &[&user.as_uuid(), &ADMINISTRATOR],
                 )
                 .await?;
                 tx.execute(
-                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
-                     SELECT $1, $2, NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1)",
+                    "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                     SELECT $1, id, NULL, 0 FROM roles WHERE org_id IS NULL AND key = $2
+                        AND NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = $1)",
                     &[&user.as_uuid(), &CLINICIAN],
                 )
                 .await?;
@@ -544,9 +547,9 @@ impl IdentityStore for PgStore {
         let tx = c.transaction().await?;
         for r in roles {
             tx.execute(
-                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES ($1, $2, $3, TRUE, $4)
-                 ON CONFLICT (key) DO UPDATE SET name = excluded.name, permissions = excluded.permissions
-                 WHERE roles.builtin",
+                "INSERT INTO roles (org_id, key, name, permissions, created_at) VALUES (NULL, $1, $2, $3, $4)
+                 ON CONFLICT (key) WHERE org_id IS NULL
+                 DO UPDATE SET name = excluded.name, permissions = excluded.permissions",
                 &[&r.key, &r.name, &r.permissions.to_names(), &us(now)],
             )
             .await?;
@@ -555,9 +558,17 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn roles(&self) -> Result<Vec<Role>, StoreError> {
+    async fn roles(&self, org: OrgId) -> Result<Vec<Role>, StoreError> {
         let c = self.pool.get().await?;
-        let rows = c.query("SELECT key, name, permissions, builtin FROM roles ORDER BY key", &[]).await?;
+        let rows = c
+            .query(
+                "SELECT key, name, permissions, org_id IS NULL FROM roles r
+                 WHERE org_id = $1
+                    OR (org_id IS NULL AND NOT EXISTS (SELECT 1 FROM roles o WHERE o.org_id = $1 AND o.key = r.key))
+                 ORDER BY key",
+                &[&org.as_uuid()],
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 let names: String = r.try_get(2)?;
@@ -572,13 +583,21 @@ impl IdentityStore for PgStore {
             .collect()
     }
 
-    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError> {
+    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError> {
         let c = self.pool.get().await?;
+        // Shipped roles change only at start-up, before any request: no race with this check.
+        let shipped: bool = c
+            .query_one("SELECT EXISTS (SELECT 1 FROM roles WHERE org_id IS NULL AND key = $1)", &[&role.key])
+            .await?
+            .try_get(0)?;
+        if shipped {
+            return Err(StoreError::Conflict("a built-in role has this key"));
+        }
         let n = c
             .execute(
-                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES ($1, $2, $3, FALSE, $4)
-                 ON CONFLICT (key) DO NOTHING",
-                &[&role.key, &role.name, &role.permissions.to_names(), &us(now)],
+                "INSERT INTO roles (org_id, key, name, permissions, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT DO NOTHING",
+                &[&org.as_uuid(), &role.key, &role.name, &role.permissions.to_names(), &us(now)],
             )
             .await?;
         if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
@@ -586,8 +605,12 @@ impl IdentityStore for PgStore {
 
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
         let c = self.pool.get().await?;
-        let rows =
-            c.query("SELECT role_key FROM user_roles WHERE user_id = $1 ORDER BY role_key", &[&user.as_uuid()]).await?;
+        let rows = c
+            .query(
+                "SELECT r.key FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1 ORDER BY r.key",
+                &[&user.as_uuid()],
+            )
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
@@ -600,21 +623,33 @@ impl IdentityStore for PgStore {
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        let known: i64 = tx.query_one("SELECT COUNT(*) FROM roles WHERE key = ANY($1)", &[&keys]).await?.try_get(0)?;
-        let mut distinct = keys.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if known != distinct.len() as i64 {
-            return Err(StoreError::Conflict("unknown role"));
-        }
+        let org: Uuid = tx
+            .query_opt("SELECT org_id FROM users WHERE id = $1", &[&user.as_uuid()])
+            .await?
+            .ok_or(StoreError::Conflict("unknown user"))?
+            .try_get(0)?;
+        // Each key as a role of the user's organization: its own role first, then the shipped
+        // one; another organization's role is not found (NULL).
+        let rows = tx
+            .query(
+                "SELECT (SELECT r.id FROM roles r WHERE r.key = k AND (r.org_id = $1 OR r.org_id IS NULL)
+                         ORDER BY r.org_id IS NULL LIMIT 1)
+                   FROM UNNEST($2::text[]) AS k",
+                &[&org, &keys],
+            )
+            .await?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<_, Option<i64>>(0)?.ok_or(StoreError::Conflict("unknown role")))
+            .collect::<Result<Vec<i64>, StoreError>>()?;
         tx.execute("DELETE FROM user_roles WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute(
-            "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
-             SELECT $1, k, $3, $4 FROM UNNEST($2::text[]) AS k ON CONFLICT DO NOTHING",
-            &[&user.as_uuid(), &distinct, &by.as_uuid(), &us(now)],
+            "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+             SELECT $1, r, $3, $4 FROM UNNEST($2::bigint[]) AS r ON CONFLICT DO NOTHING",
+            &[&user.as_uuid(), &ids, &by.as_uuid(), &us(now)],
         )
         .await?;
-        let role = if distinct.iter().any(|k| k == ADMINISTRATOR) { SystemRole::Admin } else { SystemRole::User };
+        let role = if keys.iter().any(|k| k == ADMINISTRATOR) { SystemRole::Admin } else { SystemRole::User };
         tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
         tx.commit().await?;
         Ok(())
@@ -624,7 +659,7 @@ impl IdentityStore for PgStore {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.key = ur.role_key WHERE ur.user_id = $1",
+                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1",
                 &[&user.as_uuid()],
             )
             .await?;

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/postgres/0008_saml.sql")),
     (9, include_str!("../../migrations/postgres/0009_patient_scope.sql")),
     (10, include_str!("../../migrations/postgres/0010_orgs.sql")),
+    (11, include_str!("../../migrations/postgres/0011_org_roles.sql")),
 ];
 
 /// The PostgreSQL-backed store.

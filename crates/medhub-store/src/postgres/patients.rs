@@ -191,7 +191,7 @@ impl PatientStore for PgStore {
         let rows = c
             .query(
                 "SELECT DISTINCT u.id FROM users u JOIN user_roles ur ON ur.user_id = u.id
-                   JOIN roles r ON r.key = ur.role_key
+                   JOIN roles r ON r.id = ur.role_id
                  WHERE u.org_id = $1 AND u.active AND $2 = ANY(string_to_array(r.permissions, ' '))
                  ORDER BY u.id",
                 &[&org.as_uuid(), &permission],

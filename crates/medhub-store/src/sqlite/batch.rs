@@ -338,7 +338,8 @@ pub(super) fn insert_user(tx: &Transaction<'_>, r: &UserRecord) -> Result<(), St
     match res {
         Ok(_) => {
             tx.execute(
-                "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES (?1, ?2, NULL, ?3)",
+                "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                 VALUES (?1, (SELECT id FROM roles WHERE org_id IS NULL AND key = ?2), NULL, ?3)",
                 params![u.id.to_bytes(), u.role.default_role_key(), u.created_at.as_microsecond()],
             )?;
             Ok(())

@@ -190,20 +190,22 @@ impl IdentityStore for SqliteStore {
             match role {
                 SystemRole::Admin => {
                     tx.execute(
-                        "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
-                         SELECT ?1, ?2, NULL, 0 WHERE NOT EXISTS
-                           (SELECT 1 FROM user_roles WHERE user_id = ?1 AND role_key = ?2)",
+                        "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                         VALUES (?1, (SELECT id FROM roles WHERE org_id IS NULL AND key = ?2), NULL, 0)
+                         ON CONFLICT DO NOTHING",
                         params![user.to_bytes(), ADMINISTRATOR],
                     )?;
                 }
                 SystemRole::User => {
                     tx.execute(
-                        "DELETE FROM user_roles WHERE user_id = ?1 AND role_key = ?2",
+                        "DELETE FROM user_roles
+                         WHERE user_id = ?1 AND role_id = (SELECT id FROM roles WHERE org_id IS NULL AND key = ?2)",
                         params![user.to_bytes(), ADMINISTRATOR],
                     )?;
                     tx.execute(
-                        "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at)
-                         SELECT ?1, ?2, NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1)",
+                        "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at)
+                         SELECT ?1, id, NULL, 0 FROM roles WHERE org_id IS NULL AND key = ?2
+                            AND NOT EXISTS (SELECT 1 FROM user_roles WHERE user_id = ?1)",
                         params![user.to_bytes(), CLINICIAN],
                     )?;
                 }
@@ -585,9 +587,9 @@ impl IdentityStore for SqliteStore {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES (?1, ?2, ?3, 1, ?4)
-                     ON CONFLICT (key) DO UPDATE SET name = excluded.name, permissions = excluded.permissions
-                     WHERE roles.builtin = 1",
+                    "INSERT INTO roles (org_id, key, name, permissions, created_at) VALUES (NULL, ?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) WHERE org_id IS NULL
+                     DO UPDATE SET name = excluded.name, permissions = excluded.permissions",
                 )?;
                 for r in &roles {
                     st.execute(params![r.key, r.name, r.permissions.to_names(), us(now)])?;
@@ -599,10 +601,15 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn roles(&self) -> Result<Vec<Role>, StoreError> {
-        self.read(|c| {
-            let mut st = c.prepare_cached("SELECT key, name, permissions, builtin FROM roles ORDER BY key")?;
-            let rows = st.query_map([], |r| {
+    async fn roles(&self, org: OrgId) -> Result<Vec<Role>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT key, name, permissions, org_id IS NULL FROM roles r
+                 WHERE org_id = ?1
+                    OR (org_id IS NULL AND NOT EXISTS (SELECT 1 FROM roles o WHERE o.org_id = ?1 AND o.key = r.key))
+                 ORDER BY key",
+            )?;
+            let rows = st.query_map([org.to_bytes()], |r| {
                 let names: String = r.get(2)?;
                 Ok(Role {
                     key: r.get(0)?,
@@ -617,13 +624,22 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn create_role(&self, role: &Role, now: Timestamp) -> Result<(), StoreError> {
+    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError> {
         let role = role.clone();
         self.write(move |c| {
+            // The writer is the only connection that writes: nothing slips in between.
+            let shipped: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM roles WHERE org_id IS NULL AND key = ?1)",
+                [&role.key],
+                |r| r.get(0),
+            )?;
+            if shipped {
+                return Err(StoreError::Conflict("a built-in role has this key"));
+            }
             let n = c.execute(
-                "INSERT INTO roles (key, name, permissions, builtin, created_at) VALUES (?1, ?2, ?3, 0, ?4)
-                 ON CONFLICT (key) DO NOTHING",
-                params![role.key, role.name, role.permissions.to_names(), us(now)],
+                "INSERT INTO roles (org_id, key, name, permissions, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                params![org.to_bytes(), role.key, role.name, role.permissions.to_names(), us(now)],
             )?;
             if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
         })
@@ -632,7 +648,9 @@ impl IdentityStore for SqliteStore {
 
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT role_key FROM user_roles WHERE user_id = ?1 ORDER BY role_key")?;
+            let mut st = c.prepare_cached(
+                "SELECT r.key FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = ?1 ORDER BY r.key",
+            )?;
             let rows = st.query_map([user.to_bytes()], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -649,19 +667,29 @@ impl IdentityStore for SqliteStore {
         let keys = keys.to_vec();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for k in &keys {
-                let known: bool =
-                    tx.query_row("SELECT EXISTS (SELECT 1 FROM roles WHERE key = ?1)", [k], |r| r.get(0))?;
-                if !known {
-                    return Err(StoreError::Conflict("unknown role"));
+            let org: Vec<u8> = tx
+                .query_row("SELECT org_id FROM users WHERE id = ?1", [user.to_bytes()], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::Conflict("unknown user"))?;
+            let mut ids = Vec::with_capacity(keys.len());
+            {
+                // The organization's own role first, then the shipped one; another
+                // organization's role is not found.
+                let mut st = tx.prepare_cached(
+                    "SELECT id FROM roles WHERE key = ?2 AND (org_id = ?1 OR org_id IS NULL)
+                     ORDER BY org_id IS NULL LIMIT 1",
+                )?;
+                for k in &keys {
+                    let id: Option<i64> = st.query_row(params![org, k], |r| r.get(0)).optional()?;
+                    ids.push(id.ok_or(StoreError::Conflict("unknown role"))?);
                 }
             }
             tx.execute("DELETE FROM user_roles WHERE user_id = ?1", [user.to_bytes()])?;
-            for k in &keys {
+            for id in &ids {
                 tx.execute(
-                    "INSERT INTO user_roles (user_id, role_key, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO user_roles (user_id, role_id, granted_by, granted_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT DO NOTHING",
-                    params![user.to_bytes(), k, by.to_bytes(), us(now)],
+                    params![user.to_bytes(), id, by.to_bytes(), us(now)],
                 )?;
             }
             let admin = keys.iter().any(|k| k == ADMINISTRATOR);
@@ -676,7 +704,7 @@ impl IdentityStore for SqliteStore {
     async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.key = ur.role_key WHERE ur.user_id = ?1",
+                "SELECT r.permissions FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = ?1",
             )?;
             let rows = st.query_map([user.to_bytes()], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<_, _>>()?)

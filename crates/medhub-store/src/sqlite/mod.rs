@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_saml.sql")),
     (9, include_str!("../../migrations/sqlite/0009_patient_scope.sql")),
     (10, include_str!("../../migrations/sqlite/0010_orgs.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_org_roles.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

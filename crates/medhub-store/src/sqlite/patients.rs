@@ -214,7 +214,7 @@ impl PatientStore for SqliteStore {
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT DISTINCT u.id FROM users u JOIN user_roles ur ON ur.user_id = u.id
-                   JOIN roles r ON r.key = ur.role_key
+                   JOIN roles r ON r.id = ur.role_id
                  WHERE u.org_id = ?1 AND u.active = 1 AND instr(' ' || r.permissions || ' ', ?2) > 0
                  ORDER BY u.id",
             )?;
