@@ -70,6 +70,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/patients/{patient_ref}/care-team/{user_id}", &["put", "delete"]),
     ("/api/v1/conversations/{id}/break-glass", &["post"]),
     ("/api/v1/break-glass", &["get"]),
+    ("/api/v1/break-glass/{id}/end", &["post"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Backend, DynStore, Location};
+use crate::{Backend, DynStore, Location, UserRecord};
 
 /// Used when `MEDHUB_TEST_DATABASE_URL` is not set: the local server with trust auth.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -162,5 +162,23 @@ mod tests {
         assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
         assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
         assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
+    }
+}
+
+/// A user for store tests: `username` in `org`, named "Dr {username}", created at `at`,
+/// active, with no password.
+pub fn user_record(org: medhub_core::OrgId, username: &str, at: jiff::Timestamp) -> UserRecord {
+    UserRecord {
+        user: medhub_core::model::User {
+            id: medhub_core::UserId::new_v7(),
+            org,
+            username: username.into(),
+            display_name: format!("Dr {username}"),
+            role: medhub_core::model::SystemRole::User,
+            active: true,
+            created_at: at,
+        },
+        password_hash: None,
+        must_change_password: false,
     }
 }

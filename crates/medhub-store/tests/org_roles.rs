@@ -8,7 +8,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::authz::{BUILTIN_ROLES, Permission, Permissions, Role, builtin_roles};
-use medhub_core::model::{Org, SystemRole, User};
+use medhub_core::model::{Org, SystemRole};
 use medhub_core::{OrgId, UserId};
 use medhub_store::testdb::TestDb;
 use medhub_store::{Backend, DynStore, Location, StoreError, UserRecord, each_backend};
@@ -22,19 +22,7 @@ fn new_org(name: &str, created_at: Timestamp) -> Org {
 }
 
 fn record(org: OrgId, username: &str) -> UserRecord {
-    UserRecord {
-        user: User {
-            id: UserId::new_v7(),
-            org,
-            username: username.into(),
-            display_name: format!("Dr {username}"),
-            role: SystemRole::User,
-            active: true,
-            created_at: now(),
-        },
-        password_hash: Some("$argon2id$fake".into()),
-        must_change_password: false,
-    }
+    medhub_store::testdb::user_record(org, username, now())
 }
 
 fn role(key: &str, permissions: &[Permission]) -> Role {

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use jiff::{SignedDuration, Timestamp};
-use medhub_core::model::{Org, SystemRole, User};
-use medhub_core::{OrgId, UserId};
+use medhub_core::OrgId;
+use medhub_core::model::Org;
 use medhub_store::{AuthFlow, DynStore, StoreError, UserRecord, each_backend};
 
 fn now() -> Timestamp {
@@ -30,19 +30,7 @@ async fn org(store: &DynStore) -> OrgId {
 }
 
 fn record(org: OrgId, username: &str) -> UserRecord {
-    UserRecord {
-        user: User {
-            id: UserId::new_v7(),
-            org,
-            username: username.into(),
-            display_name: format!("Dr {username}"),
-            role: SystemRole::User,
-            active: true,
-            created_at: now(),
-        },
-        password_hash: None,
-        must_change_password: false,
-    }
+    medhub_store::testdb::user_record(org, username, now())
 }
 
 fn flow(tag: u8, created: Timestamp) -> AuthFlow {

@@ -6,9 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use jiff::{SignedDuration, Timestamp};
-use medhub_core::model::{
-    AckResponse, ConversationKind, MemberRole, Org, Priority, Session, SessionState, SystemRole, User,
-};
+use medhub_core::model::{AckResponse, ConversationKind, MemberRole, Org, Priority, Session, SessionState, User};
 use medhub_core::plan::{Command, CreateConversation, Limits, Outcome, SendMessage};
 use medhub_core::policy::Actor;
 use medhub_core::recipients::{apply_membership, recipients};
@@ -35,19 +33,7 @@ async fn org(store: &DynStore) -> Org {
 }
 
 fn record(org: OrgId, username: &str) -> UserRecord {
-    UserRecord {
-        user: User {
-            id: UserId::new_v7(),
-            org,
-            username: username.into(),
-            display_name: format!("Dr {username}"),
-            role: SystemRole::User,
-            active: true,
-            created_at: now(),
-        },
-        password_hash: Some("$argon2id$fake".into()),
-        must_change_password: false,
-    }
+    medhub_store::testdb::user_record(org, username, now())
 }
 
 async fn user(store: &DynStore, name: &str) -> UserId {
