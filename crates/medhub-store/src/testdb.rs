@@ -153,18 +153,6 @@ macro_rules! each_backend {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_name_is_replaced_in_urls() {
-        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
-    }
-}
-
 /// A user for store tests: `username` in `org`, named "Dr {username}", created at `at`,
 /// active, with no password.
 pub fn user_record(org: medhub_core::OrgId, username: &str, at: jiff::Timestamp) -> UserRecord {
@@ -180,5 +168,17 @@ pub fn user_record(org: medhub_core::OrgId, username: &str, at: jiff::Timestamp)
         },
         password_hash: None,
         must_change_password: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_is_replaced_in_urls() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://u@h/postgres?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://u@h:5432", "x"), "postgres://u@h:5432/x");
     }
 }
