@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod merkle;
 pub mod model;
 pub mod patient;
 pub mod plan;
