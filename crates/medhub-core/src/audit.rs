@@ -99,6 +99,82 @@ fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
     }
 }
 
+/// What [`LogVerifier`] found wrong first. Each names where to look.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LogFault {
+    /// Leaf numbers are not 0, 1, 2, …: a record was deleted, inserted or renumbered.
+    #[error("record {found} stands where record {expected} belongs: records were deleted, inserted or renumbered")]
+    Gap { expected: u64, found: u64 },
+    /// The record's bytes do not give the leaf hash stored with it: it was edited.
+    #[error("record {seq} does not match its leaf hash: it was edited")]
+    LeafMismatch { seq: u64 },
+    /// The log holds fewer records than its head says: records at the end were removed.
+    #[error("the log ends after {size} records, but its head says {head}: records at the end were removed")]
+    Truncated { size: u64, head: u64 },
+    /// The log holds more records than its head says: records were added at the end.
+    #[error("the log holds {size} records, but its head says {head}: records were added at the end")]
+    Longer { size: u64, head: u64 },
+    /// The records give another tree than the head (or a tree head) recorded: records were
+    /// reordered, or edited together with their leaf hashes.
+    #[error("the first {size} records do not give the recorded root: records were reordered or rewritten")]
+    RootMismatch { size: u64 },
+}
+
+/// Checks an audit log streamed in `seq` order: every leaf is recomputed from its record, the
+/// numbering must be exact, and the tree must come out as the head (and any tree head on the
+/// way) recorded. O(n) time, O(log n) memory.
+#[derive(Clone, Debug, Default)]
+pub struct LogVerifier {
+    tree: crate::merkle::Tree,
+}
+
+impl LogVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next entry as stored.
+    pub fn push(&mut self, seq: u64, record: &AuditRecord, stored_leaf: &[u8]) -> Result<(), LogFault> {
+        let expected = self.tree.size();
+        if seq != expected {
+            return Err(LogFault::Gap { expected, found: seq });
+        }
+        let leaf = crate::merkle::leaf_hash(&record.leaf_data());
+        if stored_leaf != leaf {
+            return Err(LogFault::LeafMismatch { seq });
+        }
+        self.tree.push(leaf);
+        Ok(())
+    }
+
+    /// Records checked so far.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The root of the records checked so far.
+    pub fn root(&self) -> crate::merkle::Hash {
+        self.tree.root()
+    }
+
+    /// Checks the records so far against a tree head of this size and root.
+    pub fn check_root(&self, root: &crate::merkle::Hash) -> Result<(), LogFault> {
+        if self.tree.root() == *root { Ok(()) } else { Err(LogFault::RootMismatch { size: self.tree.size() }) }
+    }
+
+    /// Checks the end of the log against its head.
+    pub fn finish(&self, head_size: u64, head_root: &crate::merkle::Hash) -> Result<(), LogFault> {
+        let size = self.tree.size();
+        if size < head_size {
+            return Err(LogFault::Truncated { size, head: head_size });
+        }
+        if size > head_size {
+            return Err(LogFault::Longer { size, head: head_size });
+        }
+        self.check_root(head_root)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +229,64 @@ mod tests {
         for v in &variants {
             assert!(seen.insert(v.leaf_data()), "{v:?} encodes like another record");
         }
+    }
+
+    fn log(n: u64) -> Vec<(u64, AuditRecord, crate::merkle::Hash)> {
+        (0..n)
+            .map(|i| {
+                let r = AuditRecord { action: format!("a{i}"), ..record() };
+                let leaf = crate::merkle::leaf_hash(&r.leaf_data());
+                (i, r, leaf)
+            })
+            .collect()
+    }
+
+    fn verify(
+        entries: &[(u64, AuditRecord, crate::merkle::Hash)],
+        head: (u64, crate::merkle::Hash),
+    ) -> Result<(), LogFault> {
+        let mut v = LogVerifier::new();
+        for (seq, r, leaf) in entries {
+            v.push(*seq, r, leaf)?;
+        }
+        v.finish(head.0, &head.1)
+    }
+
+    #[test]
+    fn the_verifier_names_each_kind_of_tampering() {
+        let good = log(10);
+        let leaves: Vec<_> = good.iter().map(|e| e.2).collect();
+        let head = (10, crate::merkle::root(&leaves));
+        assert_eq!(verify(&good, head), Ok(()));
+
+        let mut edited = good.clone();
+        edited[4].1.target = Some("GET /other".into());
+        assert_eq!(verify(&edited, head), Err(LogFault::LeafMismatch { seq: 4 }));
+
+        // Edited with its leaf hash recomputed: the tree no longer matches the head.
+        edited[4].2 = crate::merkle::leaf_hash(&edited[4].1.leaf_data());
+        assert_eq!(verify(&edited, head), Err(LogFault::RootMismatch { size: 10 }));
+
+        let mut deleted = good.clone();
+        deleted.remove(6);
+        assert_eq!(verify(&deleted, head), Err(LogFault::Gap { expected: 6, found: 7 }));
+
+        // Two records swapped together with their numbers: each still matches its hash.
+        let mut reordered = good.clone();
+        reordered.swap(2, 3);
+        let (a, b) = (reordered[2].0, reordered[3].0);
+        reordered[2].0 = b;
+        reordered[3].0 = a;
+        assert_eq!(verify(&reordered, head), Err(LogFault::RootMismatch { size: 10 }));
+
+        let mut inserted = good.clone();
+        let extra = AuditRecord { action: "forged".into(), ..record() };
+        let leaf = crate::merkle::leaf_hash(&extra.leaf_data());
+        inserted.insert(5, (5, extra, leaf));
+        assert_eq!(verify(&inserted, head), Err(LogFault::Gap { expected: 6, found: 5 }));
+
+        assert_eq!(verify(&good[..8], head), Err(LogFault::Truncated { size: 8, head: 10 }));
+        let longer = log(11);
+        assert_eq!(verify(&longer, head), Err(LogFault::Longer { size: 11, head: 10 }));
     }
 }

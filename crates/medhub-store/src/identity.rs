@@ -76,6 +76,46 @@ impl std::fmt::Debug for AuthFlow {
     }
 }
 
+/// The audit log's head: how many records it holds, and the frontier of its Merkle tree (the
+/// roots of its complete subtrees, largest first), from which the root follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    pub size: u64,
+    pub frontier: Vec<medhub_core::merkle::Hash>,
+}
+
+impl AuditHead {
+    /// The tree the head describes.
+    pub fn tree(&self) -> Result<medhub_core::merkle::Tree, StoreError> {
+        medhub_core::merkle::Tree::from_frontier(self.size, self.frontier.clone())
+            .map_err(|e| StoreError::Corrupt(format!("audit head: {e}")))
+    }
+
+    /// Reads a stored frontier: 32-byte hashes, concatenated.
+    pub(crate) fn from_stored(size: i64, frontier: &[u8]) -> Result<Self, StoreError> {
+        let size = u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("audit head size {size}")))?;
+        if !frontier.len().is_multiple_of(32) {
+            return Err(StoreError::Corrupt(format!("audit head frontier of {} bytes", frontier.len())));
+        }
+        let frontier = frontier.chunks_exact(32).map(|c| c.try_into().unwrap_or([0; 32])).collect();
+        Ok(AuditHead { size, frontier })
+    }
+
+    /// The frontier as stored.
+    pub(crate) fn stored_frontier(tree: &medhub_core::merkle::Tree) -> Vec<u8> {
+        tree.frontier().concat()
+    }
+}
+
+/// One record of the audit log, as stored: its leaf number and the leaf hash written with it.
+/// `medhub audit verify` recomputes the hash from the record and compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub record: AuditRecord,
+    pub leaf_hash: Vec<u8>,
+}
+
 /// Sessions ended by one call, with their users (to close their sockets).
 pub type Ended = Vec<(SessionId, UserId)>;
 
@@ -242,8 +282,15 @@ pub trait IdentityStore: Send + Sync {
 
     // --- audit ------------------------------------------------------------------------------
 
-    /// Appends audit records in one transaction.
+    /// Appends audit records to the Merkle log in one transaction: each gets the next `seq`
+    /// and its leaf hash, and the head moves on. Records from before the log (migration
+    /// 0012) are sealed into it first, in their original order.
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// The audit log's head.
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
+    /// Audit log entries with `seq >= from`, in `seq` order, at most `limit`: what the
+    /// verifier streams. Tampering is not hidden: rows come back as stored.
+    async fn audit_log(&self, from: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// Audit records with an id above `after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError>;
 

@@ -17,6 +17,7 @@ use medhub_core::model::{Ack, Conversation, Member, Message, Org, Session, User}
 use medhub_core::plan::{Command, Limits, Plan, Revision};
 use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, SessionId, UserId};
 
+pub mod audit;
 mod columns;
 mod error;
 pub mod identity;
@@ -27,7 +28,7 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
-pub use identity::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, TotpRecord};
+pub use identity::{AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, TotpRecord};
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 
 pub(crate) use columns::{EventColumns, EventRow};

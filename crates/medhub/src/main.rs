@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
+mod audit;
 mod config;
 mod server_key;
 
@@ -77,6 +78,13 @@ enum Command {
         store: StoreArgs,
         #[command(subcommand)]
         command: admin::AdminCommand,
+    },
+    /// Audit-trail tools: verify the tamper-evident log.
+    Audit {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
 }
 
@@ -161,6 +169,13 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging_quiet(&config);
             let services = start(&config).await?;
             admin::run(&services, command).await
+        }
+        Command::Audit { store, command } => {
+            let config = store.load(None)?;
+            init_logging_quiet(&config);
+            let store = open_store(&config).await?;
+            store.migrate().await.context("migration failed")?;
+            audit::run(&store, command).await
         }
     }
 }

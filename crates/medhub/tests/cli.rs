@@ -172,3 +172,47 @@ each_backend! {
         assert!(err.contains("no organization named"), "{err}");
     }
 }
+
+each_backend! {
+    async fn audit_verify_checks_the_log_and_names_the_first_bad_record(db) {
+        // A log of 5 records, written as the server writes them.
+        let store = db.open().await;
+        let records: Vec<medhub_core::audit::AuditRecord> = (0..5)
+            .map(|i| medhub_core::audit::AuditRecord {
+                at: jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
+                actor: None,
+                session: None,
+                action: "auth.sign_in".into(),
+                target: Some(format!("user {i}")),
+                outcome: medhub_core::audit::Outcome::Success,
+                reason: None,
+                ip: Some("10.0.0.7".into()),
+            })
+            .collect();
+        store.append_audit(&records).await.unwrap();
+        let out = json_lines(&ok(&medhub(&db, &["audit", "verify", "--json"], None)));
+        assert_eq!(out[0]["ok"], true, "{out:?}");
+        assert_eq!(out[0]["records"], 5);
+
+        // Someone with database access edits record 2.
+        let sql = "UPDATE audit_events SET target = 'user 9' WHERE seq = 2";
+        match db.location() {
+            medhub_store::Location::Sqlite { data_dir } => {
+                rusqlite::Connection::open(data_dir.join("medhub.db")).unwrap().execute_batch(sql).unwrap();
+            }
+            medhub_store::Location::Postgres { url, .. } => {
+                let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                let conn = tokio::spawn(conn);
+                c.batch_execute(sql).await.unwrap();
+                drop(c);
+                conn.await.unwrap().unwrap();
+            }
+        }
+        let out = medhub(&db, &["audit", "verify", "--json"], None);
+        let err = failed(&out);
+        assert!(err.contains("record 2 does not match its leaf hash"), "{err}");
+        let report = json_lines(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(report[0]["fault"], serde_json::json!({"kind": "leaf_mismatch", "seq": 2}), "{report:?}");
+        assert_eq!(report[0]["records_checked"], 2);
+    }
+}

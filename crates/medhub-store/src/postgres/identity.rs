@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use super::{PgStore, codec};
 use crate::sql::SESSION_COLS;
-use crate::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord, UserRecord};
+use crate::{
+    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord,
+    UserRecord,
+};
 
 const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
 
@@ -670,52 +673,49 @@ impl IdentityStore for PgStore {
         if records.is_empty() {
             return Ok(());
         }
-        let at: Vec<i64> = records.iter().map(|r| us(r.at)).collect();
-        let actor: Vec<Option<Uuid>> = records.iter().map(|r| r.actor.map(|a| a.as_uuid())).collect();
-        let session: Vec<Option<Uuid>> = records.iter().map(|r| r.session.map(|s| s.as_uuid())).collect();
-        let action: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
-        let target: Vec<Option<&str>> = records.iter().map(|r| r.target.as_deref()).collect();
-        let outcome: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-        let reason: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
-        let ip: Vec<Option<&str>> = records.iter().map(|r| r.ip.as_deref()).collect();
-        let c = self.pool.get().await?;
-        c.execute(
-            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip)
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-            &[&at, &actor, &session, &action, &target, &outcome, &reason, &ip],
-        )
-        .await?;
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        append_leaves(&*tx, records).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        let c = self.pool.get().await?;
+        let r = c.query_one("SELECT size, frontier FROM audit_head WHERE id = 1", &[]).await?;
+        AuditHead::from_stored(r.try_get(0)?, &r.try_get::<_, Vec<u8>>(1)?)
+    }
+
+    async fn audit_log(&self, from: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2"),
+                &[&from, &i64::from(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get(9)?;
+                Ok(AuditEntry {
+                    seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
+                    record: audit_row(r)?.1,
+                    leaf_hash: r.try_get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT id, at, actor_id, session_id, action, target, outcome, reason, ip FROM audit_events
-                 WHERE id > $1 ORDER BY id LIMIT $2",
+                &format!("SELECT {AUDIT_COLS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"),
                 &[&after, &i64::from(limit)],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                let outcome: String = r.try_get(6)?;
-                Ok((
-                    r.try_get::<_, i64>(0)?,
-                    AuditRecord {
-                        at: codec::ts(r, 1)?,
-                        actor: codec::opt_uuid(r, 2)?.map(UserId::from_uuid),
-                        session: codec::opt_uuid(r, 3)?.map(SessionId::from_uuid),
-                        action: r.try_get(4)?,
-                        target: r.try_get(5)?,
-                        outcome: Outcome::parse(&outcome)
-                            .ok_or_else(|| StoreError::Corrupt(format!("audit outcome {outcome:?}")))?,
-                        reason: r.try_get(7)?,
-                        ip: r.try_get(8)?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
 
     async fn key_check(&self, candidate: Option<&[u8]>, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
@@ -837,4 +837,76 @@ impl IdentityStore for PgStore {
         tx.commit().await?;
         Ok(inserted == 1)
     }
+}
+
+const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip";
+
+fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
+    let outcome: String = r.try_get(6)?;
+    Ok((
+        r.try_get::<_, i64>(0)?,
+        AuditRecord {
+            at: codec::ts(r, 1)?,
+            actor: codec::opt_uuid(r, 2)?.map(UserId::from_uuid),
+            session: codec::opt_uuid(r, 3)?.map(SessionId::from_uuid),
+            action: r.try_get(4)?,
+            target: r.try_get(5)?,
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("audit outcome {outcome:?}")))?,
+            reason: r.try_get(7)?,
+            ip: r.try_get(8)?,
+        },
+    ))
+}
+
+/// Appends `records` to the audit log inside `tx`, sealing any record from before the log
+/// first. The head's row lock queues concurrent appenders, which keeps `seq` dense.
+pub(super) async fn append_leaves(
+    tx: &impl tokio_postgres::GenericClient,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    let head = tx.query_one("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE", &[]).await?;
+    let mut tree = AuditHead::from_stored(head.try_get(0)?, &head.try_get::<_, Vec<u8>>(1)?)?.tree()?;
+    let seq = |tree: &medhub_core::merkle::Tree| i64::try_from(tree.size()).unwrap_or(i64::MAX);
+    let unsealed =
+        tx.query(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq IS NULL ORDER BY id"), &[]).await?;
+    for row in &unsealed {
+        let (id, r) = audit_row(row)?;
+        let leaf = medhub_core::merkle::leaf_hash(&r.leaf_data());
+        tx.execute("UPDATE audit_events SET seq = $2, leaf_hash = $3 WHERE id = $1", &[&id, &seq(&tree), &&leaf[..]])
+            .await?;
+        tree.push(leaf);
+    }
+    if !records.is_empty() {
+        let mut at = Vec::with_capacity(records.len());
+        let mut seqs = Vec::with_capacity(records.len());
+        let mut leaves: Vec<Vec<u8>> = Vec::with_capacity(records.len());
+        for r in records {
+            let leaf = medhub_core::merkle::leaf_hash(&r.leaf_data());
+            at.push(us(r.at));
+            seqs.push(seq(&tree));
+            leaves.push(leaf.to_vec());
+            tree.push(leaf);
+        }
+        let actor: Vec<Option<Uuid>> = records.iter().map(|r| r.actor.map(|a| a.as_uuid())).collect();
+        let session: Vec<Option<Uuid>> = records.iter().map(|r| r.session.map(|s| s.as_uuid())).collect();
+        let action: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        let target: Vec<Option<&str>> = records.iter().map(|r| r.target.as_deref()).collect();
+        let outcome: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+        let reason: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
+        let ip: Vec<Option<&str>> = records.iter().map(|r| r.ip.as_deref()).collect();
+        tx.execute(
+            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                  $8::text[], $9::bigint[], $10::bytea[])",
+            &[&at, &actor, &session, &action, &target, &outcome, &reason, &ip, &seqs, &leaves],
+        )
+        .await?;
+    }
+    tx.execute(
+        "UPDATE audit_head SET size = $1, frontier = $2 WHERE id = 1",
+        &[&seq(&tree), &AuditHead::stored_frontier(&tree)],
+    )
+    .await?;
+    Ok(())
 }

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/postgres/0009_patient_scope.sql")),
     (10, include_str!("../../migrations/postgres/0010_orgs.sql")),
     (11, include_str!("../../migrations/postgres/0011_org_roles.sql")),
+    (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
 ];
 
 /// The PostgreSQL-backed store.
@@ -103,6 +104,8 @@ impl Store for PgStore {
             .await?;
             tracing::info!(version, "applied postgres migration");
         }
+        // Records from before the audit log (0012) become its first leaves.
+        identity::append_leaves(&*tx, &[]).await?;
         tx.commit().await?;
         Ok(())
     }

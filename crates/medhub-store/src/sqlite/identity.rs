@@ -10,7 +10,10 @@ use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, codec};
-use crate::{AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord, UserRecord};
+use crate::{
+    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord,
+    UserRecord,
+};
 
 const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
 
@@ -719,51 +722,46 @@ impl IdentityStore for SqliteStore {
         let records = records.to_vec();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for r in &records {
-                    st.execute(params![
-                        us(r.at),
-                        r.actor.map(|a| a.to_bytes()),
-                        r.session.map(|s| s.to_bytes()),
-                        r.action,
-                        r.target,
-                        r.outcome.as_str(),
-                        r.reason,
-                        r.ip
-                    ])?;
-                }
-            }
+            append_leaves(&tx, &records)?;
             tx.commit()?;
             Ok(())
         })
         .await
     }
 
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        self.read(|c| {
+            let (size, frontier): (i64, Vec<u8>) =
+                c.query_row("SELECT size, frontier FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            AuditHead::from_stored(size, &frontier)
+        })
+        .await
+    }
+
+    async fn audit_log(&self, from: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![from, limit], |r| {
+                let seq: i64 = r.get(9)?;
+                Ok(AuditEntry {
+                    seq: u64::try_from(seq).map_err(|_| codec::corrupt(9, "negative seq"))?,
+                    record: audit_row(r)?.1,
+                    leaf_hash: r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, at, actor_id, session_id, action, target, outcome, reason, ip FROM audit_events
-                 WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![after, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    AuditRecord {
-                        at: codec::ts(r, 1)?,
-                        actor: codec::opt_id(r, 2, UserId::from_slice)?,
-                        session: codec::opt_id(r, 3, SessionId::from_slice)?,
-                        action: r.get(4)?,
-                        target: r.get(5)?,
-                        outcome: codec::parse(r, 6, Outcome::parse)?,
-                        reason: r.get(7)?,
-                        ip: r.get(8)?,
-                    },
-                ))
-            })?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+            let rows = st.query_map(params![after, limit], audit_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -903,5 +901,71 @@ fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]
     for (i, h) in hashes.iter().enumerate() {
         st.execute(params![user.to_bytes(), i as u32, h])?;
     }
+    Ok(())
+}
+
+const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip";
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
+    Ok((
+        r.get::<_, i64>(0)?,
+        AuditRecord {
+            at: codec::ts(r, 1)?,
+            actor: codec::opt_id(r, 2, UserId::from_slice)?,
+            session: codec::opt_id(r, 3, SessionId::from_slice)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            outcome: codec::parse(r, 6, Outcome::parse)?,
+            reason: r.get(7)?,
+            ip: r.get(8)?,
+        },
+    ))
+}
+
+/// Appends `records` to the audit log inside `tx` (the writer's transaction), sealing any
+/// record from before the log first.
+pub(super) fn append_leaves(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<(), StoreError> {
+    let (size, frontier): (i64, Vec<u8>) =
+        tx.query_row("SELECT size, frontier FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut tree = AuditHead::from_stored(size, &frontier)?.tree()?;
+    let seq = |tree: &medhub_core::merkle::Tree| i64::try_from(tree.size()).unwrap_or(i64::MAX);
+    let unsealed: Vec<(i64, AuditRecord)> = {
+        let mut st =
+            tx.prepare_cached(&format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq IS NULL ORDER BY id"))?;
+        let rows = st.query_map([], audit_row)?;
+        rows.collect::<Result<_, _>>()?
+    };
+    {
+        let mut seal = tx.prepare_cached("UPDATE audit_events SET seq = ?2, leaf_hash = ?3 WHERE id = ?1")?;
+        for (id, r) in &unsealed {
+            let leaf = medhub_core::merkle::leaf_hash(&r.leaf_data());
+            seal.execute(params![id, seq(&tree), &leaf[..]])?;
+            tree.push(leaf);
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for r in records {
+            let leaf = medhub_core::merkle::leaf_hash(&r.leaf_data());
+            insert.execute(params![
+                us(r.at),
+                r.actor.map(|a| a.to_bytes()),
+                r.session.map(|s| s.to_bytes()),
+                r.action,
+                r.target,
+                r.outcome.as_str(),
+                r.reason,
+                r.ip,
+                seq(&tree),
+                &leaf[..]
+            ])?;
+            tree.push(leaf);
+        }
+    }
+    tx.execute(
+        "UPDATE audit_head SET size = ?1, frontier = ?2 WHERE id = 1",
+        params![seq(&tree), AuditHead::stored_frontier(&tree)],
+    )?;
     Ok(())
 }

@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_patient_scope.sql")),
     (10, include_str!("../../migrations/sqlite/0010_orgs.sql")),
     (11, include_str!("../../migrations/sqlite/0011_org_roles.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -228,6 +229,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )?;
         tracing::info!(version, "applied sqlite migration");
     }
+    // Records from before the audit log (0012) become its first leaves.
+    identity::append_leaves(&tx, &[])?;
     tx.commit()?;
     Ok(())
 }

@@ -1,0 +1,17 @@
+-- The audit trail becomes an append-only Merkle log (issue 4, docs/audit.md): each record is
+-- a leaf, numbered `seq` from 0 without gaps, and `leaf_hash` is RFC 9162's
+-- SHA-256(0x00 || the record's canonical bytes). `audit_head` holds the log's size and the
+-- frontier of its tree (the roots of its complete subtrees, largest first, 32 bytes each), so
+-- an append computes the new root without reading old leaves. Records written before this
+-- migration are sealed into the log, in `id` order, when the store next opens.
+ALTER TABLE audit_events ADD COLUMN seq INTEGER;
+ALTER TABLE audit_events ADD COLUMN leaf_hash BLOB;
+CREATE UNIQUE INDEX audit_events_by_seq ON audit_events(seq);
+CREATE INDEX audit_events_unsealed ON audit_events(id) WHERE seq IS NULL;
+
+CREATE TABLE audit_head (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    size      INTEGER NOT NULL,
+    frontier  BLOB NOT NULL
+);
+INSERT INTO audit_head (id, size, frontier) VALUES (1, 0, x'');

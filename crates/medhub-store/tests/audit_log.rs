@@ -1,0 +1,205 @@
+//! The audit log as an RFC 9162 Merkle log, on both databases: every record gets the next
+//! leaf number and its leaf hash in the appending transaction, the head follows, concurrent
+//! appenders never share or skip a number, and `verify_log` finds and names each kind of
+//! tampering done to the tables directly (edited, deleted, inserted, reordered, truncated).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use jiff::Timestamp;
+use medhub_core::audit::{AuditRecord, LogFault, Outcome};
+use medhub_core::merkle;
+use medhub_store::audit::{Verdict, verify_log};
+use medhub_store::testdb::TestDb;
+use medhub_store::{Backend, DynStore, Location, each_backend};
+
+fn record(i: u64) -> AuditRecord {
+    AuditRecord {
+        at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+        actor: Some(medhub_core::UserId::from_uuid(uuid::Uuid::from_u128(u128::from(i) + 1))),
+        session: None,
+        action: "http".into(),
+        target: Some(format!("GET /api/v1/conversations/{i}")),
+        outcome: if i.is_multiple_of(3) { Outcome::Deny } else { Outcome::Allow },
+        reason: None,
+        ip: Some("10.1.2.3".into()),
+    }
+}
+
+/// A store with `n` records appended in batches of 1, 2, 3, ….
+async fn log_of(db: &TestDb, n: u64) -> DynStore {
+    let store = db.open().await;
+    let mut i = 0;
+    let mut batch = 1;
+    while i < n {
+        let records: Vec<AuditRecord> = (i..(i + batch).min(n)).map(record).collect();
+        store.append_audit(&records).await.unwrap();
+        i += records.len() as u64;
+        batch += 1;
+    }
+    store
+}
+
+async fn verdict(store: &DynStore) -> Verdict {
+    verify_log(store.as_ref(), |_, _| {}).await.unwrap()
+}
+
+fn fault(v: Verdict) -> LogFault {
+    match v {
+        Verdict::Bad { fault, .. } => fault,
+        Verdict::Good(g) => panic!("tampering went unnoticed: {g:?}"),
+    }
+}
+
+/// Runs SQL on the test database behind the store's back, as someone with database access.
+async fn tamper(db: &TestDb, sql: &str) {
+    match (db.backend(), db.location()) {
+        (Backend::Sqlite, Location::Sqlite { data_dir }) => {
+            let c = rusqlite::Connection::open(data_dir.join("medhub.db")).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+        (Backend::Postgres, Location::Postgres { url, .. }) => {
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            c.batch_execute(sql).await.unwrap();
+            drop(c);
+            conn.await.unwrap().unwrap();
+        }
+        _ => panic!("unexpected test database"),
+    }
+}
+
+/// A blob literal in the database's dialect.
+fn blob(db: &TestDb, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match db.backend() {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    }
+}
+
+each_backend! {
+    async fn every_record_gets_the_next_leaf_and_the_head_follows(db) {
+        let store = log_of(&db, 20).await;
+        let head = store.audit_head().await.unwrap();
+        assert_eq!(head.size, 20);
+        let entries = store.audit_log(0, 100).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+        let leaves: Vec<merkle::Hash> = entries.iter().map(|e| e.leaf_hash.clone().try_into().unwrap()).collect();
+        for (e, leaf) in entries.iter().zip(&leaves) {
+            assert_eq!(*leaf, merkle::leaf_hash(&e.record.leaf_data()), "leaf {}", e.seq);
+            assert_eq!(e.record, record(e.seq), "the record round-trips");
+        }
+        assert_eq!(head.tree().unwrap().root(), merkle::root(&leaves));
+        // Paging by leaf number.
+        let page: Vec<u64> = store.audit_log(7, 3).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(page, vec![7, 8, 9]);
+        assert_eq!(verdict(&store).await, Verdict::Good(medhub_store::audit::Verified { size: 20, root: merkle::root(&leaves) }));
+    }
+}
+
+each_backend! {
+    async fn concurrent_appenders_never_share_or_skip_a_number(db) {
+        let store = db.open().await;
+        let tasks: Vec<_> = (0..8u64)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for b in 0..5u64 {
+                        let records: Vec<AuditRecord> = (0..10).map(|i| record(t * 1000 + b * 10 + i)).collect();
+                        store.append_audit(&records).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(store.audit_head().await.unwrap().size, 400);
+        match verdict(&store).await {
+            Verdict::Good(v) => assert_eq!(v.size, 400),
+            bad => panic!("{bad:?}"),
+        }
+    }
+}
+
+each_backend! {
+    async fn each_kind_of_tampering_is_found_and_named(db) {
+        let backend = db.backend();
+        // Each case on a fresh log of 12 records.
+        let fresh = || async move {
+            let db = TestDb::new(backend).await;
+            let store = log_of(&db, 12).await;
+            (db, store)
+        };
+
+        let (t, store) = fresh().await;
+        tamper(&t, "UPDATE audit_events SET target = 'GET /api/v1/conversations/other' WHERE seq = 4").await;
+        assert_eq!(fault(verdict(&store).await), LogFault::LeafMismatch { seq: 4 });
+
+        // Edited, with the leaf hash recomputed to match: the tree no longer matches the head.
+        let (t, store) = fresh().await;
+        let mut r = store.audit_log(4, 1).await.unwrap().remove(0).record;
+        r.outcome = Outcome::Allow;
+        r.ip = Some("192.0.2.66".into());
+        let leaf = merkle::leaf_hash(&r.leaf_data());
+        tamper(&t, &format!("UPDATE audit_events SET outcome = 'allow', ip = '192.0.2.66', leaf_hash = {} WHERE seq = 4", blob(&t, &leaf))).await;
+        assert_eq!(fault(verdict(&store).await), LogFault::RootMismatch { size: 12 });
+
+        let (t, store) = fresh().await;
+        tamper(&t, "DELETE FROM audit_events WHERE seq = 6").await;
+        assert_eq!(fault(verdict(&store).await), LogFault::Gap { expected: 6, found: 7 });
+
+        // Two records swapped together with their numbers: each still matches its own hash.
+        let (t, store) = fresh().await;
+        tamper(&t, "UPDATE audit_events SET seq = -1 WHERE seq = 2;
+                     UPDATE audit_events SET seq = 2 WHERE seq = 3;
+                     UPDATE audit_events SET seq = 3 WHERE seq = -1;").await;
+        assert_eq!(fault(verdict(&store).await), LogFault::RootMismatch { size: 12 });
+
+        let (t, store) = fresh().await;
+        tamper(&t, "DELETE FROM audit_events WHERE seq >= 9").await;
+        assert_eq!(fault(verdict(&store).await), LogFault::Truncated { size: 9, head: 12 });
+
+        // A forged record added at the end, hashed correctly.
+        let (t, store) = fresh().await;
+        let forged = AuditRecord { action: "auth.sign_in".into(), actor: None, outcome: Outcome::Allow, ..record(99) };
+        let leaf = merkle::leaf_hash(&forged.leaf_data());
+        tamper(&t, &format!(
+            "INSERT INTO audit_events (at, action, target, outcome, ip, seq, leaf_hash)
+             VALUES ({}, 'auth.sign_in', 'GET /api/v1/conversations/99', 'allow', '10.1.2.3', 12, {})",
+            forged.at.as_microsecond(), blob(&t, &leaf))).await;
+        assert_eq!(fault(verdict(&store).await), LogFault::Longer { size: 13, head: 12 });
+
+        // The untouched log of this test verifies.
+        let store = log_of(&db, 12).await;
+        assert!(matches!(verdict(&store).await, Verdict::Good(_)));
+    }
+}
+
+each_backend! {
+    async fn records_from_before_the_log_are_sealed_in_their_order(db) {
+        // Records as the store kept them before migration 0012: no number, no leaf hash.
+        let store = db.open().await;
+        let old: Vec<AuditRecord> = (0..3).map(|i| AuditRecord { actor: None, ..record(i) }).collect();
+        let rows: Vec<String> = old
+            .iter()
+            .map(|r| {
+                let target = r.target.as_deref().unwrap();
+                format!("({}, 'http', '{target}', '{}', '10.1.2.3')", r.at.as_microsecond(), r.outcome.as_str())
+            })
+            .collect();
+        tamper(&db, &format!("INSERT INTO audit_events (at, action, target, outcome, ip) VALUES {}", rows.join(", "))).await;
+
+        // Opening the store (its migration step) seals them, in the order they were written.
+        store.migrate().await.unwrap();
+        let sealed = store.audit_log(0, 10).await.unwrap();
+        assert_eq!(sealed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(sealed.iter().map(|e| e.record.clone()).collect::<Vec<_>>(), old);
+        // New records follow them, and the whole log verifies.
+        store.append_audit(&[record(3)]).await.unwrap();
+        match verdict(&store).await {
+            Verdict::Good(v) => assert_eq!(v.size, 4),
+            bad => panic!("{bad:?}"),
+        }
+    }
+}
