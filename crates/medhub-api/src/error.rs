@@ -73,6 +73,11 @@ pub fn wire_error(e: &ServiceError) -> WireError {
             tracing::error!(correlation = %id, error = %inner, "internal error");
             WireError::internal(id)
         }
+        ServiceError::AuditExport(why) => {
+            let id = medhub_service::correlation_id();
+            tracing::error!(correlation = %id, error = %why, "audit export failed");
+            WireError::internal(id)
+        }
     }
 }
 

@@ -99,6 +99,28 @@ fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
     }
 }
 
+/// A tree head: the log's size and root at an instant. Signed with the server's Ed25519 key
+/// and exported outside the database, it pins everything the log held then: a later rewrite
+/// of those records, however consistent, gives another root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeHead {
+    pub size: u64,
+    pub root: crate::merkle::Hash,
+    pub at: Timestamp,
+}
+
+impl TreeHead {
+    /// The bytes the signature covers: a domain tag, then the size (8 bytes big-endian), the
+    /// root, and the time as microseconds since the Unix epoch (8 bytes big-endian, signed).
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut m = b"medhub audit tree head v1\n".to_vec();
+        m.extend_from_slice(&self.size.to_be_bytes());
+        m.extend_from_slice(&self.root);
+        m.extend_from_slice(&self.at.as_microsecond().to_be_bytes());
+        m
+    }
+}
+
 /// What [`LogVerifier`] found wrong first. Each names where to look.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LogFault {

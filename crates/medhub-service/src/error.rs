@@ -87,6 +87,9 @@ pub enum ServiceError {
     /// An unexpected storage failure.
     #[error("store failure: {0}")]
     Store(StoreError),
+    /// A signed audit tree head could not be written to its export file.
+    #[error("{0}")]
+    AuditExport(String),
     /// The commit pipeline has stopped (shutdown).
     #[error("commit pipeline stopped")]
     PipelineStopped,

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod patients;
 pub mod pipeline;
 pub mod server_key;
+pub mod tree_heads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +83,11 @@ pub struct ServiceConfig {
     pub passkeys: Option<auth::PasskeyConfig>,
     /// SAML 2.0 sign-in; `None` turns it off (its routes answer `sso_not_configured`).
     pub saml: Option<auth::SamlConfig>,
+    /// How often the audit log's tree head is signed (when the log grew).
+    pub audit_tree_head_interval: Duration,
+    /// Where signed tree heads are appended, one JSON line each; `None` keeps them in the
+    /// database only (tests).
+    pub audit_tree_head_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServiceConfig {
@@ -103,6 +109,8 @@ impl Default for ServiceConfig {
             oidc: None,
             passkeys: None,
             saml: None,
+            audit_tree_head_interval: Duration::from_secs(60),
+            audit_tree_head_file: None,
         }
     }
 }
@@ -164,7 +172,16 @@ impl Services {
         let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone());
+        let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
+        let head_signer = tokio::spawn(tree_heads::run_signer(
+            store.clone(),
+            signer,
+            config.audit_tree_head_file.clone(),
+            clock.clone(),
+            config.audit_tree_head_interval,
+        ));
         let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients };
-        Ok((services, Background { tasks: vec![writer, publisher, sweeper, audit_writer, grants_sweeper] }))
+        let tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer];
+        Ok((services, Background { tasks }))
     }
 }

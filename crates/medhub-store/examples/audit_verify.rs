@@ -51,7 +51,7 @@ async fn main() {
         let mut times = Vec::new();
         for _ in 0..runs {
             let started = Instant::now();
-            let verdict = verify_log(store.as_ref(), |_, _| {}).await.unwrap();
+            let verdict = verify_log(store.as_ref(), &[], |_, _| {}).await.unwrap();
             times.push(started.elapsed().as_secs_f64());
             assert!(matches!(verdict, Verdict::Good(v) if v.size == records), "{verdict:?}");
         }

@@ -116,6 +116,15 @@ pub struct AuditEntry {
     pub leaf_hash: Vec<u8>,
 }
 
+/// A signed tree head as kept in the database (its exported copy is what verification trusts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTreeHead {
+    pub head: medhub_core::audit::TreeHead,
+    /// Which key signed it: hex of the first 8 bytes of SHA-256 of the public key.
+    pub key_id: String,
+    pub signature: Vec<u8>,
+}
+
 /// Sessions ended by one call, with their users (to close their sockets).
 pub type Ended = Vec<(SessionId, UserId)>;
 
@@ -291,6 +300,10 @@ pub trait IdentityStore: Send + Sync {
     /// Audit log entries with `seq >= from`, in `seq` order, at most `limit`: what the
     /// verifier streams. Tampering is not hidden: rows come back as stored.
     async fn audit_log(&self, from: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Keeps a signed tree head; a second head of the same size is ignored (`false`).
+    async fn put_tree_head(&self, head: &StoredTreeHead) -> Result<bool, StoreError>;
+    /// The newest signed tree head, if any.
+    async fn latest_tree_head(&self) -> Result<Option<StoredTreeHead>, StoreError>;
     /// Audit records with an id above `after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError>;
 
@@ -333,4 +346,17 @@ pub trait IdentityStore: Send + Sync {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+}
+
+/// A stored tree head from its columns.
+pub(crate) fn stored_tree_head(
+    size: i64,
+    root: &[u8],
+    at: Timestamp,
+    key_id: String,
+    signature: Vec<u8>,
+) -> Result<StoredTreeHead, StoreError> {
+    let size = u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("tree head size {size}")))?;
+    let root = root.try_into().map_err(|_| StoreError::Corrupt(format!("tree head root of {} bytes", root.len())))?;
+    Ok(StoredTreeHead { head: medhub_core::audit::TreeHead { size, root, at }, key_id, signature })
 }

@@ -28,7 +28,9 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
-pub use identity::{AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, TotpRecord};
+pub use identity::{
+    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
+};
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 
 pub(crate) use columns::{EventColumns, EventRow};

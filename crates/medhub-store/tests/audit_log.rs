@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use jiff::Timestamp;
-use medhub_core::audit::{AuditRecord, LogFault, Outcome};
+use medhub_core::audit::{AuditRecord, LogFault, Outcome, TreeHead};
 use medhub_core::merkle;
 use medhub_store::audit::{Verdict, verify_log};
 use medhub_store::testdb::TestDb;
@@ -40,7 +40,7 @@ async fn log_of(db: &TestDb, n: u64) -> DynStore {
 }
 
 async fn verdict(store: &DynStore) -> Verdict {
-    verify_log(store.as_ref(), |_, _| {}).await.unwrap()
+    verify_log(store.as_ref(), &[], |_, _| {}).await.unwrap()
 }
 
 fn fault(v: Verdict) -> LogFault {
@@ -201,5 +201,85 @@ each_backend! {
             Verdict::Good(v) => assert_eq!(v.size, 4),
             bad => panic!("{bad:?}"),
         }
+    }
+}
+
+/// Rewrites the log behind the store's back as a careful attacker would: `edit` changes the
+/// records, then every leaf hash and the head are recomputed to match.
+async fn rewrite(db: &TestDb, store: &DynStore, edit: impl Fn(&mut Vec<AuditRecord>)) {
+    let mut records: Vec<AuditRecord> = store.audit_log(0, 1000).await.unwrap().into_iter().map(|e| e.record).collect();
+    edit(&mut records);
+    let mut tree = merkle::Tree::new();
+    let mut sql = String::from("DELETE FROM audit_events;");
+    for (seq, r) in records.iter().enumerate() {
+        let leaf = merkle::leaf_hash(&r.leaf_data());
+        tree.push(leaf);
+        let actor = match (r.actor, db.backend()) {
+            (None, _) => "NULL".to_owned(),
+            (Some(a), Backend::Sqlite) => blob(db, a.as_uuid().as_bytes()),
+            (Some(a), Backend::Postgres) => format!("'{}'::uuid", a.as_uuid()),
+        };
+        sql.push_str(&format!(
+            "INSERT INTO audit_events (at, actor_id, action, target, outcome, ip, seq, leaf_hash)
+             VALUES ({}, {actor}, '{}', '{}', '{}', '{}', {seq}, {});",
+            r.at.as_microsecond(),
+            r.action,
+            r.target.as_deref().unwrap(),
+            r.outcome.as_str(),
+            r.ip.as_deref().unwrap(),
+            blob(db, &leaf)
+        ));
+    }
+    sql.push_str(&format!(
+        "UPDATE audit_head SET size = {}, frontier = {} WHERE id = 1;",
+        tree.size(),
+        blob(db, &tree.frontier().concat())
+    ));
+    tamper(db, &sql).await;
+}
+
+fn exported(store_head: &medhub_store::AuditHead) -> TreeHead {
+    TreeHead {
+        size: store_head.size,
+        root: store_head.tree().unwrap().root(),
+        at: Timestamp::from_second(1_800_000_100).unwrap(),
+    }
+}
+
+each_backend! {
+    async fn exported_tree_heads_catch_a_consistent_rewrite(db) {
+        let backend = db.backend();
+        let fresh = || async move {
+            let db = TestDb::new(backend).await;
+            let store = log_of(&db, 6).await;
+            let at_6 = exported(&store.audit_head().await.unwrap());
+            store.append_audit(&(6..12).map(record).collect::<Vec<_>>()).await.unwrap();
+            let at_12 = exported(&store.audit_head().await.unwrap());
+            (db, store, [at_6, at_12])
+        };
+
+        // Record 2 rewritten with every hash and the head made to match: the stored head
+        // alone cannot tell; the head exported at size 6 can.
+        let (t, store, heads) = fresh().await;
+        rewrite(&t, &store, |r| {
+            assert_eq!(r[2].outcome, Outcome::Allow);
+            r[2].outcome = Outcome::Deny;
+        })
+        .await;
+        assert!(matches!(verdict(&store).await, Verdict::Good(_)), "without exported heads the rewrite passes");
+        let found = verify_log(store.as_ref(), &heads, |_, _| {}).await.unwrap();
+        assert_eq!(fault(found), LogFault::RootMismatch { size: 6 });
+
+        // The tail cut, and the head rewritten to match.
+        let (t, store, heads) = fresh().await;
+        rewrite(&t, &store, |r| r.truncate(9)).await;
+        assert!(matches!(verdict(&store).await, Verdict::Good(_)));
+        let found = verify_log(store.as_ref(), &heads, |_, _| {}).await.unwrap();
+        assert_eq!(fault(found), LogFault::Truncated { size: 9, head: 12 });
+
+        // The untouched log passes its exported heads.
+        let (_t, store, heads) = fresh().await;
+        let found = verify_log(store.as_ref(), &heads, |_, _| {}).await.unwrap();
+        assert!(matches!(found, Verdict::Good(v) if v.size == 12), "{found:?}");
     }
 }

@@ -4,9 +4,13 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use medhub_core::SystemClock;
 use medhub_core::audit::LogFault;
+use medhub_service::tree_heads::{TreeHeadSigner, export_line, parse_public_key, read_exported, sign_if_grown};
 use medhub_store::DynStore;
 use medhub_store::audit::{Verdict, verify_log};
 use serde_json::json;
@@ -14,32 +18,98 @@ use serde_json::json;
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Check the whole audit log: each record against its leaf hash, the numbering without
-    /// gaps, and the Merkle tree against the log's head. Reports the first bad entry and
-    /// exits with status 1 if there is one.
+    /// gaps, the Merkle tree against the log's head, and the log against every exported
+    /// signed tree head. Reports the first bad entry and exits with status 1 if there is one.
     Verify {
+        /// The exported tree heads (one JSON line each). Default: `audit.tree_head_file`, if
+        /// it exists.
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// The public key the heads were signed with, in hex (`medhub audit public-key`).
+        /// Default: the key derived from this server's key file.
+        #[arg(long)]
+        public_key: Option<String>,
         /// Print the result as one JSON line.
         #[arg(long)]
         json: bool,
     },
+    /// Sign the log's current tree head now (if the log grew), append it to
+    /// `audit.tree_head_file` and print it.
+    SignHead,
+    /// Print the public key that verifies this server's tree heads, in hex: give it to the
+    /// auditors, who then need nothing from the server to check exported heads.
+    PublicKey,
 }
 
-pub async fn run(store: &DynStore, command: AuditCommand) -> Result<()> {
+/// What the audit commands need besides the store.
+pub struct AuditContext {
+    pub signer: TreeHeadSigner,
+    pub tree_head_file: PathBuf,
+}
+
+pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) -> Result<()> {
     match command {
-        AuditCommand::Verify { json } => verify(store, json).await,
+        AuditCommand::Verify { heads, public_key, json } => {
+            verify(store, ctx, heads.as_deref(), public_key.as_deref(), json).await
+        }
+        AuditCommand::SignHead => {
+            match sign_if_grown(store, &ctx.signer, Some(&ctx.tree_head_file), &SystemClock).await? {
+                Some(h) => println!("{}", export_line(&h)),
+                None => match store.latest_tree_head().await? {
+                    Some(h) => println!("{}", export_line(&h)),
+                    None => println!("the audit log is empty: nothing to sign"),
+                },
+            }
+            Ok(())
+        }
+        AuditCommand::PublicKey => {
+            println!("{}", hex(&ctx.signer.public_key()));
+            Ok(())
+        }
     }
 }
 
-async fn verify(store: &DynStore, json: bool) -> Result<()> {
+async fn verify(
+    store: &DynStore,
+    ctx: &AuditContext,
+    heads: Option<&Path>,
+    public_key: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    let key = match public_key {
+        Some(k) => parse_public_key(k)?,
+        None => ctx.signer.public_key(),
+    };
+    let file = heads.map(Path::to_path_buf).or_else(|| ctx.tree_head_file.exists().then(|| ctx.tree_head_file.clone()));
+    let exported = match &file {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading the tree heads in {}", f.display()))?;
+            read_exported(&text, &key)?
+        }
+        None => {
+            eprintln!(
+                "medhub: no exported tree heads ({} does not exist): edits, gaps and a cut tail are found, \
+                 but not a rewrite of the whole log together with its head",
+                ctx.tree_head_file.display()
+            );
+            Vec::new()
+        }
+    };
     let mut progress = Progress::new();
-    let verdict = verify_log(store.as_ref(), |done, total| progress.show(done, total)).await?;
+    let verdict = verify_log(store.as_ref(), &exported, |done, total| progress.show(done, total)).await?;
     progress.finish();
     match verdict {
         Verdict::Good(v) => {
             let root = hex(&v.root);
             if json {
-                println!("{}", json!({"ok": true, "records": v.size, "root": root}));
+                println!("{}", json!({"ok": true, "records": v.size, "root": root, "tree_heads": exported.len()}));
             } else {
-                println!("audit log verified: {} records, root {root}", v.size);
+                println!(
+                    "audit log verified: {} records, root {root}, against {} exported tree heads",
+                    v.size,
+                    exported.len()
+                );
             }
             Ok(())
         }

@@ -44,6 +44,8 @@ pub struct Config {
     pub passkeys: PasskeysSection,
     /// Single sign-on with SAML 2.0 (needs a build with the `saml` feature, the default). Off until `idp_entity_id` is set.
     pub saml: SamlSection,
+    /// The tamper-evident audit log.
+    pub audit: AuditConfig,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -395,6 +397,22 @@ fn https_or_loopback(url: &str) -> bool {
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The tamper-evident audit log (docs/audit.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Seconds between signed tree heads of the audit log (one is made only when the log grew). Default: 60.
+    pub tree_head_interval_secs: u64,
+    /// The file each signed tree head is appended to, one JSON line each: put it, or ship it, where whoever can write the database cannot (`medhub audit verify --heads` checks the log against it). Default: `audit-tree-heads.jsonl` in `storage.data_dir`.
+    pub tree_head_file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { tree_head_interval_secs: 60, tree_head_file: None }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -540,6 +558,9 @@ impl Config {
         }
         if self.auth.session_ttl_hours == 0 || self.auth.session_ttl_hours > 12 {
             problems.push("auth.session_ttl_hours must be between 1 and 12".to_owned());
+        }
+        if self.audit.tree_head_interval_secs == 0 || self.audit.tree_head_interval_secs > 86_400 {
+            problems.push("audit.tree_head_interval_secs must be between 1 and 86400".to_owned());
         }
         if let Err(ConfigError::Invalid(e)) = trusted_proxies(&self.server.trusted_proxies) {
             problems.push(e);
@@ -704,6 +725,8 @@ impl Config {
             member_cache_conversations: self.realtime.member_cache_conversations,
             external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
             passkeys: self.passkeys(),
+            audit_tree_head_interval: Duration::from_secs(self.audit.tree_head_interval_secs),
+            audit_tree_head_file: Some(self.tree_head_file()),
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()
         }
@@ -745,6 +768,11 @@ impl Config {
     }
 
     /// Where the server key lives.
+    /// Where signed audit tree heads are appended.
+    pub fn tree_head_file(&self) -> PathBuf {
+        self.audit.tree_head_file.clone().unwrap_or_else(|| self.storage.data_dir.join("audit-tree-heads.jsonl"))
+    }
+
     pub fn secret_key_file(&self) -> PathBuf {
         self.auth.secret_key_file.clone().unwrap_or_else(|| self.storage.data_dir.join("medhub.key"))
     }

@@ -175,7 +175,12 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging_quiet(&config);
             let store = open_store(&config).await?;
             store.migrate().await.context("migration failed")?;
-            audit::run(&store, command).await
+            let key = server_key::load_or_create(&config.secret_key_file())?;
+            let ctx = audit::AuditContext {
+                signer: medhub_service::tree_heads::TreeHeadSigner::new(&key),
+                tree_head_file: config.tree_head_file(),
+            };
+            audit::run(&store, &ctx, command).await
         }
     }
 }

@@ -193,6 +193,19 @@ each_backend! {
         let out = json_lines(&ok(&medhub(&db, &["audit", "verify", "--json"], None)));
         assert_eq!(out[0]["ok"], true, "{out:?}");
         assert_eq!(out[0]["records"], 5);
+        assert_eq!(out[0]["tree_heads"], 0, "none exported yet");
+
+        // A signed tree head, on demand: printed, and appended to the export file, which
+        // verification then uses; it pins the log with this server's public key only.
+        let head = json_lines(&ok(&medhub(&db, &["audit", "sign-head"], None)));
+        assert_eq!(head[0]["size"], 5, "{head:?}");
+        let key = ok(&medhub(&db, &["audit", "public-key"], None)).trim().to_owned();
+        assert_eq!(key.len(), 64, "{key}");
+        let out = json_lines(&ok(&medhub(&db, &["audit", "verify", "--json", "--public-key", &key], None)));
+        assert_eq!((&out[0]["ok"], &out[0]["tree_heads"]), (&serde_json::json!(true), &serde_json::json!(1)), "{out:?}");
+        let other = format!("{}{}", if key.starts_with('0') { '1' } else { '0' }, &key[1..]);
+        let err = failed(&medhub(&db, &["audit", "verify", "--public-key", &other], None));
+        assert!(err.contains("tree head on line 1") || err.contains("not a valid Ed25519 key"), "{err}");
 
         // Someone with database access edits record 2.
         let sql = "UPDATE audit_events SET target = 'user 9' WHERE seq = 2";

@@ -16,3 +16,14 @@ CREATE TABLE audit_head (
     frontier  BYTEA NOT NULL
 );
 INSERT INTO audit_head (id, size, frontier) VALUES (1, 0, '\x');
+
+-- Signed tree heads (docs/audit.md): the log's size and root at an instant, signed with the
+-- server's Ed25519 key. Each is also written outside the database (the export file); the
+-- verifier checks the log against those copies, not these.
+CREATE TABLE audit_tree_heads (
+    size       BIGINT PRIMARY KEY,
+    root       BYTEA NOT NULL,
+    at         BIGINT NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  BYTEA NOT NULL
+);

@@ -15,3 +15,14 @@ CREATE TABLE audit_head (
     frontier  BLOB NOT NULL
 );
 INSERT INTO audit_head (id, size, frontier) VALUES (1, 0, x'');
+
+-- Signed tree heads (docs/audit.md): the log's size and root at an instant, signed with the
+-- server's Ed25519 key. Each is also written outside the database (the export file); the
+-- verifier checks the log against those copies, not these.
+CREATE TABLE audit_tree_heads (
+    size       INTEGER PRIMARY KEY,
+    root       BLOB NOT NULL,
+    at         INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  BLOB NOT NULL
+);

@@ -11,10 +11,11 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{PgStore, codec};
+use crate::identity::stored_tree_head;
 use crate::sql::SESSION_COLS;
 use crate::{
-    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord,
-    UserRecord,
+    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, StoredTreeHead,
+    TotpRecord, UserRecord,
 };
 
 const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
@@ -705,6 +706,32 @@ impl IdentityStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn put_tree_head(&self, h: &StoredTreeHead) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let size = i64::try_from(h.head.size).unwrap_or(i64::MAX);
+        let n = c
+            .execute(
+                "INSERT INTO audit_tree_heads (size, root, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (size) DO NOTHING",
+                &[&size, &&h.head.root[..], &us(h.head.at), &h.key_id, &h.signature],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<StoredTreeHead>, StoreError> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT size, root, at, key_id, signature FROM audit_tree_heads ORDER BY size DESC LIMIT 1", &[])
+            .await?;
+        rows.first()
+            .map(|r| {
+                let root: Vec<u8> = r.try_get(1)?;
+                stored_tree_head(r.try_get(0)?, &root, codec::ts(r, 2)?, r.try_get(3)?, r.try_get(4)?)
+            })
+            .transpose()
     }
 
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {

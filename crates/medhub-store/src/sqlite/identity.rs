@@ -10,9 +10,10 @@ use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, codec};
+use crate::identity::stored_tree_head;
 use crate::{
-    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, TotpRecord,
-    UserRecord,
+    AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoreError, StoredTreeHead,
+    TotpRecord, UserRecord,
 };
 
 const PASSKEY_COLS: &str = "id, user_id, credential_id, passkey, name, created_at, last_used_at";
@@ -753,6 +754,42 @@ impl IdentityStore for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn put_tree_head(&self, h: &StoredTreeHead) -> Result<bool, StoreError> {
+        let h = h.clone();
+        self.write(move |c| {
+            let size = i64::try_from(h.head.size).unwrap_or(i64::MAX);
+            Ok(c.execute(
+                "INSERT INTO audit_tree_heads (size, root, at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (size) DO NOTHING",
+                params![size, &h.head.root[..], us(h.head.at), h.key_id, h.signature],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<StoredTreeHead>, StoreError> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    "SELECT size, root, at, key_id, signature FROM audit_tree_heads ORDER BY size DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            codec::ts(r, 2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, Vec<u8>>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(size, root, at, key_id, signature)| stored_tree_head(size, &root, at, key_id, signature))
+                .transpose()
         })
         .await
     }
