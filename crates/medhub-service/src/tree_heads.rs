@@ -123,8 +123,8 @@ pub fn read_exported(text: &str, public_key: &[u8; 32]) -> Result<Vec<TreeHead>,
     Ok(heads)
 }
 
-/// Signs the log's current head if it grew since the last signed head, keeps it, and
-/// appends it to `export` (created if missing). Returns the new head, if one was made.
+/// Signs the log's current head if it grew since the last signed head, appends it to
+/// `export` (created if missing) and keeps it. Returns the new head, if one was made.
 pub async fn sign_if_grown(
     store: &DynStore,
     signer: &TreeHeadSigner,
@@ -137,11 +137,13 @@ pub async fn sign_if_grown(
         return Ok(None);
     }
     let signed = signer.sign(TreeHead { size: head.size, root: head.tree()?.root(), at: clock.now() });
-    if !store.put_tree_head(&signed).await? {
-        return Ok(None); // Another node signed this size first.
-    }
+    // Exported first: a head the database keeps was always exported too, even if the process
+    // dies in between. (A head exported twice, here and by another node, is harmless.)
     if let Some(path) = export {
         append_line(path, &export_line(&signed))?;
+    }
+    if !store.put_tree_head(&signed).await? {
+        return Ok(None); // Another node signed this size first.
     }
     tracing::info!(target: "medhub::audit", size = signed.head.size, key = %signed.key_id, "audit tree head signed");
     Ok(Some(signed))
@@ -211,5 +213,39 @@ mod tests {
         assert_eq!(parse_public_key(&format!(" {}\n", hex(&signer.public_key()))).unwrap(), signer.public_key());
         assert!(parse_public_key("abc").is_err());
         assert!(parse_public_key("00ff").is_err());
+    }
+
+    medhub_store::each_backend! {
+        async fn a_head_is_signed_exported_and_kept_only_when_the_log_grew(db) {
+            let store = db.open().await;
+            let signer = TreeHeadSigner::new(&ServerKey::from_bytes([3; 32]));
+            let clock = medhub_core::ManualClock::new(jiff::Timestamp::from_second(1_800_000_000).unwrap());
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("heads.jsonl");
+            assert_eq!(sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap(), None, "an empty log");
+
+            let record = |i: i64| medhub_core::audit::AuditRecord {
+                at: jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
+                actor: None,
+                session: None,
+                action: "http".into(),
+                target: None,
+                outcome: medhub_core::audit::Outcome::Allow,
+                reason: None,
+                ip: None,
+            };
+            store.append_audit(&[record(1), record(2)]).await.unwrap();
+            let first = sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap().unwrap();
+            assert_eq!(first.head.size, 2);
+            assert_eq!(first.head.root, store.audit_head().await.unwrap().tree().unwrap().root());
+            assert_eq!(sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap(), None, "not grown");
+            store.append_audit(&[record(3)]).await.unwrap();
+            let second = sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap().unwrap();
+            assert_eq!(store.latest_tree_head().await.unwrap(), Some(second.clone()));
+
+            let text = std::fs::read_to_string(&file).unwrap();
+            let heads = read_exported(&text, &signer.public_key()).unwrap();
+            assert_eq!(heads, vec![first.head, second.head], "each head exported once, in order");
+        }
     }
 }
