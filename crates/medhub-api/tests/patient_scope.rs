@@ -350,3 +350,41 @@ each_backend! {
         assert_eq!(s.on_server(async move { patients.end_expired().await.unwrap() }).await, 0);
     }
 }
+
+each_backend! {
+    async fn a_patient_read_is_in_the_audit_log_before_the_answer_or_refused(db) {
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let s = server(db, &clock).await;
+        let owner = s.user("dr.owner").await;
+        s.set_roles(&owner, &["attending_physician"]).await;
+        let pharmacist = s.user("pharm.lee").await;
+        s.set_roles(&pharmacist, &["pharmacist"]).await;
+        let charge = s.user("charge.kim").await;
+        s.set_roles(&charge, &["charge_nurse"]).await;
+        let conv = patient_conversation(&s, &owner, &[]).await;
+        let put = format!("/api/v1/patients/{PATIENT}/care-team/{}", pharmacist.id);
+        assert_eq!(s.call(Method::PUT, &put, Some(&charge), None).await.0, 201);
+
+        // The record is stored when the answer arrives: no waiting for a writer.
+        let (status, _) = s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await;
+        assert_eq!(status, 200);
+        let store = s.services.store.clone();
+        let log = s.on_server(async move { store.audit_log(0, 10_000).await.unwrap() }).await;
+        let who = medhub_core::UserId::from_uuid(pharmacist.id);
+        assert!(
+            log.iter().any(|e| e.record.action == "patient.read" && e.record.actor == Some(who)
+                && e.record.target.as_deref() == Some(conv.as_str())),
+            "the read is in the log already"
+        );
+
+        // With the audit log unwritable, the read is refused and shows nothing; members, whose
+        // reads are not patient-scope reads, go on.
+        s.sql("ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        let (status, body) = s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await;
+        assert!(status >= 500, "{status} {body}");
+        assert!(body.get("conversation").is_none(), "{body}");
+        assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &owner).await.0, 200);
+        s.sql("ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await.0, 200);
+    }
+}

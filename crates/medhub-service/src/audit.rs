@@ -21,6 +21,7 @@ const BATCH: usize = 1_000;
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditRecord>,
+    store: DynStore,
     clock: Arc<dyn Clock>,
     dropped: Arc<AtomicU64>,
 }
@@ -29,7 +30,7 @@ impl AuditSink {
     /// The sink and its writer task (run it on the runtime).
     pub fn new(store: DynStore, clock: Arc<dyn Clock>) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = AuditSink { tx, clock, dropped: Arc::new(AtomicU64::new(0)) };
+        let sink = AuditSink { tx, store: store.clone(), clock, dropped: Arc::new(AtomicU64::new(0)) };
         (sink, write(store, rx))
     }
 
@@ -62,6 +63,33 @@ impl AuditSink {
                 tracing::error!(dropped = n, "audit queue full: records are being dropped");
             }
         }
+    }
+
+    /// Records one event in the audit log before returning: `Ok` means it is stored, an
+    /// error means it is not, and the caller then refuses the action (fail closed). For reads
+    /// of patient data, where a record lost to a crash or a full queue is not acceptable.
+    pub async fn record_durably(
+        &self,
+        action: &str,
+        actor: Option<UserId>,
+        session: Option<SessionId>,
+        target: Option<String>,
+        reason: Option<&str>,
+    ) -> Result<(), crate::ServiceError> {
+        let rec = AuditRecord {
+            at: self.clock.now(),
+            actor,
+            session,
+            action: action.to_owned(),
+            target,
+            outcome: Outcome::Allow,
+            reason: reason.map(str::to_owned),
+            ip: None,
+        };
+        self.store.append_audit(&[rec]).await.map_err(|e| {
+            tracing::error!(target: "medhub::audit", error = %e, action, "audit record not stored: the action is refused");
+            crate::ServiceError::from(e)
+        })
     }
 
     /// Records dropped because the queue was full, since start.

@@ -42,8 +42,8 @@ impl Patients {
     }
 
     /// Why a user who is not a member may read the conversation, if at all. Every read it
-    /// allows is reported to the audit interface with its basis; the caller answers `None`
-    /// as "not found".
+    /// allows is in the audit log, with its basis, before this answers: if the record cannot
+    /// be stored, the read is refused (fail closed). The caller answers `None` as "not found".
     pub async fn reader_access(&self, p: &Principal, conv: &Conversation) -> Result<Option<Access>, ServiceError> {
         let Some(patient) = conv.patient.as_ref().filter(|_| conv.org == p.user.org) else {
             return Ok(None);
@@ -54,7 +54,10 @@ impl Patients {
         let facts = AccessFacts { member: false, patient_linked: true, on_care_team, break_glass_until };
         let access = rules::access(facts, self.clock.now());
         if let Some(a) = access {
-            self.record(p, "patient.read", conv.id.to_string(), Outcome::Allow, Some(a.as_str()));
+            let (who, session) = (Some(p.user.id), Some(p.session.id));
+            self.audit
+                .record_durably("patient.read", who, session, Some(conv.id.to_string()), Some(a.as_str()))
+                .await?;
         }
         Ok(access)
     }

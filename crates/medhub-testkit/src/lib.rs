@@ -162,6 +162,25 @@ impl TestServer {
         }
     }
 
+    /// Runs SQL on the server's database behind its back, as someone with database access
+    /// would (to break or tamper with it).
+    pub async fn sql(&self, sql: &str) {
+        match self.db.location() {
+            medhub_store::Location::Sqlite { data_dir } => {
+                let c = rusqlite::Connection::open(data_dir.join("medhub.db")).unwrap_or_else(|e| panic!("{e}"));
+                c.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            medhub_store::Location::Postgres { url, .. } => {
+                let (c, conn) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{e}"));
+                let conn = tokio::spawn(conn);
+                c.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                drop(c);
+                let _ = conn.await;
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
