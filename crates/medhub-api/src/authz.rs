@@ -97,6 +97,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("DELETE", "/api/v1/patients/{patient_ref}/care-team/{user_id}", Need::Active(CareTeamAdmin)),
     ("POST", "/api/v1/conversations/{id}/break-glass", Need::Active(BreakGlass)),
     ("GET", "/api/v1/break-glass", Need::Active(AuditRead)),
+    // The audit log's proofs, for compliance officers.
+    ("GET", "/api/v1/audit/proof/inclusion", Need::Active(AuditRead)),
+    ("GET", "/api/v1/audit/proof/consistency", Need::Active(AuditRead)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).
     ("POST", "/api/v1/break-glass/{id}/end", Need::Active(OwnAccount)),
     // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.

@@ -1,6 +1,7 @@
 //! medhub's HTTP and WebSocket layer: thin handlers that parse, authenticate, call a
 //! service and encode the answer. No SQL and no business rules live here.
 
+mod audit;
 pub mod authz;
 mod error;
 mod extract;
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes())
         .merge(identity::routes())
         .merge(patients::routes())
+        .merge(audit::routes())
         .merge(sso::routes())
         .merge(passkey::routes())
         .merge(longpoll::routes())

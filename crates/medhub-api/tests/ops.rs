@@ -71,6 +71,8 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/conversations/{id}/break-glass", &["post"]),
     ("/api/v1/break-glass", &["get"]),
     ("/api/v1/break-glass/{id}/end", &["post"]),
+    ("/api/v1/audit/proof/inclusion", &["get"]),
+    ("/api/v1/audit/proof/consistency", &["get"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

@@ -175,6 +175,90 @@ pub async fn run_signer(
     }
 }
 
+/// An RFC 9162 proof with the roots it connects, for an auditor holding signed tree heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The leaf hash (inclusion), or `None` (consistency).
+    pub leaf: Option<medhub_core::merkle::Hash>,
+    /// The root of the older tree (consistency), or `None` (inclusion).
+    pub old_root: Option<medhub_core::merkle::Hash>,
+    /// The root of the tree the proof is for.
+    pub root: medhub_core::merkle::Hash,
+    pub path: Vec<medhub_core::merkle::Hash>,
+}
+
+/// The hash of a complete subtree, from its stored leaves. A proof's subtrees together hold
+/// at most the whole tree's leaves, so a proof reads each leaf hash at most once.
+async fn subtree_hash(
+    store: &DynStore,
+    t: medhub_core::merkle::Subtree,
+) -> Result<medhub_core::merkle::Hash, ServiceError> {
+    let range = t.leaves();
+    let leaves = store.audit_leaf_hashes(range.start, range.end).await?;
+    let leaves: Vec<medhub_core::merkle::Hash> = leaves
+        .into_iter()
+        .map(|l| {
+            l.try_into().map_err(|_| medhub_store::StoreError::Corrupt("an audit leaf hash is not 32 bytes".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    if leaves.len() as u64 != range.end - range.start {
+        return Err(medhub_store::StoreError::Corrupt("audit leaves are missing".into()).into());
+    }
+    Ok(medhub_core::merkle::root(&leaves))
+}
+
+async fn resolve(
+    store: &DynStore,
+    plan: &medhub_core::merkle::ProofPlan,
+) -> Result<Vec<medhub_core::merkle::Hash>, ServiceError> {
+    let mut hashes = std::collections::HashMap::new();
+    for t in plan.subtrees() {
+        hashes.insert((t.level(), t.index()), subtree_hash(store, *t).await?);
+    }
+    plan.resolve(|t| hashes.get(&(t.level(), t.index())).copied().ok_or(()))
+        .map_err(|()| ServiceError::InvalidRequest("proof plan incomplete".into()))
+}
+
+/// The root of the log's first `size` records.
+async fn root_at(store: &DynStore, size: u64) -> Result<medhub_core::merkle::Hash, ServiceError> {
+    let mut frontier = Vec::new();
+    for t in medhub_core::merkle::Tree::frontier_subtrees(size) {
+        frontier.push(subtree_hash(store, t).await?);
+    }
+    let tree = medhub_core::merkle::Tree::from_frontier(size, frontier)
+        .map_err(|e| medhub_store::StoreError::Corrupt(format!("audit frontier: {e}")))?;
+    Ok(tree.root())
+}
+
+fn bad(e: medhub_core::merkle::ProofError) -> ServiceError {
+    ServiceError::InvalidRequest(e.to_string())
+}
+
+/// Proves that record `seq` is in the log of `size` records (which must not exceed the
+/// log). Compare `root` with a signed tree head of that size.
+pub async fn inclusion_proof(store: &DynStore, seq: u64, size: u64) -> Result<Proof, ServiceError> {
+    let head = store.audit_head().await?;
+    if size > head.size {
+        return Err(ServiceError::InvalidRequest(format!("the log holds {} records", head.size)));
+    }
+    let plan = medhub_core::merkle::inclusion_plan(seq, size).map_err(bad)?;
+    let path = resolve(store, &plan).await?;
+    let leaf = store.audit_leaf_hashes(seq, seq + 1).await?.pop().and_then(|l| l.try_into().ok());
+    let leaf = leaf.ok_or_else(|| medhub_store::StoreError::Corrupt(format!("audit record {seq} has no leaf hash")))?;
+    Ok(Proof { leaf: Some(leaf), old_root: None, root: root_at(store, size).await?, path })
+}
+
+/// Proves that the log of `from` records is a prefix of the log of `to` records.
+pub async fn consistency_proof(store: &DynStore, from: u64, to: u64) -> Result<Proof, ServiceError> {
+    let head = store.audit_head().await?;
+    if to > head.size {
+        return Err(ServiceError::InvalidRequest(format!("the log holds {} records", head.size)));
+    }
+    let plan = medhub_core::merkle::consistency_plan(from, to).map_err(bad)?;
+    let path = resolve(store, &plan).await?;
+    Ok(Proof { leaf: None, old_root: Some(root_at(store, from).await?), root: root_at(store, to).await?, path })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,6 +300,9 @@ pub trait IdentityStore: Send + Sync {
     /// Audit log entries with `seq >= from`, in `seq` order, at most `limit`: what the
     /// verifier streams. Tampering is not hidden: rows come back as stored.
     async fn audit_log(&self, from: u64, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The stored leaf hashes of records `from..to` (by `seq`), in order: what proofs are
+    /// made of.
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Keeps a signed tree head; a second head of the same size is ignored (`false`).
     async fn put_tree_head(&self, head: &StoredTreeHead) -> Result<bool, StoreError>;
     /// The newest signed tree head, if any.

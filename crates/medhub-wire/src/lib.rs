@@ -3,6 +3,7 @@
 //! Only this crate knows JSON. Domain types are converted to wire types explicitly (the
 //! `From` impls in [`views`]), so no field reaches a client by accident.
 
+pub mod audit;
 pub mod error;
 pub mod frames;
 pub mod identity;

@@ -708,6 +708,15 @@ impl IdentityStore for PgStore {
             .collect()
     }
 
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (from, to) = (i64::try_from(from).unwrap_or(i64::MAX), i64::try_from(to).unwrap_or(i64::MAX));
+        let c = self.pool.get().await?;
+        let rows = c
+            .query("SELECT leaf_hash FROM audit_events WHERE seq >= $1 AND seq < $2 ORDER BY seq", &[&from, &to])
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default())).collect()
+    }
+
     async fn put_tree_head(&self, h: &StoredTreeHead) -> Result<bool, StoreError> {
         let c = self.pool.get().await?;
         let size = i64::try_from(h.head.size).unwrap_or(i64::MAX);

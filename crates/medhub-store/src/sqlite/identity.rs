@@ -758,6 +758,17 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
+    async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (from, to) = (i64::try_from(from).unwrap_or(i64::MAX), i64::try_from(to).unwrap_or(i64::MAX));
+        self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT leaf_hash FROM audit_events WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")?;
+            let rows = st.query_map(params![from, to], |r| r.get::<_, Option<Vec<u8>>>(0))?;
+            Ok(rows.map(|r| r.map(Option::unwrap_or_default)).collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn put_tree_head(&self, h: &StoredTreeHead) -> Result<bool, StoreError> {
         let h = h.clone();
         self.write(move |c| {
