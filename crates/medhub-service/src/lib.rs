@@ -85,9 +85,8 @@ pub struct ServiceConfig {
     pub saml: Option<auth::SamlConfig>,
     /// How often the audit log's tree head is signed (when the log grew).
     pub audit_tree_head_interval: Duration,
-    /// Where signed tree heads are appended, one JSON line each; `None` keeps them in the
-    /// database only (tests).
-    pub audit_tree_head_file: Option<std::path::PathBuf>,
+    /// Where signed tree heads go besides the database (none: tests).
+    pub audit_tree_head_export: tree_heads::HeadExport,
 }
 
 impl Default for ServiceConfig {
@@ -110,7 +109,7 @@ impl Default for ServiceConfig {
             passkeys: None,
             saml: None,
             audit_tree_head_interval: Duration::from_secs(60),
-            audit_tree_head_file: None,
+            audit_tree_head_export: tree_heads::HeadExport::default(),
         }
     }
 }
@@ -176,7 +175,7 @@ impl Services {
         let head_signer = tokio::spawn(tree_heads::run_signer(
             store.clone(),
             signer,
-            config.audit_tree_head_file.clone(),
+            config.audit_tree_head_export.clone(),
             clock.clone(),
             config.audit_tree_head_interval,
         ));

@@ -123,12 +123,22 @@ pub fn read_exported(text: &str, public_key: &[u8; 32]) -> Result<Vec<TreeHead>,
     Ok(heads)
 }
 
-/// Signs the log's current head if it grew since the last signed head, appends it to
-/// `export` (created if missing) and keeps it. Returns the new head, if one was made.
+/// Where signed tree heads go besides the database.
+#[derive(Clone, Debug, Default)]
+pub struct HeadExport {
+    /// A file each head is appended to, one JSON line each (created if missing).
+    pub file: Option<PathBuf>,
+    /// A syslog collector (RFC 5424 over UDP) each head is sent to, as facility "log audit"
+    /// (13), severity informational: `<110>1 TIME HOST medhub - audit-tree-head - JSON`.
+    pub syslog: Option<std::net::SocketAddr>,
+}
+
+/// Signs the log's current head if it grew since the last signed head, exports it and keeps
+/// it. Returns the new head, if one was made.
 pub async fn sign_if_grown(
     store: &DynStore,
     signer: &TreeHeadSigner,
-    export: Option<&Path>,
+    export: &HeadExport,
     clock: &dyn Clock,
 ) -> Result<Option<StoredTreeHead>, ServiceError> {
     let head = store.audit_head().await?;
@@ -139,8 +149,12 @@ pub async fn sign_if_grown(
     let signed = signer.sign(TreeHead { size: head.size, root: head.tree()?.root(), at: clock.now() });
     // Exported first: a head the database keeps was always exported too, even if the process
     // dies in between. (A head exported twice, here and by another node, is harmless.)
-    if let Some(path) = export {
-        append_line(path, &export_line(&signed))?;
+    let line = export_line(&signed);
+    if let Some(path) = &export.file {
+        append_line(path, &line)?;
+    }
+    if let Some(addr) = export.syslog {
+        send_syslog(addr, &line, signed.head.at).await?;
     }
     if !store.put_tree_head(&signed).await? {
         return Ok(None); // Another node signed this size first.
@@ -156,12 +170,24 @@ fn append_line(path: &Path, line: &str) -> Result<(), ServiceError> {
     f.sync_data().map_err(io)
 }
 
+/// Sends one line to a syslog collector over UDP (RFC 5424 header, no structured data).
+async fn send_syslog(addr: std::net::SocketAddr, line: &str, at: jiff::Timestamp) -> Result<(), ServiceError> {
+    let io = |e: std::io::Error| ServiceError::AuditExport(format!("audit tree head to syslog {addr}: {e}"));
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty() && h.is_ascii()).unwrap_or_else(|| "-".into());
+    let message = format!("<110>1 {at} {host} medhub - audit-tree-head - {line}");
+    let local: std::net::SocketAddr =
+        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let socket = tokio::net::UdpSocket::bind(local).await.map_err(io)?;
+    socket.send_to(message.as_bytes(), addr).await.map_err(io)?;
+    Ok(())
+}
+
 /// Signs a head every `interval` while the log grows, until the task is aborted. A failure
 /// (the export file unwritable, the database away) is logged and retried at the next tick.
 pub async fn run_signer(
     store: DynStore,
     signer: Arc<TreeHeadSigner>,
-    export: Option<PathBuf>,
+    export: HeadExport,
     clock: Arc<dyn Clock>,
     interval: Duration,
 ) {
@@ -169,7 +195,7 @@ pub async fn run_signer(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sign_if_grown(&store, &signer, export.as_deref(), clock.as_ref()).await {
+        if let Err(e) = sign_if_grown(&store, &signer, &export, clock.as_ref()).await {
             tracing::error!(target: "medhub::audit", error = %e, "could not sign or export the audit tree head");
         }
     }
@@ -306,7 +332,9 @@ mod tests {
             let clock = medhub_core::ManualClock::new(jiff::Timestamp::from_second(1_800_000_000).unwrap());
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("heads.jsonl");
-            assert_eq!(sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap(), None, "an empty log");
+            let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let export = HeadExport { file: Some(file.clone()), syslog: Some(collector.local_addr().unwrap()) };
+            assert_eq!(sign_if_grown(&store, &signer, &export, &clock).await.unwrap(), None, "an empty log");
 
             let record = |i: i64| medhub_core::audit::AuditRecord {
                 at: jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
@@ -319,17 +347,29 @@ mod tests {
                 ip: None,
             };
             store.append_audit(&[record(1), record(2)]).await.unwrap();
-            let first = sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap().unwrap();
+            let first = sign_if_grown(&store, &signer, &export, &clock).await.unwrap().unwrap();
             assert_eq!(first.head.size, 2);
             assert_eq!(first.head.root, store.audit_head().await.unwrap().tree().unwrap().root());
-            assert_eq!(sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap(), None, "not grown");
+            assert_eq!(sign_if_grown(&store, &signer, &export, &clock).await.unwrap(), None, "not grown");
             store.append_audit(&[record(3)]).await.unwrap();
-            let second = sign_if_grown(&store, &signer, Some(&file), &clock).await.unwrap().unwrap();
+            let second = sign_if_grown(&store, &signer, &export, &clock).await.unwrap().unwrap();
             assert_eq!(store.latest_tree_head().await.unwrap(), Some(second.clone()));
 
             let text = std::fs::read_to_string(&file).unwrap();
             let heads = read_exported(&text, &signer.public_key()).unwrap();
             assert_eq!(heads, vec![first.head, second.head], "each head exported once, in order");
+
+            // The same heads reached the syslog collector, in RFC 5424 form.
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let mut buf = vec![0u8; 2048];
+                let (n, _) = tokio::time::timeout(Duration::from_secs(5), collector.recv_from(&mut buf)).await.unwrap().unwrap();
+                let msg = String::from_utf8(buf[..n].to_vec()).unwrap();
+                assert!(msg.starts_with("<110>1 2027-01-15T08:00:00Z "), "{msg}");
+                let json = msg.split(" audit-tree-head - ").nth(1).unwrap();
+                got.extend(read_exported(json, &signer.public_key()).unwrap());
+            }
+            assert_eq!(got, vec![first.head, second.head]);
         }
     }
 }

@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use medhub_core::SystemClock;
 use medhub_core::audit::LogFault;
-use medhub_service::tree_heads::{TreeHeadSigner, export_line, parse_public_key, read_exported, sign_if_grown};
+use medhub_service::tree_heads::{
+    HeadExport, TreeHeadSigner, export_line, parse_public_key, read_exported, sign_if_grown,
+};
 use medhub_store::DynStore;
 use medhub_store::audit::{Verdict, verify_log};
 use serde_json::json;
@@ -45,6 +47,7 @@ pub enum AuditCommand {
 pub struct AuditContext {
     pub signer: TreeHeadSigner,
     pub tree_head_file: PathBuf,
+    pub export: HeadExport,
 }
 
 pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) -> Result<()> {
@@ -53,7 +56,7 @@ pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) ->
             verify(store, ctx, heads.as_deref(), public_key.as_deref(), json).await
         }
         AuditCommand::SignHead => {
-            match sign_if_grown(store, &ctx.signer, Some(&ctx.tree_head_file), &SystemClock).await? {
+            match sign_if_grown(store, &ctx.signer, &ctx.export, &SystemClock).await? {
                 Some(h) => println!("{}", export_line(&h)),
                 None => match store.latest_tree_head().await? {
                     Some(h) => println!("{}", export_line(&h)),

@@ -405,11 +405,13 @@ pub struct AuditConfig {
     pub tree_head_interval_secs: u64,
     /// The file each signed tree head is appended to, one JSON line each: put it, or ship it, where whoever can write the database cannot (`medhub audit verify --heads` checks the log against it). Default: `audit-tree-heads.jsonl` in `storage.data_dir`.
     pub tree_head_file: Option<PathBuf>,
+    /// A syslog collector (host address and port) each signed tree head is also sent to, over UDP in RFC 5424 form (facility "log audit", tag `audit-tree-head`): a copy off this host. Default: unset.
+    pub tree_head_syslog: Option<SocketAddr>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { tree_head_interval_secs: 60, tree_head_file: None }
+        Self { tree_head_interval_secs: 60, tree_head_file: None, tree_head_syslog: None }
     }
 }
 
@@ -726,7 +728,10 @@ impl Config {
             external_poll_interval: Duration::from_millis(self.realtime.external_poll_ms),
             passkeys: self.passkeys(),
             audit_tree_head_interval: Duration::from_secs(self.audit.tree_head_interval_secs),
-            audit_tree_head_file: Some(self.tree_head_file()),
+            audit_tree_head_export: medhub_service::tree_heads::HeadExport {
+                file: Some(self.tree_head_file()),
+                syslog: self.audit.tree_head_syslog,
+            },
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()
         }

@@ -179,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ctx = audit::AuditContext {
                 signer: medhub_service::tree_heads::TreeHeadSigner::new(&key),
                 tree_head_file: config.tree_head_file(),
+                export: config.service().audit_tree_head_export,
             };
             audit::run(&store, &ctx, command).await
         }
