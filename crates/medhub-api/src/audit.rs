@@ -5,6 +5,7 @@ use axum::Router;
 use axum::routing::get;
 use axum::{Json, extract::State};
 use medhub_core::authz::Permission;
+use medhub_service::tree_heads::hex;
 use medhub_wire::ErrorBody;
 use medhub_wire::audit::{ConsistencyProof, InclusionProof};
 use serde::Deserialize;
@@ -20,10 +21,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/audit/proof/inclusion", get(inclusion))
         .route("/api/v1/audit/proof/consistency", get(consistency))
-}
-
-fn hex(h: &[u8]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -47,16 +47,7 @@ impl AuditSink {
         reason: Option<&str>,
         ip: Option<String>,
     ) {
-        let rec = AuditRecord {
-            at: self.clock.now(),
-            actor,
-            session,
-            action: action.to_owned(),
-            target,
-            outcome,
-            reason: reason.map(str::to_owned),
-            ip,
-        };
+        let rec = self.stamp(action, actor, session, target, outcome, reason, ip);
         if self.tx.try_send(rec).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -76,20 +67,35 @@ impl AuditSink {
         target: Option<String>,
         reason: Option<&str>,
     ) -> Result<(), crate::ServiceError> {
-        let rec = AuditRecord {
+        let rec = self.stamp(action, actor, session, target, Outcome::Allow, reason, None);
+        self.store.append_audit(&[rec]).await.map_err(|e| {
+            tracing::error!(target: "medhub::audit", error = %e, action, "audit record not stored: the action is refused");
+            crate::ServiceError::from(e)
+        })
+    }
+
+    /// A record of now.
+    #[allow(clippy::too_many_arguments)]
+    fn stamp(
+        &self,
+        action: &str,
+        actor: Option<UserId>,
+        session: Option<SessionId>,
+        target: Option<String>,
+        outcome: Outcome,
+        reason: Option<&str>,
+        ip: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
             at: self.clock.now(),
             actor,
             session,
             action: action.to_owned(),
             target,
-            outcome: Outcome::Allow,
+            outcome,
             reason: reason.map(str::to_owned),
-            ip: None,
-        };
-        self.store.append_audit(&[rec]).await.map_err(|e| {
-            tracing::error!(target: "medhub::audit", error = %e, action, "audit record not stored: the action is refused");
-            crate::ServiceError::from(e)
-        })
+            ip,
+        }
     }
 
     /// Records dropped because the queue was full, since start.

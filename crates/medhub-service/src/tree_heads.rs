@@ -52,10 +52,11 @@ impl TreeHeadSigner {
 
 /// A key's id: hex of the first 8 bytes of SHA-256 of the public key.
 pub fn key_id(public_key: &[u8; 32]) -> String {
-    Sha256::digest(public_key)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(public_key)[..8])
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as hashes and keys are shown to auditors.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -213,47 +214,26 @@ pub struct Proof {
     pub path: Vec<medhub_core::merkle::Hash>,
 }
 
-/// The hash of a complete subtree, from its stored leaves. A proof's subtrees together hold
-/// at most the whole tree's leaves, so a proof reads each leaf hash at most once.
-async fn subtree_hash(
-    store: &DynStore,
-    t: medhub_core::merkle::Subtree,
-) -> Result<medhub_core::merkle::Hash, ServiceError> {
-    let range = t.leaves();
-    let leaves = store.audit_leaf_hashes(range.start, range.end).await?;
-    let leaves: Vec<medhub_core::merkle::Hash> = leaves
+/// The stored leaf hashes of the log's first `size` records, read once: a proof and its
+/// root are made from them in memory. (Stored subtree hashes, docs/audit.md, would let a
+/// proof read O(log n) rows instead.)
+async fn leaves(store: &DynStore, size: u64) -> Result<Vec<medhub_core::merkle::Hash>, ServiceError> {
+    let head = store.audit_head().await?;
+    if size > head.size {
+        return Err(ServiceError::InvalidRequest(format!("the log holds {} records", head.size)));
+    }
+    let leaves: Vec<medhub_core::merkle::Hash> = store
+        .audit_leaf_hashes(0, size)
+        .await?
         .into_iter()
         .map(|l| {
             l.try_into().map_err(|_| medhub_store::StoreError::Corrupt("an audit leaf hash is not 32 bytes".into()))
         })
         .collect::<Result<_, _>>()?;
-    if leaves.len() as u64 != range.end - range.start {
+    if leaves.len() as u64 != size {
         return Err(medhub_store::StoreError::Corrupt("audit leaves are missing".into()).into());
     }
-    Ok(medhub_core::merkle::root(&leaves))
-}
-
-async fn resolve(
-    store: &DynStore,
-    plan: &medhub_core::merkle::ProofPlan,
-) -> Result<Vec<medhub_core::merkle::Hash>, ServiceError> {
-    let mut hashes = std::collections::HashMap::new();
-    for t in plan.subtrees() {
-        hashes.insert((t.level(), t.index()), subtree_hash(store, *t).await?);
-    }
-    plan.resolve(|t| hashes.get(&(t.level(), t.index())).copied().ok_or(()))
-        .map_err(|()| ServiceError::InvalidRequest("proof plan incomplete".into()))
-}
-
-/// The root of the log's first `size` records.
-async fn root_at(store: &DynStore, size: u64) -> Result<medhub_core::merkle::Hash, ServiceError> {
-    let mut frontier = Vec::new();
-    for t in medhub_core::merkle::Tree::frontier_subtrees(size) {
-        frontier.push(subtree_hash(store, t).await?);
-    }
-    let tree = medhub_core::merkle::Tree::from_frontier(size, frontier)
-        .map_err(|e| medhub_store::StoreError::Corrupt(format!("audit frontier: {e}")))?;
-    Ok(tree.root())
+    Ok(leaves)
 }
 
 fn bad(e: medhub_core::merkle::ProofError) -> ServiceError {
@@ -263,26 +243,18 @@ fn bad(e: medhub_core::merkle::ProofError) -> ServiceError {
 /// Proves that record `seq` is in the log of `size` records (which must not exceed the
 /// log). Compare `root` with a signed tree head of that size.
 pub async fn inclusion_proof(store: &DynStore, seq: u64, size: u64) -> Result<Proof, ServiceError> {
-    let head = store.audit_head().await?;
-    if size > head.size {
-        return Err(ServiceError::InvalidRequest(format!("the log holds {} records", head.size)));
-    }
-    let plan = medhub_core::merkle::inclusion_plan(seq, size).map_err(bad)?;
-    let path = resolve(store, &plan).await?;
-    let leaf = store.audit_leaf_hashes(seq, seq + 1).await?.pop().and_then(|l| l.try_into().ok());
-    let leaf = leaf.ok_or_else(|| medhub_store::StoreError::Corrupt(format!("audit record {seq} has no leaf hash")))?;
-    Ok(Proof { leaf: Some(leaf), old_root: None, root: root_at(store, size).await?, path })
+    let leaves = leaves(store, size).await?;
+    let path = medhub_core::merkle::inclusion_proof(&leaves, seq).map_err(bad)?;
+    let leaf = leaves.get(usize::try_from(seq).unwrap_or(usize::MAX)).copied();
+    Ok(Proof { leaf, old_root: None, root: medhub_core::merkle::root(&leaves), path })
 }
 
 /// Proves that the log of `from` records is a prefix of the log of `to` records.
 pub async fn consistency_proof(store: &DynStore, from: u64, to: u64) -> Result<Proof, ServiceError> {
-    let head = store.audit_head().await?;
-    if to > head.size {
-        return Err(ServiceError::InvalidRequest(format!("the log holds {} records", head.size)));
-    }
-    let plan = medhub_core::merkle::consistency_plan(from, to).map_err(bad)?;
-    let path = resolve(store, &plan).await?;
-    Ok(Proof { leaf: None, old_root: Some(root_at(store, from).await?), root: root_at(store, to).await?, path })
+    let leaves = leaves(store, to).await?;
+    let path = medhub_core::merkle::consistency_proof(&leaves, from).map_err(bad)?;
+    let old = leaves.get(..usize::try_from(from).unwrap_or(usize::MAX)).map(medhub_core::merkle::root);
+    Ok(Proof { leaf: None, old_root: old, root: medhub_core::merkle::root(&leaves), path })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use medhub_core::SystemClock;
 use medhub_core::audit::LogFault;
 use medhub_service::tree_heads::{
-    HeadExport, TreeHeadSigner, export_line, parse_public_key, read_exported, sign_if_grown,
+    HeadExport, TreeHeadSigner, export_line, hex, parse_public_key, read_exported, sign_if_grown,
 };
 use medhub_store::DynStore;
 use medhub_store::audit::{Verdict, verify_log};
@@ -46,7 +46,7 @@ pub enum AuditCommand {
 /// What the audit commands need besides the store.
 pub struct AuditContext {
     pub signer: TreeHeadSigner,
-    pub tree_head_file: PathBuf,
+    /// Where heads go; its file is also where `verify` looks for them by default.
     pub export: HeadExport,
 }
 
@@ -83,18 +83,22 @@ async fn verify(
         Some(k) => parse_public_key(k)?,
         None => ctx.signer.public_key(),
     };
-    let file = heads.map(Path::to_path_buf).or_else(|| ctx.tree_head_file.exists().then(|| ctx.tree_head_file.clone()));
-    let exported = match &file {
+    let default = ctx.export.file.as_deref();
+    let file = heads.or_else(|| default.filter(|f| f.exists()));
+    let exported = match file {
         Some(f) => {
             let text =
                 std::fs::read_to_string(f).with_context(|| format!("reading the tree heads in {}", f.display()))?;
             read_exported(&text, &key)?
         }
         None => {
+            let shown = default.map_or_else(
+                || "no export file is configured".to_owned(),
+                |f| format!("{} does not exist", f.display()),
+            );
             eprintln!(
-                "medhub: no exported tree heads ({} does not exist): edits, gaps and a cut tail are found, \
-                 but not a rewrite of the whole log together with its head",
-                ctx.tree_head_file.display()
+                "medhub: no exported tree heads ({shown}): edits, gaps and a cut tail are found, \
+                 but not a rewrite of the whole log together with its head"
             );
             Vec::new()
         }
@@ -137,10 +141,6 @@ fn describe(f: &LogFault) -> serde_json::Value {
         LogFault::Longer { size, head } => json!({"kind": "longer", "size": size, "head": head}),
         LogFault::RootMismatch { size } => json!({"kind": "root_mismatch", "size": size}),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A progress bar on standard error when it is a terminal; otherwise a line at each tenth.

@@ -178,7 +178,6 @@ async fn run(cli: Cli) -> Result<()> {
             let key = server_key::load_or_create(&config.secret_key_file())?;
             let ctx = audit::AuditContext {
                 signer: medhub_service::tree_heads::TreeHeadSigner::new(&key),
-                tree_head_file: config.tree_head_file(),
                 export: config.service().audit_tree_head_export,
             };
             audit::run(&store, &ctx, command).await
