@@ -163,6 +163,43 @@ pub fn check(principal: &Principal, need: Need) -> Result<(), ApiError> {
     }
 }
 
+/// Answers a refusal once its audit record is written. Refused either way: a record that
+/// could not be written is logged by the sink.
+async fn refuse(audit: &medhub_service::AuditSink, record: medhub_core::audit::AuditRecord, e: ApiError) -> Response {
+    let _ = audit.write(vec![record]).await;
+    e.into_response()
+}
+
+/// What an HTTP audit record names as its object, read from the route's path parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RouteObject {
+    Patient(String),
+    Object(&'static str, String),
+}
+
+/// The object of a request on `route` (its pattern) at `path`: the first path parameter,
+/// named after the collection before it.
+fn route_object(route: &str, path: &str) -> Option<RouteObject> {
+    let (mut prev, mut parts) = ("", route.split('/').zip(path.split('/')));
+    parts.find_map(|(pattern, value)| {
+        if !pattern.starts_with('{') {
+            prev = pattern;
+            return None;
+        }
+        let value = value.to_owned();
+        Some(match prev {
+            "patients" => RouteObject::Patient(value),
+            "conversations" => RouteObject::Object("conversation", value),
+            "messages" => RouteObject::Object("message", value),
+            "users" => RouteObject::Object("user", value),
+            "sessions" => RouteObject::Object("session", value),
+            "break-glass" => RouteObject::Object("grant", value),
+            "passkeys" => RouteObject::Object("passkey", value),
+            _ => return None,
+        })
+    })
+}
+
 /// A principal already authenticated by [`enforce`], for the handler's extractor.
 #[derive(Clone)]
 pub struct Authorized(pub Arc<Principal>);
@@ -184,26 +221,45 @@ pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next
     };
     if matches!(need, Need::Active(_) | Need::Step(_)) {
         // Every decision on a protected route is audited, allowed or denied.
+        // Written before the answer or the handler: a decision that cannot be recorded lets
+        // nothing through (fail closed).
         let audit = &state.services.audit;
         let ip = crate::extract::request_ip(req.extensions(), req.headers(), &state).map(|ip| ip.to_string());
-        let target = Some(format!("{} {}", req.method(), req.uri().path()));
-        let deny = |actor: Option<&Principal>, e: ApiError| {
-            let (user, session) = actor.map(|p| (p.user.id, p.session.id)).unzip();
-            audit.record("http", user, session, target.clone(), Outcome::Deny, Some(e.0.code.as_str()), ip.clone());
-            e.into_response()
+        let target = format!("{} {}", req.method(), req.uri().path());
+        let object = matched.as_deref().and_then(|m| route_object(m, req.uri().path()));
+        let decision = |actor: Option<&Principal>, outcome: Outcome| {
+            let mut r = match actor {
+                Some(p) => audit.by(p, "http", outcome),
+                None => audit.event("http", outcome),
+            };
+            if ip.is_some() {
+                r.ip = ip.clone();
+            }
+            let r = r.target(target.clone());
+            match &object {
+                Some(RouteObject::Patient(p)) => r.patient(p),
+                Some(RouteObject::Object(kind, id)) => r.object(kind, id),
+                None => r,
+            }
         };
+        let denial = |actor: Option<&Principal>, e: &ApiError| decision(actor, Outcome::Deny).reason(e.0.code.as_str());
         let Some(token) = bearer_token(req.headers()) else {
-            return deny(None, ApiError::code(ErrorCode::Unauthenticated));
+            let e = ApiError::code(ErrorCode::Unauthenticated);
+            return refuse(audit, denial(None, &e), e).await;
         };
         let principal = match state.services.auth.authenticate(token).await {
             Ok(p) => p,
-            Err(e) => return deny(None, ApiError::from(e)),
+            Err(e) => {
+                let e = ApiError::from(e);
+                return refuse(audit, denial(None, &e), e).await;
+            }
         };
         if let Err(e) = check(&principal, need) {
-            return deny(Some(&principal), e);
+            return refuse(audit, denial(Some(&principal), &e), e).await;
         }
-        let p = &principal;
-        audit.record("http", Some(p.user.id), Some(p.session.id), target.clone(), Outcome::Allow, None, ip.clone());
+        if let Err(e) = audit.write(vec![decision(Some(&principal), Outcome::Allow)]).await {
+            return ApiError::from(e).into_response();
+        }
         req.extensions_mut().insert(Authorized(Arc::new(principal)));
     }
     next.run(req).await

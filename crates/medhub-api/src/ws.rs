@@ -601,9 +601,11 @@ fn handle_text(
         .and_then(|need| crate::authz::check(&p, need));
     if let Err(ApiError(e)) = allowed {
         metrics.error(e.code.as_str());
-        let ty = Some(crate::authz::frame_type(&frame).to_owned());
-        let reason = Some(e.code.as_str());
-        services.audit.record("ws.frame", Some(p.user.id), Some(p.session.id), ty, Outcome::Deny, reason, None);
+        let r = services.audit.by(&p, "ws.frame", Outcome::Deny).target(crate::authz::frame_type(&frame));
+        // Refused either way; a record that could not be written is logged by the sink.
+        let audit = services.audit.clone();
+        let r = r.reason(e.code.as_str());
+        tokio::spawn(async move { audit.write(vec![r]).await });
         return Handled::Reply(error_frame(id, e));
     }
     if frame.is_user_action() {

@@ -1,119 +1,146 @@
-//! The audit interface: every access decision (allow and deny) and every security event goes
-//! through [`AuditSink::record`]. It never blocks a request: records go to a bounded queue
-//! that a writer task appends to the store in batches. Issue 4 puts a tamper-evident log
-//! behind this interface; callers do not change.
+//! The audit interface: every access decision (allow and deny), every security event and
+//! every access to patient data produces an [`AuditRecord`] built here, stamped with the
+//! organization, session, device and writing node (docs/audit.md).
+//!
+//! Nothing is queued in memory where a crash could lose it (fail closed):
+//! - a change and its records are written in one store transaction (the store's write
+//!   methods take the records);
+//! - a decision or a read that changes nothing is written by [`AuditSink::write`], which
+//!   returns once the records are committed; the caller answers only then, and refuses the
+//!   action if they could not be stored. Concurrent writes share one transaction (group
+//!   commit), so a burst of requests costs a few commits, not one each.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use medhub_core::audit::{AuditRecord, Outcome};
-use medhub_core::{Clock, SessionId, UserId};
+use medhub_core::audit::{AuditRecord, Outcome, device_hash};
+use medhub_core::{Clock, OrgId};
 use medhub_store::DynStore;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-/// Records waiting for the writer before new ones are dropped (and counted).
-const QUEUE: usize = 65_536;
+use crate::{Principal, ServiceError};
+
+/// Writes waiting for the writer before callers wait for room (each holds a caller).
+const QUEUE: usize = 8_192;
 /// Most records per store transaction.
-const BATCH: usize = 1_000;
+const BATCH: usize = 2_000;
 
-/// A handle for recording; cheap to clone.
+/// Which server writes the records: `server.node` and `server.region`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub node: Option<String>,
+    pub region: Option<String>,
+}
+
+struct Pending {
+    records: Vec<AuditRecord>,
+    /// `Err((correlation id, database unavailable))`.
+    done: oneshot::Sender<Result<(), (String, bool)>>,
+}
+
+/// A handle for building and writing audit records; cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditRecord>,
-    store: DynStore,
+    tx: mpsc::Sender<Pending>,
     clock: Arc<dyn Clock>,
-    dropped: Arc<AtomicU64>,
+    origin: Arc<Origin>,
 }
 
 impl AuditSink {
     /// The sink and its writer task (run it on the runtime).
-    pub fn new(store: DynStore, clock: Arc<dyn Clock>) -> (Self, impl std::future::Future<Output = ()>) {
+    pub fn new(
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        origin: Origin,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = AuditSink { tx, store: store.clone(), clock, dropped: Arc::new(AtomicU64::new(0)) };
-        (sink, write(store, rx))
+        (AuditSink { tx, clock, origin: Arc::new(origin) }, write(store, rx))
     }
 
-    /// Records one decision or event. Never waits: if the queue is full (the database has
-    /// been unreachable for a long while), the record is dropped, counted and logged.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &self,
-        action: &str,
-        actor: Option<UserId>,
-        session: Option<SessionId>,
-        target: Option<String>,
-        outcome: Outcome,
-        reason: Option<&str>,
-        ip: Option<String>,
-    ) {
-        let rec = self.stamp(action, actor, session, target, outcome, reason, ip);
-        if self.tx.try_send(rec).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::error!(dropped = n, "audit queue full: records are being dropped");
-            }
-        }
-    }
-
-    /// Records one event in the audit log before returning: `Ok` means it is stored, an
-    /// error means it is not, and the caller then refuses the action (fail closed). For reads
-    /// of patient data, where a record lost to a crash or a full queue is not acceptable.
-    pub async fn record_durably(
-        &self,
-        action: &str,
-        actor: Option<UserId>,
-        session: Option<SessionId>,
-        target: Option<String>,
-        reason: Option<&str>,
-    ) -> Result<(), crate::ServiceError> {
-        let rec = self.stamp(action, actor, session, target, Outcome::Allow, reason, None);
-        self.store.append_audit(&[rec]).await.map_err(|e| {
-            tracing::error!(target: "medhub::audit", error = %e, action, "audit record not stored: the action is refused");
-            crate::ServiceError::from(e)
-        })
-    }
-
-    /// A record of now.
-    #[allow(clippy::too_many_arguments)]
-    fn stamp(
-        &self,
-        action: &str,
-        actor: Option<UserId>,
-        session: Option<SessionId>,
-        target: Option<String>,
-        outcome: Outcome,
-        reason: Option<&str>,
-        ip: Option<String>,
-    ) -> AuditRecord {
+    /// A record of `action` now, by nobody yet (a failed sign-in, the system), on this node.
+    pub fn event(&self, action: &str, outcome: Outcome) -> AuditRecord {
         AuditRecord {
-            at: self.clock.now(),
-            actor,
-            session,
-            action: action.to_owned(),
-            target,
-            outcome,
-            reason: reason.map(str::to_owned),
-            ip,
+            node: self.origin.node.clone(),
+            region: self.origin.region.clone(),
+            ..AuditRecord::new(self.clock.now(), action, outcome)
         }
     }
 
-    /// Records dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// A record of `action` now by `p`: its organization, user, session and device.
+    pub fn by(&self, p: &Principal, action: &str, outcome: Outcome) -> AuditRecord {
+        AuditRecord {
+            org: Some(p.user.org),
+            actor: Some(p.user.id),
+            session: Some(p.session.id),
+            device: p.session.user_agent.as_deref().map(device_hash),
+            ip: p.session.ip.clone(),
+            ..self.event(action, outcome)
+        }
+    }
+
+    /// A record of `action` now in `org` by a user without a principal (a sign-in, the end
+    /// of a session by the sweeper).
+    pub fn for_user(
+        &self,
+        org: OrgId,
+        user: medhub_core::UserId,
+        session: Option<medhub_core::SessionId>,
+        action: &str,
+        outcome: Outcome,
+    ) -> AuditRecord {
+        AuditRecord { org: Some(org), actor: Some(user), session, ..self.event(action, outcome) }
+    }
+
+    /// Writes `records` to the audit log and returns once they are committed. An error means
+    /// they are not stored: the caller refuses the action (fail closed).
+    pub async fn write(&self, records: Vec<AuditRecord>) -> Result<(), ServiceError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Pending { records, done }).await.map_err(|_| ServiceError::PipelineStopped)?;
+        match wait.await.map_err(|_| ServiceError::PipelineStopped)? {
+            Ok(()) => Ok(()),
+            Err((correlation, unavailable)) => Err(ServiceError::CommitFailed { correlation, unavailable }),
+        }
     }
 }
 
-async fn write(store: DynStore, mut rx: mpsc::Receiver<AuditRecord>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // Retry until the store takes the batch: records are only lost if the queue fills.
-        let mut wait = Duration::from_millis(100);
-        while let Err(e) = store.append_audit(&batch).await {
-            tracing::warn!(error = %e, records = batch.len(), "could not write audit records; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
+/// Group commit: takes every write waiting, appends their records in one transaction, and
+/// answers each. A failed transaction fails every write in it; their callers refuse.
+async fn write(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
+    let mut waiting: Vec<Pending> = Vec::new();
+    loop {
+        if rx.recv_many(&mut waiting, BATCH).await == 0 {
+            return;
         }
-        batch.clear();
+        while !waiting.is_empty() {
+            // Whole writes only, up to BATCH records (one write larger than that goes alone).
+            let mut take = 0;
+            let mut records = 0;
+            while take < waiting.len() && (take == 0 || records + waiting[take].records.len() <= BATCH) {
+                records += waiting[take].records.len();
+                take += 1;
+            }
+            let group: Vec<Pending> = waiting.drain(..take).collect();
+            let all: Vec<AuditRecord> = group.iter().flat_map(|p| p.records.iter().cloned()).collect();
+            let result = store.append_audit(&all).await.map_err(|e| {
+                let correlation = crate::correlation_id();
+                let detail = e.to_string();
+                let unavailable = matches!(ServiceError::from(e), ServiceError::Unavailable(_));
+                tracing::error!(
+                    target: "medhub::audit",
+                    correlation = %correlation,
+                    error = %detail,
+                    records = all.len(),
+                    unavailable,
+                    "audit records not stored: their actions are refused"
+                );
+                (correlation, unavailable)
+            });
+            for p in group {
+                // A caller that went away needs no answer; its records are in or out with the rest.
+                let _ = p.done.send(result.clone());
+            }
+        }
     }
 }

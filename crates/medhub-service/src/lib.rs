@@ -87,6 +87,8 @@ pub struct ServiceConfig {
     pub audit_tree_head_interval: Duration,
     /// Where signed tree heads go besides the database (none: tests).
     pub audit_tree_head_export: tree_heads::HeadExport,
+    /// This server's node name and region, written into every audit record.
+    pub audit_origin: audit::Origin,
 }
 
 impl Default for ServiceConfig {
@@ -110,6 +112,7 @@ impl Default for ServiceConfig {
             saml: None,
             audit_tree_head_interval: Duration::from_secs(60),
             audit_tree_head_export: tree_heads::HeadExport::default(),
+            audit_origin: audit::Origin::default(),
         }
     }
 }
@@ -156,7 +159,7 @@ impl Services {
         let (pipeline, writer) =
             Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
         let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
-        let (audit, audit_writer) = AuditSink::new(store.clone(), clock.clone());
+        let (audit, audit_writer) = AuditSink::new(store.clone(), clock.clone(), config.audit_origin.clone());
         let audit_writer = tokio::spawn(audit_writer);
         let auth = AuthService::new(
             store.clone(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use medhub_core::audit::Outcome;
+use medhub_core::audit::{AuditRecord, Outcome};
 use medhub_core::authz::Permission;
 use medhub_core::model::Conversation;
 use medhub_core::patient::{self as rules, Access, AccessFacts, PatientRef};
@@ -37,8 +37,9 @@ impl Patients {
         Self { store, clock, audit, hub }
     }
 
-    fn record(&self, p: &Principal, action: &str, target: String, outcome: Outcome, reason: Option<&str>) {
-        self.audit.record(action, Some(p.user.id), Some(p.session.id), Some(target), outcome, reason, None);
+    /// A record of `action` by `p` about `patient`.
+    fn record(&self, p: &Principal, action: &str, patient: &PatientRef, outcome: Outcome) -> AuditRecord {
+        self.audit.by(p, action, outcome).patient(patient.as_str())
     }
 
     /// Why a user who is not a member may read the conversation, if at all. Every read it
@@ -54,10 +55,8 @@ impl Patients {
         let facts = AccessFacts { member: false, patient_linked: true, on_care_team, break_glass_until };
         let access = rules::access(facts, self.clock.now());
         if let Some(a) = access {
-            let (who, session) = (Some(p.user.id), Some(p.session.id));
-            self.audit
-                .record_durably("patient.read", who, session, Some(conv.id.to_string()), Some(a.as_str()))
-                .await?;
+            let read = self.record(p, "patient.read", patient, Outcome::Allow).object("conversation", conv.id);
+            self.audit.write(vec![read.reason(a.as_str())]).await?;
         }
         Ok(access)
     }
@@ -80,7 +79,8 @@ impl Patients {
         }
         let added = self.store.add_to_care_team(p.user.org, &patient, user, p.user.id, self.clock.now()).await?;
         if added {
-            self.record(p, "care_team.add", format!("patient:{patient} user:{user}"), Outcome::Success, None);
+            let r = self.record(p, "care_team.add", &patient, Outcome::Success).object("user", user);
+            self.audit.write(vec![r]).await?;
         }
         Ok(added)
     }
@@ -92,7 +92,8 @@ impl Patients {
         if !self.store.remove_from_care_team(p.user.org, &patient, user).await? {
             return Err(DomainError::UserNotFound.into());
         }
-        self.record(p, "care_team.remove", format!("patient:{patient} user:{user}"), Outcome::Success, None);
+        let r = self.record(p, "care_team.remove", &patient, Outcome::Success).object("user", user);
+        self.audit.write(vec![r]).await?;
         Ok(())
     }
 
@@ -107,9 +108,9 @@ impl Patients {
         reason: &str,
     ) -> Result<BreakGlassGrant, ServiceError> {
         p.require(Permission::BreakGlass)?;
-        let target = conversation.to_string();
         if let Err(e) = p.require_step_up(self.clock.now()) {
-            self.record(p, "break_glass.start", target, Outcome::Deny, Some("step_up_required"));
+            let r = self.audit.by(p, "break_glass.start", Outcome::Deny).object("conversation", conversation);
+            self.audit.write(vec![r.reason("step_up_required")]).await?;
             return Err(e);
         }
         let reason = rules::break_glass_reason(reason)?;
@@ -137,7 +138,10 @@ impl Patients {
         };
         // Stored before access is granted: the grant is the durable record of the access.
         self.store.create_break_glass(&grant).await?;
-        self.record(p, "break_glass.start", target, Outcome::Success, Some(&grant.id.to_string()));
+        // The reason typed by the user stays in the grant; the record holds its hash.
+        let r = self.record(p, "break_glass.start", &grant.patient, Outcome::Success).object("grant", grant.id);
+        let r = r.target(format!("conversation:{}", conv.id)).reason(reason_hash(&grant.reason));
+        self.audit.write(vec![r]).await?;
         tracing::warn!(
             target: "medhub::audit",
             grant = %grant.id,
@@ -176,7 +180,8 @@ impl Patients {
             return Err(DomainError::GrantNotFound.into());
         };
         let why = if g.user == p.user.id { "ended_by_user" } else { "revoked" };
-        self.record(p, "break_glass.end", g.conversation.to_string(), Outcome::Success, Some(why));
+        let r = self.record(p, "break_glass.end", &g.patient, Outcome::Success).object("grant", g.id);
+        self.audit.write(vec![r.target(format!("conversation:{}", g.conversation)).reason(why)]).await?;
         tracing::warn!(target: "medhub::audit", grant = %g.id, by = %p.user.id, reason = why, "break-glass access ended early");
         Ok(g)
     }
@@ -206,24 +211,26 @@ impl Patients {
         p.require_step_up(self.clock.now())?;
         let d = rules::break_glass_duration(minutes)?;
         self.store.set_break_glass_duration(p.user.org, d).await?;
-        self.record(p, "admin.settings", format!("break_glass_minutes={minutes}"), Outcome::Success, None);
+        let r = self.audit.by(p, "admin.settings", Outcome::Success).object("org", p.user.org);
+        self.audit.write(vec![r.target(format!("break_glass_minutes={minutes}"))]).await?;
         Ok(())
     }
 
     /// Records the end of every grant that expired: one audit record each, once.
     pub async fn end_expired(&self) -> Result<usize, ServiceError> {
         let ended = self.store.end_expired_break_glass(self.clock.now()).await?;
-        for g in &ended {
-            self.audit.record(
-                "break_glass.end",
-                Some(g.user),
-                Some(g.session),
-                Some(g.conversation.to_string()),
-                Outcome::Success,
-                Some("expired"),
-                None,
-            );
-        }
+        let records = ended
+            .iter()
+            .map(|g| {
+                self.audit
+                    .for_user(g.org, g.user, Some(g.session), "break_glass.end", Outcome::Success)
+                    .object("grant", g.id)
+                    .patient(g.patient.as_str())
+                    .target(format!("conversation:{}", g.conversation))
+                    .reason("expired")
+            })
+            .collect();
+        self.audit.write(records).await?;
         Ok(ended.len())
     }
 
@@ -238,4 +245,10 @@ impl Patients {
             }
         }
     }
+}
+
+/// The SHA-256 of a typed reason, in hex: what an audit record holds instead of the text.
+fn reason_hash(reason: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(reason.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -308,15 +308,12 @@ mod tests {
             let export = HeadExport { file: Some(file.clone()), syslog: Some(collector.local_addr().unwrap()) };
             assert_eq!(sign_if_grown(&store, &signer, &export, &clock).await.unwrap(), None, "an empty log");
 
-            let record = |i: i64| medhub_core::audit::AuditRecord {
-                at: jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
-                actor: None,
-                session: None,
-                action: "http".into(),
-                target: None,
-                outcome: medhub_core::audit::Outcome::Allow,
-                reason: None,
-                ip: None,
+            let record = |i: i64| {
+                medhub_core::audit::AuditRecord::new(
+                    jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
+                    "http",
+                    medhub_core::audit::Outcome::Allow,
+                )
             };
             store.append_audit(&[record(1), record(2)]).await.unwrap();
             let first = sign_if_grown(&store, &signer, &export, &clock).await.unwrap().unwrap();

@@ -21,14 +21,17 @@ const BATCH: u64 = 1_000;
 /// A record shaped like the common one: an allowed request with its route, session and address.
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
-        at: Timestamp::from_second(1_800_000_000 + (i / 100) as i64).unwrap(),
+        org: Some(medhub_core::OrgId::from_uuid(uuid::Uuid::from_u128(1))),
         actor: Some(medhub_core::UserId::from_uuid(uuid::Uuid::from_u128(u128::from(i % 5_000) + 1))),
         session: Some(medhub_core::SessionId::from_uuid(uuid::Uuid::from_u128(u128::from(i % 20_000) + 1))),
-        action: "http".into(),
-        target: Some(format!("GET /api/v1/conversations/{}/messages", uuid::Uuid::from_u128(u128::from(i % 9_973)))),
-        outcome: Outcome::Allow,
-        reason: None,
+        device: Some(medhub_core::audit::device_hash(&format!("device {}", i % 20_000))),
         ip: Some("10.20.30.40".into()),
+        node: Some("node-1".into()),
+        region: Some("eu-west".into()),
+        ..AuditRecord::new(Timestamp::from_second(1_800_000_000 + (i / 100) as i64).unwrap(), "http", Outcome::Allow)
+            .object("conversation", uuid::Uuid::from_u128(u128::from(i % 9_973)))
+            .patient(format!("P{}", i % 7_919))
+            .target("GET /api/v1/conversations/{id}/messages")
     }
 }
 

@@ -307,6 +307,8 @@ pub trait IdentityStore: Send + Sync {
     async fn put_tree_head(&self, head: &StoredTreeHead) -> Result<bool, StoreError>;
     /// The newest signed tree head, if any.
     async fn latest_tree_head(&self) -> Result<Option<StoredTreeHead>, StoreError>;
+    /// One organization's audit records matching `q`, newest first (docs/audit.md, search).
+    async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
     /// Audit records with an id above `after`, oldest first, at most `limit`.
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError>;
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{Ack, Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
 use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, SessionId, UserId};
@@ -144,7 +145,7 @@ pub trait Store: IdentityStore + PatientStore + Send + Sync + 'static {
     /// Activates or deactivates a user; deactivation also revokes every session.
     async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError>;
 
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError>;
     /// The unrevoked session with this token hash, with its active user. Expiry is the
     /// caller's decision (it knows the idle timeout and recent activity).
     async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError>;

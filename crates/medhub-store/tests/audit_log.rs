@@ -14,14 +14,16 @@ use medhub_store::{Backend, DynStore, Location, each_backend};
 
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
-        at: Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
         actor: Some(medhub_core::UserId::from_uuid(uuid::Uuid::from_u128(u128::from(i) + 1))),
-        session: None,
-        action: "http".into(),
-        target: Some(format!("GET /api/v1/conversations/{i}")),
-        outcome: if i.is_multiple_of(3) { Outcome::Deny } else { Outcome::Allow },
-        reason: None,
         ip: Some("10.1.2.3".into()),
+        org: Some(medhub_core::OrgId::from_uuid(uuid::Uuid::from_u128(7))),
+        ..AuditRecord::new(
+            Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+            "http",
+            if i.is_multiple_of(3) { Outcome::Deny } else { Outcome::Allow },
+        )
+        .object("conversation", i)
+        .target(format!("GET /api/v1/conversations/{i}"))
     }
 }
 
@@ -162,7 +164,16 @@ each_backend! {
 
         // A forged record added at the end, hashed correctly.
         let (t, store) = fresh().await;
-        let forged = AuditRecord { action: "auth.sign_in".into(), actor: None, outcome: Outcome::Allow, ..record(99) };
+        let forged = AuditRecord {
+            version: 1,
+            action: "auth.sign_in".into(),
+            actor: None,
+            outcome: Outcome::Allow,
+            org: None,
+            object_type: None,
+            object_id: None,
+            ..record(99)
+        };
         let leaf = merkle::leaf_hash(&forged.leaf_data());
         tamper(&t, &format!(
             "INSERT INTO audit_events (at, action, target, outcome, ip, seq, leaf_hash)
@@ -180,7 +191,9 @@ each_backend! {
     async fn records_from_before_the_log_are_sealed_in_their_order(db) {
         // Records as the store kept them before migration 0012: no number, no leaf hash.
         let store = db.open().await;
-        let old: Vec<AuditRecord> = (0..3).map(|i| AuditRecord { actor: None, ..record(i) }).collect();
+        let old: Vec<AuditRecord> = (0..3)
+            .map(|i| AuditRecord { version: 1, actor: None, org: None, object_type: None, object_id: None, ..record(i) })
+            .collect();
         let rows: Vec<String> = old
             .iter()
             .map(|r| {
@@ -214,14 +227,18 @@ async fn rewrite(db: &TestDb, store: &DynStore, edit: impl Fn(&mut Vec<AuditReco
     for (seq, r) in records.iter().enumerate() {
         let leaf = merkle::leaf_hash(&r.leaf_data());
         tree.push(leaf);
-        let actor = match (r.actor, db.backend()) {
+        let id = |u: Option<uuid::Uuid>| match (u, db.backend()) {
             (None, _) => "NULL".to_owned(),
-            (Some(a), Backend::Sqlite) => blob(db, a.as_uuid().as_bytes()),
-            (Some(a), Backend::Postgres) => format!("'{}'::uuid", a.as_uuid()),
+            (Some(a), Backend::Sqlite) => blob(db, a.as_bytes()),
+            (Some(a), Backend::Postgres) => format!("'{a}'::uuid"),
         };
+        let (actor, org) = (id(r.actor.map(|a| a.as_uuid())), id(r.org.map(|o| o.as_uuid())));
+        let (kind, object) = (r.object_type.as_deref().unwrap(), r.object_id.as_deref().unwrap());
         sql.push_str(&format!(
-            "INSERT INTO audit_events (at, actor_id, action, target, outcome, ip, seq, leaf_hash)
-             VALUES ({}, {actor}, '{}', '{}', '{}', '{}', {seq}, {});",
+            "INSERT INTO audit_events (version, org_id, object_type, object_id, at, actor_id, action, target, outcome,
+                 ip, seq, leaf_hash)
+             VALUES ({}, {org}, '{kind}', '{object}', {}, {actor}, '{}', '{}', '{}', '{}', {seq}, {});",
+            r.version,
             r.at.as_microsecond(),
             r.action,
             r.target.as_deref().unwrap(),

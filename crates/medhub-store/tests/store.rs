@@ -149,8 +149,8 @@ each_backend! {
         let river = store.user_record_by_username("river-admin").await.unwrap().unwrap().user.id;
         let idle_20 = now() - SignedDuration::from_mins(20);
         let (a, b) = (session(house, 1, idle_20, now() + SignedDuration::from_hours(1)), session(river, 2, idle_20, now() + SignedDuration::from_hours(1)));
-        store.create_session(&a).await.unwrap();
-        store.create_session(&b).await.unwrap();
+        store.create_session(&a, &[]).await.unwrap();
+        store.create_session(&b, &[]).await.unwrap();
         let ids = |v: Vec<Session>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(ids(store.live_sessions(first.id, None, 10).await.unwrap()), vec![a.id]);
         assert_eq!(ids(store.live_sessions(second.id, None, 10).await.unwrap()), vec![b.id]);
@@ -196,7 +196,7 @@ each_backend! {
         let idle_one = session(u, 4, now() - idle, now() + hour);
         let almost_idle = session(u, 5, now() - idle + SignedDuration::from_secs(1), now() + hour);
         for s in [&live, &too_old, &other, &idle_one, &almost_idle] {
-            store.create_session(s).await.unwrap();
+            store.create_session(s, &[]).await.unwrap();
         }
         let (found, who) = store.session_by_token_hash(&[1; 32]).await.unwrap().unwrap();
         assert_eq!((found.id, who.id), (live.id, u));
@@ -324,7 +324,7 @@ each_backend! {
         let store = db.open().await;
         let u = user(&store, "clerk").await;
         let s = session(u, 1, now(), now() + SignedDuration::from_hours(1));
-        store.create_session(&s).await.unwrap();
+        store.create_session(&s, &[]).await.unwrap();
         let soon = now() + SignedDuration::from_secs(30);
         store.create_ws_ticket(&[7; 32], s.id, soon).await.unwrap();
         store.create_ws_ticket(&[8; 32], s.id, soon).await.unwrap();

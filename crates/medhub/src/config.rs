@@ -64,6 +64,10 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Reverse proxies and load balancers in front of medhub, as addresses or CIDR ranges ("10.0.4.0/24"). For requests from them, the client's address (session lists, per-address throttling, the audit trail) is taken from X-Forwarded-For: the nearest entry that is not one of them. List only proxies that overwrite or append that header. Default: [] (the peer's address is the client's).
     pub trusted_proxies: Vec<String>,
+    /// This server's name in the audit trail (every record says which node wrote it). Default: unset (the host name).
+    pub node: Option<String>,
+    /// This server's region or site in the audit trail, for deployments across sites or countries ("eu-west", "st-marys"). Default: unset.
+    pub region: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +77,8 @@ impl Default for ServerConfig {
             listen_backlog: 16_384,
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
+            node: None,
+            region: None,
         }
     }
 }
@@ -731,6 +737,12 @@ impl Config {
             audit_tree_head_export: medhub_service::tree_heads::HeadExport {
                 file: Some(self.tree_head_file()),
                 syslog: self.audit.tree_head_syslog,
+            },
+            audit_origin: medhub_service::audit::Origin {
+                node: self.server.node.clone().or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
+                }),
+                region: self.server.region.clone(),
             },
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()

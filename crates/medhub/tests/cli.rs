@@ -179,14 +179,13 @@ each_backend! {
         let store = db.open().await;
         let records: Vec<medhub_core::audit::AuditRecord> = (0..5)
             .map(|i| medhub_core::audit::AuditRecord {
-                at: jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
-                actor: None,
-                session: None,
-                action: "auth.sign_in".into(),
-                target: Some(format!("user {i}")),
-                outcome: medhub_core::audit::Outcome::Success,
-                reason: None,
                 ip: Some("10.0.0.7".into()),
+                ..medhub_core::audit::AuditRecord::new(
+                    jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
+                    "auth.sign_in",
+                    medhub_core::audit::Outcome::Success,
+                )
+                .target(format!("user {i}"))
             })
             .collect();
         store.append_audit(&records).await.unwrap();

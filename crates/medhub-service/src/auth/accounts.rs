@@ -80,7 +80,8 @@ impl AuthService {
         })?;
         tracing::info!(target: "medhub::auth", org = %org.id, admin = %record.user.id, "organization created");
         let what = format!("{} admin={}", org.id, record.user.id);
-        self.audit.record("org.create", None, None, Some(what), Outcome::Success, Some("operator"), None);
+        let created = self.audit.event("org.create", Outcome::Success).object("org", org.id).target(what).reason("operator");
+        self.audit.write(vec![medhub_core::audit::AuditRecord { org: Some(org.id), ..created }]).await?;
         self.idle_timeouts.write().insert(org.id, org.idle_timeout);
         Ok((org, record.user, password))
     }
@@ -173,7 +174,7 @@ impl AuthService {
             .await?;
         let invitation = self.new_invitation(principal.user.id, user.id).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user.id, "user invited");
-        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None);
+        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None).await?;
         Ok((user, invitation))
     }
 
@@ -278,7 +279,7 @@ impl AuthService {
             self.set_active(user, active).await?;
         }
         let what = format!("{user} active={active:?} role={:?}", role.map(|r| r.as_str()));
-        self.audit_event("admin.user_update", Some(principal), Some(what), Outcome::Success, None, None);
+        self.audit_event("admin.user_update", Some(principal), Some(what), Outcome::Success, None, None).await?;
         self.store.user(user).await?.ok_or_else(|| DomainError::UserNotFound.into())
     }
 
@@ -291,7 +292,7 @@ impl AuthService {
         self.store.remove_second_factors(user).await?;
         self.end_user_sessions(user, None, "mfa_reset").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, "second factors reset");
-        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None);
+        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None).await?;
         Ok(())
     }
 

@@ -379,8 +379,8 @@ impl AuthService {
         self.clock.now()
     }
 
-    /// Records a security event by `principal` (or by nobody yet).
-    fn audit_event(
+    /// A record of a security event by `principal` (or by nobody yet), now.
+    fn audit_record(
         &self,
         action: &str,
         principal: Option<&Principal>,
@@ -388,9 +388,31 @@ impl AuthService {
         outcome: medhub_core::audit::Outcome,
         reason: Option<&str>,
         ip: Option<String>,
-    ) {
-        let (actor, session) = principal.map(|p| (p.user.id, p.session.id)).unzip();
-        self.audit.record(action, actor, session, target, outcome, reason, ip);
+    ) -> medhub_core::audit::AuditRecord {
+        let mut r = match principal {
+            Some(p) => self.audit.by(p, action, outcome),
+            None => self.audit.event(action, outcome),
+        };
+        r.target = target;
+        r.reason = reason.map(str::to_owned);
+        if ip.is_some() {
+            r.ip = ip;
+        }
+        r
+    }
+
+    /// Writes a security event by `principal` (or by nobody yet) to the audit log before
+    /// returning; an error means it is not stored and the caller refuses (fail closed).
+    async fn audit_event(
+        &self,
+        action: &str,
+        principal: Option<&Principal>,
+        target: Option<String>,
+        outcome: medhub_core::audit::Outcome,
+        reason: Option<&str>,
+        ip: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.audit.write(vec![self.audit_record(action, principal, target, outcome, reason, ip)]).await
     }
 
     async fn hash(&self, password: String) -> Result<String, ServiceError> {
@@ -448,7 +470,7 @@ impl AuthService {
         let checked = self.check_throttle(keys).await;
         if checked.is_err() {
             let (outcome, reason) = (medhub_core::audit::Outcome::Failure, Some("rate_limited"));
-            self.audit_event(action, Some(principal), Some(what.into()), outcome, reason, ip.clone());
+            self.audit_event(action, Some(principal), Some(what.into()), outcome, reason, ip.clone()).await?;
         }
         checked
     }

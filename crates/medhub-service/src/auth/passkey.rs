@@ -309,7 +309,7 @@ impl AuthService {
         self.store.clear_throttle(&keys[0]).await?;
         let token = self.factor_enrolled(principal).await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %record.id, "passkey registered");
-        self.audit_event("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Success, None, ip);
+        self.audit_event("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Success, None, ip).await?;
         Ok(PasskeyRegistered { passkey: record, recovery_codes, token })
     }
 
@@ -382,7 +382,7 @@ impl AuthService {
                 None
             }
         };
-        self.audit_event(action, Some(principal), Some("passkey".into()), Outcome::Success, None, ip);
+        self.audit_event(action, Some(principal), Some("passkey".into()), Outcome::Success, None, ip).await?;
         tracing::info!(target: "medhub::auth", user = %user, session = %principal.session.id, passkey = %passkey,
             purpose = ?purpose, "passkey accepted");
         Ok(token)
@@ -444,14 +444,17 @@ impl AuthService {
         ip: Option<String>,
     ) -> ServiceError {
         let ServiceError::InvalidPasskey(reason) = &e else { return e };
-        self.audit_event(
+        let recorded = self.audit_event(
             action,
             Some(principal),
             Some("passkey".into()),
             Outcome::Failure,
             Some("invalid_passkey"),
             ip,
-        );
+        ).await;
+        if let Err(unrecorded) = recorded {
+            return unrecorded;
+        }
         tracing::info!(target: "medhub::auth", user = %principal.user.id, outcome = "denied", reason = %reason,
             "passkey refused");
         if let Err(t) = self.record_failure(keys).await {
@@ -479,7 +482,7 @@ impl AuthService {
         }
         self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %id, "passkey deleted");
-        self.audit_event("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None);
+        self.audit_event("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None).await?;
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl AuthService {
         })?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, role = %role.key, "role created");
         let what = format!("{} = {}", role.key, role.permissions.to_names());
-        self.audit_event("admin.role_create", Some(principal), Some(what), Outcome::Success, None, None);
+        self.audit_event("admin.role_create", Some(principal), Some(what), Outcome::Success, None, None).await?;
         Ok(role)
     }
 
@@ -92,7 +92,7 @@ impl AuthService {
         }
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, roles = ?after, "roles changed");
         let what = format!("{user} roles={}", after.join(","));
-        self.audit_event("admin.role_grant", Some(principal), Some(what), Outcome::Success, None, None);
+        self.audit_event("admin.role_grant", Some(principal), Some(what), Outcome::Success, None, None).await?;
         Ok(after)
     }
 }

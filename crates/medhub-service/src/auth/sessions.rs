@@ -38,7 +38,7 @@ impl AuthService {
         let keys = throttle_keys("login", &name, client);
         let ip = client.ip.map(|i| i.to_string());
         if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip);
+            self.audit_event("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip).await?;
             return Err(e);
         }
         let record = match validate::username(&name) {
@@ -54,8 +54,15 @@ impl AuthService {
         };
         let ok = self.verify(password.to_owned(), phc).await;
         let known = record.as_ref().filter(|r| r.user.active).map(|r| r.user.id);
-        let Some(record) = record.filter(|_| ok && usable) else {
-            self.audit.record("auth.sign_in", known, None, None, Outcome::Failure, Some("invalid_credentials"), ip);
+        let Some(record) = record.clone().filter(|_| ok && usable) else {
+            let mut failed =
+                self.audit_record("auth.sign_in", None, Some("password".into()), Outcome::Failure, Some("invalid_credentials"), ip);
+            if let Some(r) = known.and_then(|id| record.as_ref().filter(|r| r.user.id == id)) {
+                failed.org = Some(r.user.org);
+                failed.actor = Some(r.user.id);
+                failed = failed.object("user", r.user.id);
+            }
+            self.audit.write(vec![failed]).await?;
             self.record_failure(&keys).await?;
             tracing::info!(target: "medhub::auth", outcome = "denied", "sign-in failed");
             return Err(ServiceError::InvalidCredentials);
@@ -63,16 +70,7 @@ impl AuthService {
         self.store.clear_throttle(&keys[0]).await?;
         let enrolled = self.mfa_enrolled(record.user.id).await?;
         let state = rules::after_password(record.must_change_password, enrolled);
-        let issued = self.new_session(&record.user, state, None, client).await?;
-        self.audit.record(
-            "auth.sign_in",
-            Some(record.user.id),
-            Some(issued.session.id),
-            None,
-            Outcome::Success,
-            Some(state.as_str()),
-            ip,
-        );
+        let issued = self.new_session(&record.user, state, None, client, "password").await?;
         tracing::info!(target: "medhub::auth", user = %record.user.id, session = %issued.session.id,
             state = state.as_str(), "password accepted");
         Ok(issued)
@@ -82,7 +80,7 @@ impl AuthService {
     /// load generator, tests) only; never reachable from the network.
     pub async fn issue_session(&self, user: &User, state: SessionState) -> Result<IssuedSession, ServiceError> {
         let mfa_at = (state == SessionState::Active).then(|| self.now());
-        self.new_session(user, state, mfa_at, &ClientInfo::default()).await
+        self.new_session(user, state, mfa_at, &ClientInfo::default(), "operator").await
     }
 
     pub(super) async fn new_session(
@@ -91,6 +89,7 @@ impl AuthService {
         state: SessionState,
         mfa_at: Option<Timestamp>,
         client: &ClientInfo,
+        method: &str,
     ) -> Result<IssuedSession, ServiceError> {
         let token = new_token(TOKEN_PREFIX)?;
         let now = self.now();
@@ -108,7 +107,12 @@ impl AuthService {
             ip: client.ip.map(|ip| ip.to_string()),
             user_agent: client.user_agent.clone(),
         };
-        self.store.create_session(&session).await?;
+        // The sign-in's audit record commits with the session, or neither does.
+        let mut signed_in = self.audit.for_user(user.org, user.id, Some(session.id), "auth.sign_in", Outcome::Success);
+        signed_in.device = session.user_agent.as_deref().map(medhub_core::audit::device_hash);
+        signed_in.ip = session.ip.clone();
+        let signed_in = signed_in.object("session", session.id).target(method).reason(state.as_str());
+        self.store.create_session(&session, &[signed_in]).await?;
         Ok(IssuedSession { token, session, user: user.clone() })
     }
 
@@ -189,13 +193,37 @@ impl AuthService {
         now: Timestamp,
         why: &str,
     ) -> Result<(), ServiceError> {
+        let mut done = Vec::with_capacity(ended.len());
         for (id, user) in ended {
             if self.store.end_session(*id, now, why).await? {
-                self.audit.record("session.end", Some(*user), Some(*id), None, Outcome::Success, Some(why), None);
+                done.push((*id, *user));
             }
         }
         self.kick(ended);
-        Ok(())
+        self.audit_session_ends(&done, why).await
+    }
+
+    /// Writes one `session.end` record per ended session, with its user's organization.
+    /// The session row keeps when and why it ended whatever happens here.
+    pub(super) async fn audit_session_ends(&self, ended: &[(SessionId, UserId)], why: &str) -> Result<(), ServiceError> {
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let mut users: Vec<UserId> = ended.iter().map(|(_, u)| *u).collect();
+        users.sort_unstable();
+        users.dedup();
+        let orgs: std::collections::HashMap<UserId, medhub_core::OrgId> =
+            self.store.users(&users).await?.into_iter().map(|u| (u.id, u.org)).collect();
+        let records = ended
+            .iter()
+            .map(|(id, u)| {
+                let r = self.audit.event("session.end", Outcome::Success);
+                medhub_core::audit::AuditRecord { org: orgs.get(u).copied(), actor: Some(*u), session: Some(*id), ..r }
+                    .object("session", id)
+                    .reason(why)
+            })
+            .collect();
+        self.audit.write(records).await
     }
 
     pub(super) fn kick(&self, ended: &[(SessionId, UserId)]) {
@@ -218,10 +246,8 @@ impl AuthService {
         why: &str,
     ) -> Result<Ended, ServiceError> {
         let ended = self.store.end_user_sessions(user, keep, self.now(), why).await?;
-        for (id, u) in &ended {
-            self.audit.record("session.end", Some(*u), Some(*id), None, Outcome::Success, Some(why), None);
-        }
         self.kick(&ended);
+        self.audit_session_ends(&ended, why).await?;
         if !ended.is_empty() {
             tracing::info!(target: "medhub::auth", user = %user, count = ended.len(), reason = why, "sessions ended");
         }
@@ -280,7 +306,7 @@ impl AuthService {
             return Err(medhub_core::DomainError::SessionNotFound.into());
         }
         self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
-        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None);
+        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
         Ok(())
     }
@@ -304,7 +330,7 @@ impl AuthService {
         self.store.set_idle_timeout(principal.user.org, d).await?;
         self.idle_timeouts.write().insert(principal.user.org, d);
         let what = format!("idle_timeout_minutes={minutes}");
-        self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None);
+        self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, minutes, "idle timeout changed");
         Ok(())
     }
@@ -356,9 +382,7 @@ impl AuthService {
         self.refresh_settings().await?;
         self.flush_activity().await?;
         let expired = self.store.end_expired_sessions(now).await?;
-        for (id, u) in &expired {
-            self.audit.record("session.end", Some(*u), Some(*id), None, Outcome::Success, Some("expired"), None);
-        }
+        self.audit_session_ends(&expired, "expired").await?;
         if !expired.is_empty() {
             tracing::info!(target: "medhub::auth", count = expired.len(), "sessions expired");
         }

@@ -552,20 +552,8 @@ impl AuthService {
         self.check_throttle(&keys).await?;
         let ip = client.ip.map(|i| i.to_string());
         match attempt.await {
-            Ok(done) => {
-                let s = &done.issued.session;
-                let reason = Some(s.state.as_str());
-                self.audit.record(
-                    "auth.sign_in",
-                    Some(s.user),
-                    Some(s.id),
-                    Some(method.into()),
-                    Outcome::Success,
-                    reason,
-                    ip,
-                );
-                Ok(done)
-            }
+            // The session and its audit record were committed together.
+            Ok(done) => Ok(done),
             Err(e) => {
                 if matches!(e, ServiceError::SsoFailed(_)) {
                     self.record_failure(&keys).await?;
@@ -576,7 +564,7 @@ impl AuthService {
                     ServiceError::SsoAccountConflict => "sso_account_conflict",
                     _ => "error",
                 };
-                self.audit.record("auth.sign_in", None, None, Some(method.into()), Outcome::Failure, Some(reason), ip);
+                self.audit_event("auth.sign_in", None, Some(method.into()), Outcome::Failure, Some(reason), ip).await?;
                 if let ServiceError::SsoFailed(why) | ServiceError::SsoUnavailable(why) = &e {
                     tracing::info!(target: "medhub::auth", outcome = "denied", method, reason = %why, "SSO sign-in refused");
                 }
@@ -602,7 +590,7 @@ impl AuthService {
         } else {
             (rules::after_password(false, self.mfa_enrolled(user.id).await?), None)
         };
-        let issued = self.new_session(user, state, mfa_at, client).await?;
+        let issued = self.new_session(user, state, mfa_at, client, method).await?;
         tracing::info!(target: "medhub::auth", user = %user.id, session = %issued.session.id,
             state = state.as_str(), idp_mfa, method, "signed in with SSO");
         Ok(issued)
@@ -672,7 +660,7 @@ impl AuthService {
             Outcome::Success,
             None,
             None,
-        );
+        ).await?;
         Ok(())
     }
 

@@ -605,8 +605,13 @@ pub(super) async fn set_user_active(
     Ok(changed)
 }
 
-pub(super) async fn create_session(c: &ClientWrapper, s: &Session) -> Result<(), StoreError> {
-    c.execute(
+pub(super) async fn create_session(
+    c: &mut ClientWrapper,
+    s: &Session,
+    audit: &[medhub_core::audit::AuditRecord],
+) -> Result<(), StoreError> {
+    let tx = c.transaction().await?;
+    tx.execute(
         &format!(
             "INSERT INTO sessions ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             crate::sql::SESSION_COLS
@@ -626,5 +631,7 @@ pub(super) async fn create_session(c: &ClientWrapper, s: &Session) -> Result<(),
         ],
     )
     .await?;
+    super::identity::append_leaves(&*tx, audit).await?;
+    tx.commit().await?;
     Ok(())
 }

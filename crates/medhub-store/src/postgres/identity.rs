@@ -696,16 +696,7 @@ impl IdentityStore for PgStore {
                 &[&from, &i64::from(limit)],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.try_get(9)?;
-                Ok(AuditEntry {
-                    seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
-                    record: audit_row(r)?.1,
-                    leaf_hash: r.try_get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     async fn audit_leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -741,6 +732,26 @@ impl IdentityStore for PgStore {
                 stored_tree_head(r.try_get(0)?, &root, codec::ts(r, 2)?, r.try_get(3)?, r.try_get(4)?)
             })
             .transpose()
+    }
+
+    async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let (clause, params) = crate::audit::search_clause(q, '$');
+        let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match p {
+                    crate::audit::Param::Uuid(u) => Box::new(u),
+                    crate::audit::Param::Text(t) => Box::new(t),
+                    crate::audit::Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let c = self.pool.get().await?;
+        let rows =
+            c.query(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"), &refs).await?;
+        rows.iter().map(audit_entry).collect()
     }
 
     async fn audit_events(&self, after: i64, limit: u32) -> Result<Vec<(i64, AuditRecord)>, StoreError> {
@@ -875,7 +886,10 @@ impl IdentityStore for PgStore {
     }
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip";
+const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
+     object_type, object_id, patient_ref, node, region";
+/// The columns after [`AUDIT_COLS`] start here.
+const AUDIT_COL_COUNT: usize = 17;
 
 fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
     let outcome: String = r.try_get(6)?;
@@ -891,8 +905,27 @@ fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
                 .ok_or_else(|| StoreError::Corrupt(format!("audit outcome {outcome:?}")))?,
             reason: r.try_get(7)?,
             ip: r.try_get(8)?,
+            version: u8::try_from(r.try_get::<_, i16>(9)?)
+                .map_err(|_| StoreError::Corrupt("audit record version".into()))?,
+            org: codec::opt_uuid(r, 10)?.map(OrgId::from_uuid),
+            device: r.try_get(11)?,
+            object_type: r.try_get(12)?,
+            object_id: r.try_get(13)?,
+            patient_ref: r.try_get(14)?,
+            node: r.try_get(15)?,
+            region: r.try_get(16)?,
         },
     ))
+}
+
+/// A row of `AUDIT_COLS, seq, leaf_hash`.
+fn audit_entry(r: &Row) -> Result<AuditEntry, StoreError> {
+    let seq: i64 = r.try_get(AUDIT_COL_COUNT)?;
+    Ok(AuditEntry {
+        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("audit seq {seq}")))?,
+        record: audit_row(r)?.1,
+        leaf_hash: r.try_get::<_, Option<Vec<u8>>>(AUDIT_COL_COUNT + 1)?.unwrap_or_default(),
+    })
 }
 
 /// Appends `records` to the audit log inside `tx`, sealing any record from before the log
@@ -931,11 +964,23 @@ pub(super) async fn append_leaves(
         let outcome: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
         let reason: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
         let ip: Vec<Option<&str>> = records.iter().map(|r| r.ip.as_deref()).collect();
+        let version: Vec<i16> = records.iter().map(|r| i16::from(r.version)).collect();
+        let org: Vec<Option<Uuid>> = records.iter().map(|r| r.org.map(|o| o.as_uuid())).collect();
+        let text = |f: fn(&AuditRecord) -> &Option<String>| -> Vec<Option<&str>> {
+            records.iter().map(|r| f(r).as_deref()).collect()
+        };
+        let (device, object_type, object_id) = (text(|r| &r.device), text(|r| &r.object_type), text(|r| &r.object_id));
+        let (patient, node, region) = (text(|r| &r.patient_ref), text(|r| &r.node), text(|r| &r.region));
         tx.execute(
-            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash)
+            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash,
+                 version, org_id, device, object_type, object_id, patient_ref, node, region)
              SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[], $9::bigint[], $10::bytea[])",
-            &[&at, &actor, &session, &action, &target, &outcome, &reason, &ip, &seqs, &leaves],
+                                  $8::text[], $9::bigint[], $10::bytea[], $11::smallint[], $12::uuid[], $13::text[],
+                                  $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])",
+            &[
+                &at, &actor, &session, &action, &target, &outcome, &reason, &ip, &seqs, &leaves, &version, &org,
+                &device, &object_type, &object_id, &patient, &node, &region,
+            ],
         )
         .await?;
     }

@@ -16,6 +16,7 @@ mod tls;
 use async_trait::async_trait;
 use deadpool_postgres::{Config, ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime};
 use jiff::Timestamp;
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
 use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, SessionId, UserId};
@@ -41,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/postgres/0010_orgs.sql")),
     (11, include_str!("../../migrations/postgres/0011_org_roles.sql")),
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
+    (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
 ];
 
 /// The PostgreSQL-backed store.
@@ -179,8 +181,8 @@ impl Store for PgStore {
         batch::set_user_active(&mut client, id, active, now).await
     }
 
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        batch::create_session(&*self.pool.get().await?, session).await
+    async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        batch::create_session(&mut *self.pool.get().await?, session, audit).await
     }
 
     async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError> {

@@ -386,8 +386,13 @@ pub(super) fn set_user_active(
     Ok(changed)
 }
 
-pub(super) fn create_session(conn: &mut Connection, s: &Session) -> Result<(), StoreError> {
-    conn.execute(
+pub(super) fn create_session(
+    conn: &mut Connection,
+    s: &Session,
+    audit: &[medhub_core::audit::AuditRecord],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
         &format!(
             "INSERT INTO sessions ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             codec::SESSION_COLS
@@ -406,5 +411,7 @@ pub(super) fn create_session(conn: &mut Connection, s: &Session) -> Result<(), S
             s.user_agent,
         ],
     )?;
+    super::identity::append_leaves(&tx, audit)?;
+    tx.commit()?;
     Ok(())
 }

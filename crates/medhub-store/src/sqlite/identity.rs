@@ -745,14 +745,7 @@ impl IdentityStore for SqliteStore {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
             ))?;
-            let rows = st.query_map(params![from, limit], |r| {
-                let seq: i64 = r.get(9)?;
-                Ok(AuditEntry {
-                    seq: u64::try_from(seq).map_err(|_| codec::corrupt(9, "negative seq"))?,
-                    record: audit_row(r)?.1,
-                    leaf_hash: r.get::<_, Option<Vec<u8>>>(10)?.unwrap_or_default(),
-                })
-            })?;
+            let rows = st.query_map(params![from, limit], audit_entry)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -801,6 +794,24 @@ impl IdentityStore for SqliteStore {
                 .optional()?;
             row.map(|(size, root, at, key_id, signature)| stored_tree_head(size, &root, at, key_id, signature))
                 .transpose()
+        })
+        .await
+    }
+
+    async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let (clause, params) = crate::audit::search_clause(q, '?');
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"))?;
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    crate::audit::Param::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
+                    crate::audit::Param::Text(t) => rusqlite::types::Value::Text(t),
+                    crate::audit::Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let rows = st.query_map(rusqlite::params_from_iter(values), audit_entry)?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -952,7 +963,10 @@ fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]
     Ok(())
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip";
+const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
+     object_type, object_id, patient_ref, node, region";
+/// The columns after [`AUDIT_COLS`] start here.
+const AUDIT_COL_COUNT: usize = 17;
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
     Ok((
@@ -966,8 +980,26 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
             outcome: codec::parse(r, 6, Outcome::parse)?,
             reason: r.get(7)?,
             ip: r.get(8)?,
+            version: r.get(9)?,
+            org: codec::opt_id(r, 10, OrgId::from_slice)?,
+            device: r.get(11)?,
+            object_type: r.get(12)?,
+            object_id: r.get(13)?,
+            patient_ref: r.get(14)?,
+            node: r.get(15)?,
+            region: r.get(16)?,
         },
     ))
+}
+
+/// A row of `AUDIT_COLS, seq, leaf_hash`.
+fn audit_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let seq: i64 = r.get(AUDIT_COL_COUNT)?;
+    Ok(AuditEntry {
+        seq: u64::try_from(seq).map_err(|_| codec::corrupt(AUDIT_COL_COUNT, "negative seq"))?,
+        record: audit_row(r)?.1,
+        leaf_hash: r.get::<_, Option<Vec<u8>>>(AUDIT_COL_COUNT + 1)?.unwrap_or_default(),
+    })
 }
 
 /// Appends `records` to the audit log inside `tx` (the writer's transaction), sealing any
@@ -991,8 +1023,9 @@ pub(super) fn append_leaves(tx: &rusqlite::Transaction<'_>, records: &[AuditReco
             tree.push(leaf);
         }
         let mut insert = tx.prepare_cached(
-            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO audit_events (at, actor_id, session_id, action, target, outcome, reason, ip, seq, leaf_hash,
+                 version, org_id, device, object_type, object_id, patient_ref, node, region)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         for r in records {
             let leaf = medhub_core::merkle::leaf_hash(&r.leaf_data());
@@ -1006,7 +1039,15 @@ pub(super) fn append_leaves(tx: &rusqlite::Transaction<'_>, records: &[AuditReco
                 r.reason,
                 r.ip,
                 seq(&tree),
-                &leaf[..]
+                &leaf[..],
+                r.version,
+                r.org.map(|o| o.to_bytes()),
+                r.device,
+                r.object_type,
+                r.object_id,
+                r.patient_ref,
+                r.node,
+                r.region
             ])?;
             tree.push(leaf);
         }

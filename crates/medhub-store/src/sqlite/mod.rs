@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{Conversation, Member, Message, Org, Session, User};
 use medhub_core::plan::{Command, Limits, Plan, Revision};
 use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, SessionId, UserId};
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/sqlite/0010_orgs.sql")),
     (11, include_str!("../../migrations/sqlite/0011_org_roles.sql")),
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -308,9 +310,10 @@ impl Store for SqliteStore {
         self.write(move |c| batch::set_user_active(c, id, active, now)).await
     }
 
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+    async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         let session = session.clone();
-        self.write(move |c| batch::create_session(c, &session)).await
+        self.write(move |c| batch::create_session(c, &session, &audit)).await
     }
 
     async fn session_by_token_hash(&self, hash: &[u8; 32]) -> Result<Option<(Session, User)>, StoreError> {
