@@ -660,7 +660,8 @@ impl AuthService {
             Outcome::Success,
             None,
             None,
-        ).await?;
+        )
+        .await?;
         Ok(())
     }
 
