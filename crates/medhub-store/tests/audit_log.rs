@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use medhub_core::audit::{AuditRecord, LogFault, Outcome, TreeHead};
 use medhub_core::merkle;
 use medhub_store::audit::{Verdict, verify_log};
@@ -424,5 +424,47 @@ each_backend! {
             assert!(!want.is_empty(), "{q:?}");
             assert_eq!(got, want, "{q:?}");
         }
+    }
+}
+
+each_backend! {
+    async fn a_change_and_its_audit_record_commit_together_or_not_at_all(db) {
+        use medhub_core::model::Org;
+        use medhub_core::patient::PatientRef;
+        let store = db.open().await;
+        store.upsert_builtin_roles(&medhub_core::authz::builtin_roles(), Timestamp::from_second(1_800_000_000).unwrap()).await.unwrap();
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let org = Org { id: medhub_core::OrgId::new_v7(), name: "General".into(), created_at: at, idle_timeout: medhub_core::session::DEFAULT_IDLE_TIMEOUT };
+        let admin = medhub_store::testdb::user_record(org.id, "gh.admin", at);
+        assert!(store.bootstrap(&org, &admin).await.unwrap());
+        let nurse = medhub_store::testdb::user_record(org.id, "gh.nurse", at);
+        store.create_user(&nurse).await.unwrap();
+        let (admin, nurse) = (admin.user.id, nurse.user.id);
+        let patient = PatientRef::parse("MRN-7").unwrap();
+        let rec = |action: &str| AuditRecord { org: Some(org.id), actor: Some(admin), ..AuditRecord::new(at, action, Outcome::Success) };
+        let size = |store: DynStore| async move { store.audit_head().await.unwrap().size };
+        let before = size(store.clone()).await;
+
+        // The log cannot be written: each change fails, and nothing of it is left behind.
+        tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        assert!(store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.is_err());
+        assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.is_err());
+        assert!(store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.is_err());
+        tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert!(!store.user_roles(nurse).await.unwrap().contains(&"charge_nurse".to_owned()));
+        assert!(!store.on_care_team(org.id, &patient, nurse).await.unwrap());
+        assert_ne!(store.break_glass_duration(org.id).await.unwrap(), SignedDuration::from_mins(15));
+        assert_eq!(size(store.clone()).await, before);
+
+        // With the log back, each change and its record land together.
+        store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.unwrap();
+        assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
+        // Already on the team: no change, so no record.
+        assert!(!store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
+        store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.unwrap();
+        let log = store.audit_log(before, 100).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|e| e.record.action.as_str()).collect();
+        assert_eq!(actions, ["admin.role_grant", "care_team.add", "admin.settings"]);
+        assert!(matches!(verdict(&store).await, Verdict::Good(_)));
     }
 }

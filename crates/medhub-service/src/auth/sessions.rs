@@ -338,10 +338,10 @@ impl AuthService {
         principal.require_step_up(self.now())?;
         let d = rules::idle_timeout_from_minutes(minutes)
             .ok_or_else(|| ServiceError::InvalidRequest("idle_timeout_minutes must be between 1 and 720".into()))?;
-        self.store.set_idle_timeout(principal.user.org, d).await?;
-        self.idle_timeouts.write().insert(principal.user.org, d);
         let what = format!("idle_timeout_minutes={minutes}");
-        self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None).await?;
+        let r = self.audit_record("admin.settings", Some(principal), Some(what), Outcome::Success, None, None);
+        self.store.set_idle_timeout(principal.user.org, d, &[r.object("org", principal.user.org)]).await?;
+        self.idle_timeouts.write().insert(principal.user.org, d);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, minutes, "idle timeout changed");
         Ok(())
     }

@@ -206,10 +206,18 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute("UPDATE orgs SET idle_timeout_s = $2 WHERE id = $1", &[&org.as_uuid(), &idle_timeout.as_secs()])
+    async fn set_idle_timeout(
+        &self,
+        org: OrgId,
+        idle_timeout: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("UPDATE orgs SET idle_timeout_s = $2 WHERE id = $1", &[&org.as_uuid(), &idle_timeout.as_secs()])
             .await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -587,8 +595,15 @@ impl IdentityStore for PgStore {
             .collect()
     }
 
-    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
+    async fn create_role(
+        &self,
+        org: OrgId,
+        role: &Role,
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let c = c.transaction().await?;
         // Shipped roles change only at start-up, before any request: no race with this check.
         let shipped: bool = c
             .query_one("SELECT EXISTS (SELECT 1 FROM roles WHERE org_id IS NULL AND key = $1)", &[&role.key])
@@ -604,7 +619,12 @@ impl IdentityStore for PgStore {
                 &[&org.as_uuid(), &role.key, &role.name, &role.permissions.to_names(), &us(now)],
             )
             .await?;
-        if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
+        if n == 0 {
+            return Err(StoreError::Conflict("a role with this key exists"));
+        }
+        append_leaves(&*c, audit).await?;
+        c.commit().await?;
+        Ok(())
     }
 
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
@@ -624,6 +644,7 @@ impl IdentityStore for PgStore {
         keys: &[String],
         by: UserId,
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
@@ -655,6 +676,7 @@ impl IdentityStore for PgStore {
         .await?;
         let role = if keys.iter().any(|k| k == ADMINISTRATOR) { SystemRole::Admin } else { SystemRole::User };
         tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
