@@ -106,6 +106,8 @@ mod tests {
             edited_at: None,
             recalled: None,
             requires_ack: false,
+            removed: None,
+            erasure_requested_at: None,
         }
     }
 
