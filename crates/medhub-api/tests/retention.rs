@@ -255,3 +255,56 @@ each_backend! {
         log_verifies(&s).await;
     }
 }
+
+each_backend! {
+    async fn the_expiry_job_runs_by_itself_and_finishes_an_interrupted_erasure(db) {
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let service = medhub_service::ServiceConfig {
+            retention_interval: std::time::Duration::from_millis(100),
+            ..Default::default()
+        };
+        let s = TestServer::start_on(db, Settings { clock: clock.clone(), service, ..Default::default() }).await;
+        let admin = s.user_with_role("it.admin", SystemRole::Admin).await;
+        s.set_roles(&admin, &["administrator"]).await;
+        let (ann, bob) = (s.user("dr.ann").await, s.user("nurse.bob").await);
+        let (status, _) = put(&s, "/api/v1/retention/policies/direct", &admin, json!({"days": 7})).await;
+        assert_eq!(status, 200);
+        let direct = s.conversation(&ann, "direct", &[&bob]).await;
+        let old = send(&s, &ann, &direct, "a1", "Old chat").await;
+        let bobs = send(&s, &bob, &direct, "b1", "Bob's reply").await;
+        clock.advance(SignedDuration::from_hours(24 * 8));
+        let fresh = send(&s, &s.new_session(&ann).await, &direct, "a2", "New chat").await;
+        // A crash after an erasure's account step: `erased_at` is set, Bob's message is not
+        // done yet. (Bob's reply is past retention too, so mark a fresh message of his instead.)
+        let bob = s.new_session(&bob).await;
+        let bobs_fresh = send(&s, &bob, &direct, "b2", "Bob's new reply").await;
+        s.sql("UPDATE users SET erased_at = 1 WHERE username = 'nurse.bob'").await;
+
+        let store = s.services.store.clone();
+        let ids: Vec<medhub_core::MessageId> =
+            [&old, &bobs, &fresh, &bobs_fresh].iter().map(|m| m.parse().unwrap()).collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let removed = loop {
+            let store = store.clone();
+            let ids = ids.clone();
+            let states = s
+                .on_server(async move {
+                    let mut out = Vec::new();
+                    for id in ids {
+                        out.push(store.message(id).await.unwrap().unwrap().removal.map(|r| r.cause.as_str()));
+                    }
+                    out
+                })
+                .await;
+            if states.iter().filter(|r| r.is_some()).count() == 3 {
+                break states;
+            }
+            assert!(std::time::Instant::now() < deadline, "the job did not run: {states:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(removed, [Some("retention"), Some("retention"), None, Some("erasure")]);
+        let records = s.audit_until(|r| r.iter().any(|x| x.action == "gdpr.erase")).await;
+        assert!(records.iter().any(|r| r.action == "retention.expire" && r.actor.is_none()), "the job acts as the system");
+        log_verifies(&s).await;
+    }
+}

@@ -188,14 +188,14 @@ impl Retention {
         let org = p.user.org;
         let scope = match target {
             HoldTarget::Conversation(id) => {
-                if !self.store.conversation(id).await?.is_some_and(|c| c.org == org) {
+                if self.store.conversation(id).await?.is_none_or(|c| c.org != org) {
                     return Err(DomainError::ConversationNotFound.into());
                 }
                 HoldScope::Conversation(id)
             }
             HoldTarget::Patient(raw) => HoldScope::Patient(PatientRef::parse(&raw)?),
             HoldTarget::User(id) => {
-                if !self.store.user(id).await?.is_some_and(|u| u.org == org) {
+                if self.store.user(id).await?.is_none_or(|u| u.org != org) {
                     return Err(DomainError::UserNotFound.into());
                 }
                 HoldScope::User(id)
@@ -246,13 +246,24 @@ impl Retention {
         self.expire_org(p.user.org, Some(p)).await
     }
 
-    /// Runs the expiry for every organization: what the periodic job does.
+    /// Runs the expiry for every organization: what the periodic job does. An organization
+    /// whose run fails does not stop the others; the first failure is returned at the end.
     pub async fn expire_all(&self) -> Result<ExpiryReport, ServiceError> {
         let mut total = ExpiryReport::default();
+        let mut first_error = None;
         for org in self.store.orgs().await? {
-            total.add(self.expire_org(org.id, None).await?);
+            match self.expire_org(org.id, None).await {
+                Ok(r) => total.add(r),
+                Err(e) => {
+                    tracing::warn!(org = %org.id, error = %e, "retention expiry failed for an organization");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(total)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 
     /// Removes the content of the organization's messages past their class's retention, unless
@@ -323,6 +334,7 @@ impl Retention {
                     Ok(done) => {
                         report.removed += done.removed;
                         report.revisions += done.revisions;
+                        conflicts = 0;
                     }
                     Err(StoreError::Conflict(why)) => {
                         // Decide this page again from what is stored now.
@@ -367,7 +379,7 @@ impl Retention {
     /// refused (`under_legal_hold`). Running it again finishes an interrupted erasure.
     pub async fn erase(&self, p: &Principal, user: UserId) -> Result<ErasureReport, ServiceError> {
         p.require(Permission::RetentionManage)?;
-        if !self.store.user(user).await?.is_some_and(|u| u.org == p.user.org) {
+        if self.store.user(user).await?.is_none_or(|u| u.org != p.user.org) {
             return Err(DomainError::UserNotFound.into());
         }
         if user == p.user.id {
@@ -456,6 +468,7 @@ impl Retention {
                     report.removed += done.removed;
                     report.revisions += done.revisions;
                     report.flagged += done.flagged;
+                    conflicts = 0;
                 }
                 Err(StoreError::Conflict(why)) => {
                     conflicts += 1;

@@ -403,7 +403,7 @@ pub enum EventData {
     #[serde(rename = "member.role_changed")]
     MemberRoleChanged { user_id: Uuid, role: RoleView },
     #[serde(rename = "message.created")]
-    MessageCreated { message: MessageView },
+    MessageCreated { message: Box<MessageView> },
     #[serde(rename = "message.edited")]
     MessageEdited {
         message_id: Uuid,
@@ -453,7 +453,7 @@ impl From<&Event> for EventView {
                 EventData::MemberRoleChanged { user_id: user.as_uuid(), role: (*role).into() }
             }
             EventKind::MessageCreated { message } => {
-                EventData::MessageCreated { message: MessageView::from(&**message) }
+                EventData::MessageCreated { message: Box::new(MessageView::from(&**message)) }
             }
             EventKind::MessageEdited { message, seq, revision, body, edited_at } => EventData::MessageEdited {
                 message_id: message.as_uuid(),
