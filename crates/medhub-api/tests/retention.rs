@@ -154,6 +154,8 @@ each_backend! {
         let lift = json!({"reason": "Claim withdrawn by the patient's lawyer"});
         let (status, body) = s.post(&format!("/api/v1/legal-holds/{hold_id}/lift"), &outsider, lift.clone()).await;
         assert_eq!((status, code(&body)), (404, "not_found"), "nor lift them");
+        let (status, body) = s.post(&format!("/api/v1/legal-holds/{hold_id}/lift"), &officer, lift.clone()).await;
+        assert_eq!((status, code(&body)), (403, "step_up_required"), "lifting needs a fresh step-up");
 
         // --- expiry: 40 days later, direct messages and the (held) group's are past retention
         clock.advance(SignedDuration::from_hours(24 * 40));

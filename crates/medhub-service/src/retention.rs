@@ -223,12 +223,18 @@ impl Retention {
         Ok(hold)
     }
 
-    /// Lifts an active hold of the caller's organization, with a reason. The hold stays on
-    /// record. Anything else (unknown, another organization's, lifted already) is `not_found`.
+    /// Lifts an active hold of the caller's organization, with a reason and a step-up (what
+    /// it kept may then be removed). The hold stays on record. Anything else (unknown, another
+    /// organization's, lifted already) is `not_found`.
     pub async fn lift_hold(&self, p: &Principal, id: LegalHoldId, reason: &str) -> Result<LegalHold, ServiceError> {
         p.require(Permission::RetentionManage)?;
         let reason = rules::hold_reason(reason)?;
-        let (org, now) = (p.user.org, self.clock.now());
+        let org = p.user.org;
+        if !self.store.legal_holds(org, false).await?.iter().any(|h| h.id == id) {
+            return Err(DomainError::HoldNotFound.into());
+        }
+        p.require_step_up(self.clock.now())?;
+        let now = self.clock.now();
         let audit = [audit_record(now, Some(p), "legal_hold.lift", format!("org:{org} hold:{id}"))];
         let lift = HoldLift { by: p.user.id, at: now, reason };
         let Some(hold) = self.store.lift_legal_hold(org, id, &lift, &audit).await? else {
