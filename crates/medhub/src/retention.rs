@@ -20,7 +20,8 @@ pub enum RetentionCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// List legal holds, newest first.
+    /// List legal holds, newest first (without their reasons, which compliance officers read
+    /// over the API).
     Holds {
         /// The organization, by name (default: every organization).
         #[arg(long)]
@@ -118,7 +119,7 @@ pub async fn run(services: &Services, command: RetentionCommand) -> Result<()> {
                             "{}",
                             json!({"org": o.name, "id": h.id.to_string(), "scope": kind, "subject": subject,
                                    "state": state, "created_by": h.created_by.to_string(),
-                                   "created_at": h.created_at.to_string(), "reason": h.reason,
+                                   "created_at": h.created_at.to_string(),
                                    "lifted_at": h.lifted.as_ref().map(|l| l.at.to_string())})
                         );
                     } else {
