@@ -101,6 +101,16 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/audit/proof/inclusion", Need::Active(AuditRead)),
     ("GET", "/api/v1/audit/proof/consistency", Need::Active(AuditRead)),
     ("GET", "/api/v1/audit/events", Need::Active(AuditRead)),
+    // Retention: everyone may read the policies; administrators set them; compliance
+    // officers hold, lift, expire on demand and erase.
+    ("GET", "/api/v1/retention/policies", Need::Active(DirectoryRead)),
+    ("PUT", "/api/v1/retention/policies/{class}", Need::Active(OrgSettings)),
+    ("DELETE", "/api/v1/retention/policies/{class}", Need::Active(OrgSettings)),
+    ("POST", "/api/v1/retention/expire", Need::Active(RetentionManage)),
+    ("GET", "/api/v1/legal-holds", Need::Active(RetentionManage)),
+    ("POST", "/api/v1/legal-holds", Need::Active(RetentionManage)),
+    ("POST", "/api/v1/legal-holds/{id}/lift", Need::Active(RetentionManage)),
+    ("POST", "/api/v1/users/{id}/erase", Need::Active(RetentionManage)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).
     ("POST", "/api/v1/break-glass/{id}/end", Need::Active(OwnAccount)),
     // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.

@@ -14,6 +14,7 @@ mod passkey;
 mod patients;
 mod ratelimit;
 mod rest;
+mod retention;
 mod sso;
 pub mod tls;
 mod ws;
@@ -144,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(patients::routes())
         .merge(audit::routes())
+        .merge(retention::routes())
         .merge(sso::routes())
         .merge(passkey::routes())
         .merge(longpoll::routes())

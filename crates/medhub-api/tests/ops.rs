@@ -74,6 +74,12 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/proof/inclusion", &["get"]),
     ("/api/v1/audit/proof/consistency", &["get"]),
     ("/api/v1/audit/events", &["get"]),
+    ("/api/v1/retention/policies", &["get"]),
+    ("/api/v1/retention/policies/{class}", &["put", "delete"]),
+    ("/api/v1/retention/expire", &["post"]),
+    ("/api/v1/legal-holds", &["get", "post"]),
+    ("/api/v1/legal-holds/{id}/lift", &["post"]),
+    ("/api/v1/users/{id}/erase", &["post"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

@@ -7,7 +7,7 @@
 //!
 //! The other organization's user holds every role of the catalogue, and is called with real
 //! ids of the first organization's objects (a conversation about a patient, a message in it,
-//! a user, her session, a break-glass grant on the conversation): `hidden` means the answer
+//! a user, her session, a break-glass grant and a legal hold on the conversation): `hidden` means the answer
 //! is exactly the one for a missing object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -129,12 +129,13 @@ struct Ids {
     user: String,
     session: String,
     grant: String,
+    hold: String,
 }
 
 impl Ids {
     fn random() -> Self {
         let r = || uuid::Uuid::now_v7().to_string();
-        Ids { conversation: r(), message: r(), user: r(), session: r(), grant: r() }
+        Ids { conversation: r(), message: r(), user: r(), session: r(), grant: r(), hold: r() }
     }
 }
 
@@ -191,12 +192,18 @@ impl Callers {
         let (status, grant) =
             s.post(&format!("/api/v1/conversations/{conversation}/break-glass"), attending, reason).await;
         assert_eq!(status, 201, "{grant}");
+        let officer = &roles["compliance_officer"];
+        let scope = json!({"kind": "conversation", "conversation_id": conversation});
+        let hold_body = json!({"scope": scope, "reason": "Matter 2026-7: preserve the bed 1 thread"});
+        let (status, hold) = s.post("/api/v1/legal-holds", officer, hold_body).await;
+        assert_eq!(status, 201, "{hold}");
         let ids = Ids {
             conversation,
             message: sent["message"]["id"].as_str().unwrap().to_owned(),
             user: target.id.to_string(),
             session: me["session_id"].as_str().unwrap().to_owned(),
             grant: grant["id"].as_str().unwrap().to_owned(),
+            hold: hold["id"].as_str().unwrap().to_owned(),
         };
 
         let other = s.tenant("Other Hospital", "other.root").await;
@@ -238,6 +245,8 @@ fn concrete(path: &str, ids: &Ids) -> String {
         &ids.session
     } else if path.starts_with("/api/v1/break-glass/") {
         &ids.grant
+    } else if path.starts_with("/api/v1/legal-holds/") {
+        &ids.hold
     } else {
         &uuid::Uuid::now_v7().to_string()
     };
@@ -256,6 +265,7 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         ("POST", "/api/v1/conversations/{id}/receipts") => json!({"read_seq": 1}),
         ("PATCH", "/api/v1/messages/{id}") => json!({"body": "y"}),
         ("POST", "/api/v1/messages/{id}/ack") => json!({"response": {"kind": "accept"}}),
+        ("POST", "/api/v1/legal-holds/{id}/lift") => json!({"reason": "Matter closed, hold no longer needed"}),
         ("POST", "/api/v1/conversations/{id}/break-glass") => {
             json!({"reason": "Patient unresponsive, the attending is in theatre"})
         }

@@ -106,6 +106,8 @@ mod tests {
             edited_at: None,
             recalled: None,
             requires_ack: false,
+            removed: None,
+            erasure_requested_at: None,
         }
     }
 
@@ -117,7 +119,7 @@ mod tests {
             conversation_id: m.conversation_id,
             at: m.created_at,
             actor_id: Some(m.sender_id),
-            data: EventData::MessageCreated { message: m.clone() },
+            data: EventData::MessageCreated { message: Box::new(m.clone()) },
         });
         let json = serde_json::to_string(&frame).unwrap();
         assert_eq!(frame_type(&json), Some("event"));

@@ -43,10 +43,13 @@ pub enum Permission {
     /// Put people on a patient's care team and take them off (who may read the patient's
     /// conversations without being a member).
     CareTeamAdmin,
+    /// Set and lift legal holds, run the retention expiry on demand, and erase a person's
+    /// personal data (GDPR art. 17): compliance officers.
+    RetentionManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::ConversationRead,
         Permission::ConversationWrite,
         Permission::MessageSend,
@@ -60,6 +63,7 @@ impl Permission {
         Permission::BreakGlass,
         Permission::DataExport,
         Permission::CareTeamAdmin,
+        Permission::RetentionManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl Permission {
             Permission::BreakGlass => "break_glass.use",
             Permission::DataExport => "export.run",
             Permission::CareTeamAdmin => "care_team.manage",
+            Permission::RetentionManage => "retention.manage",
         }
     }
 
@@ -180,7 +185,11 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
                 CareTeamAdmin,
             ],
         ),
-        ("compliance_officer", "Compliance officer (auditor)", &[DirectoryRead, OwnAccount, AuditRead, DataExport]),
+        (
+            "compliance_officer",
+            "Compliance officer (auditor)",
+            &[DirectoryRead, OwnAccount, AuditRead, DataExport, RetentionManage],
+        ),
         ("it_support", "IT support", &[DirectoryRead, OwnAccount, SessionAdmin]),
         ("observer", "Observer (read-only)", &[ConversationRead, DirectoryRead, OwnAccount]),
         (
@@ -321,6 +330,9 @@ mod tests {
         assert!(!get(ADMINISTRATOR).contains(Permission::CareTeamAdmin));
         assert!(!get("it_support").contains(Permission::CareTeamAdmin));
         assert!(get(ADMINISTRATOR).contains(Permission::UserAdmin));
+        // Legal holds and erasure are the compliance officer's, not IT's nor clinicians'.
+        assert!(get("compliance_officer").contains(Permission::RetentionManage));
+        assert!(roles.iter().filter(|r| r.permissions.contains(Permission::RetentionManage)).count() == 1);
         assert_eq!(SystemRole::Admin.default_role_key(), ADMINISTRATOR);
     }
 

@@ -118,4 +118,21 @@ pub enum DomainError {
     /// access is needed, and none is recorded.
     #[error("you can already read this conversation; break-glass is not needed")]
     BreakGlassNotNeeded,
+    /// The message's content was removed (retention expiry or erasure): it can no longer be
+    /// edited or acknowledged.
+    #[error("the message's content was removed under the retention policy or an erasure")]
+    MessageRemoved,
+    /// The legal hold does not exist, is another organization's, or was lifted already.
+    #[error("legal hold not found")]
+    HoldNotFound,
+    /// A retention period outside the bounds allowed for its kind of conversation.
+    #[error("retention for {class} conversations must be between {min} and {max} days")]
+    InvalidRetention { class: &'static str, min: u32, max: u32 },
+    /// A legal hold's reason (or the reason for lifting it) is too short, too long or has
+    /// control characters.
+    #[error("the reason must be {min} to {max} characters (a matter or case reference and why)")]
+    InvalidHoldReason { min: usize, max: usize },
+    /// The user is under a legal hold: their data cannot be erased until it is lifted.
+    #[error("the user is under a legal hold; lift it before erasing their personal data")]
+    UnderLegalHold,
 }

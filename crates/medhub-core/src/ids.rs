@@ -80,6 +80,10 @@ uuid_id!(
     /// A registered passkey (WebAuthn credential) of a user.
     PasskeyId
 );
+uuid_id!(
+    /// A legal hold (retention, issue 4).
+    LegalHoldId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

@@ -16,11 +16,12 @@ pub mod patient;
 pub mod plan;
 pub mod policy;
 pub mod recipients;
+pub mod retention;
 pub mod session;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
-pub use ids::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, PasskeyId, Seq, SessionId, UserId};
+pub use ids::{ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, PasskeyId, Seq, SessionId, UserId};
 pub use jiff::Timestamp;

@@ -192,6 +192,36 @@ pub struct Recall {
     pub at: Timestamp,
 }
 
+/// Why a message's content was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalCause {
+    /// Its retention ended (the expiry job).
+    Retention,
+    /// Its sender's personal data was erased (GDPR art. 17).
+    Erasure,
+}
+
+impl RemovalCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalCause::Retention => "retention",
+            RemovalCause::Erasure => "erasure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [RemovalCause::Retention, RemovalCause::Erasure].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// A removal: the message stays as a tombstone (id, conversation, sender, sequence, times,
+/// acknowledgements) so that history stays coherent; its text and earlier revisions are gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    pub at: Timestamp,
+    pub cause: RemovalCause,
+}
+
 /// A message as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -214,6 +244,11 @@ pub struct Message {
     pub request_hash: [u8; 32],
     /// Whether any recipient has acknowledged it (edits are refused after that).
     pub acknowledged: bool,
+    /// Set when the content was removed (retention or erasure); `body` is then empty.
+    pub removal: Option<Removal>,
+    /// When the sender's erasure was requested, for content that is kept anyway (clinical
+    /// content under retention, or content under a legal hold).
+    pub erasure_requested_at: Option<Timestamp>,
 }
 
 /// A typed acknowledgement response to an urgent or critical message.

@@ -13,6 +13,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod patients;
 pub mod pipeline;
+pub mod retention;
 pub mod server_key;
 pub mod tree_heads;
 
@@ -32,6 +33,7 @@ pub use messaging::Messaging;
 pub use metrics::Metrics;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
+pub use retention::Retention;
 pub use server_key::ServerKey;
 
 /// A fresh correlation id for an internal error: what the client quotes, what the log holds.
@@ -89,6 +91,10 @@ pub struct ServiceConfig {
     pub audit_tree_head_export: tree_heads::HeadExport,
     /// This server's node name and region, written into every audit record.
     pub audit_origin: audit::Origin,
+    /// How often the retention expiry job runs (the first run one interval after start).
+    pub retention_interval: Duration,
+    /// Most messages the expiry job and erasure decide and change in one transaction.
+    pub retention_batch: u32,
 }
 
 impl Default for ServiceConfig {
@@ -113,6 +119,8 @@ impl Default for ServiceConfig {
             audit_tree_head_interval: Duration::from_secs(60),
             audit_tree_head_export: tree_heads::HeadExport::default(),
             audit_origin: audit::Origin::default(),
+            retention_interval: Duration::from_secs(3600),
+            retention_batch: 500,
         }
     }
 }
@@ -130,6 +138,7 @@ pub struct Services {
     pub pipeline: Pipeline,
     pub messaging: Messaging,
     pub patients: Patients,
+    pub retention: Retention,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -182,8 +191,11 @@ impl Services {
             clock.clone(),
             config.audit_tree_head_interval,
         ));
-        let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients };
-        let tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer];
+        let retention = Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
+        let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
+        let services =
+            Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients, retention };
+        let tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
         Ok((services, Background { tasks }))
     }
 }

@@ -254,6 +254,9 @@ impl Messaging {
         if message.recall.is_some() {
             return Err(DomainError::MessageRecalled.into());
         }
+        if message.removal.is_some() {
+            return Err(DomainError::MessageRemoved.into());
+        }
         let mut revisions = self.store.revisions(id).await?;
         revisions.push(Revision {
             message: id,

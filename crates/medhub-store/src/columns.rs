@@ -130,10 +130,11 @@ impl EventRow {
             },
             "message.created" => {
                 // The message as it was created: the original text, even if edited since
-                // (the edits follow as their own events), but never a recalled text.
+                // (the edits follow as their own events), but never a recalled text, nor a
+                // removed one (retention or erasure: its revisions are gone too).
                 let mut m = self.message.clone().ok_or_else(|| missing("message"))?;
                 if m.revision > 0 {
-                    if m.recall.is_none() {
+                    if m.recall.is_none() && m.removal.is_none() {
                         m.body = self.superseded_body.clone().ok_or_else(|| missing("original body"))?;
                     }
                     m.revision = 0;
@@ -144,8 +145,8 @@ impl EventRow {
             "message.edited" => {
                 let m = self.message.as_ref().ok_or_else(|| missing("message"))?;
                 let revision = self.revision.ok_or_else(|| missing("revision"))?;
-                // A recalled message's text is never replayed, in any revision.
-                let body = if m.recall.is_some() {
+                // A recalled or removed message's text is never replayed, in any revision.
+                let body = if m.recall.is_some() || m.removal.is_some() {
                     None
                 } else if m.revision == revision {
                     Some(m.body.clone())

@@ -24,6 +24,7 @@ mod error;
 pub mod identity;
 pub mod patients;
 pub mod postgres;
+pub mod retention;
 mod sql;
 pub mod sqlite;
 pub mod testdb;
@@ -33,6 +34,10 @@ pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
 };
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
+pub use retention::{
+    Candidate, CandidateCursor, ChangeCount, ContentChange, ErasedAccount, HoldLift, LegalHold, RetentionState,
+    RetentionStore, StoredPolicy,
+};
 
 pub(crate) use columns::{EventColumns, EventRow};
 
@@ -103,7 +108,7 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: IdentityStore + PatientStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.

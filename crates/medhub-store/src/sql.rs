@@ -18,11 +18,12 @@ pub(crate) const CONVERSATION_COL_COUNT: usize = 10;
 pub(crate) const MEMBER_COLS: &str = "conversation_id, user_id, role, delivered_seq, read_seq, joined_at";
 
 pub(crate) const MESSAGE_COLS: &str = "id, conversation_id, seq, sender_id, client_txn_id, body, priority, reply_to, \
-     created_at, revision, edited_at, recalled_at, recalled_by, event_id, request_hash, acknowledged";
+     created_at, revision, edited_at, recalled_at, recalled_by, event_id, request_hash, acknowledged, removed_at, \
+     removed_cause, erasure_requested_at";
 
 pub(crate) const MESSAGE_COLS_M: &str = "m.id, m.conversation_id, m.seq, m.sender_id, m.client_txn_id, m.body, \
      m.priority, m.reply_to, m.created_at, m.revision, m.edited_at, m.recalled_at, m.recalled_by, m.event_id, \
-     m.request_hash, m.acknowledged";
+     m.request_hash, m.acknowledged, m.removed_at, m.removed_cause, m.erasure_requested_at";
 
 pub(crate) const ACK_COLS: &str = "message_id, user_id, response, minutes, at";
 
@@ -32,7 +33,7 @@ pub(crate) fn prefixed(cols: &str, alias: &str) -> String {
 }
 
 /// The event columns in the order `EventRow` decoders read them, followed by the superseded
-/// revision body (16) and the message columns (17..33).
+/// revision body (16) and the message columns (17..36).
 pub(crate) const EVENT_SELECT: &str = "SELECT e.id, e.conversation_id, e.kind, e.at, e.actor_id, e.message_id, e.seq,
         e.revision, e.subject_user_id, e.role, e.delivered_seq, e.read_seq, e.ack_response, e.ack_minutes, e.title,
         e.conv_kind, r.body, ";

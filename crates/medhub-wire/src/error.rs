@@ -71,6 +71,10 @@ codes! {
     InvalidReason = ("invalid_reason", 400, "A break-glass reason must be 10 to 1000 characters saying why access is needed."),
     InvalidBreakGlassDuration = ("invalid_break_glass_duration", 400, "Break-glass access must last between 5 and 1440 minutes."),
     BreakGlassNotNeeded = ("break_glass_not_needed", 409, "You can already read this conversation (as a member or on the patient's care team); no emergency access is recorded."),
+    MessageRemoved = ("message_removed", 409, "The message's content was removed under the organization's retention policy or a GDPR erasure; it can no longer be edited or acknowledged."),
+    InvalidRetention = ("invalid_retention", 400, "A retention period must be 1 to 36500 days, and at least 2190 days (6 years) for clinical conversations (those linked to a patient)."),
+    InvalidHoldReason = ("invalid_hold_reason", 400, "A legal hold's reason, and the reason for lifting one, must be 10 to 1000 characters (a matter or case reference and why)."),
+    UnderLegalHold = ("under_legal_hold", 409, "The user is under a legal hold; their personal data cannot be erased until the hold is lifted."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -148,7 +152,8 @@ impl From<&DomainError> for WireError {
             | DomainError::MessageNotFound
             | DomainError::UserNotFound
             | DomainError::SessionNotFound
-            | DomainError::GrantNotFound => ErrorCode::NotFound,
+            | DomainError::GrantNotFound
+            | DomainError::HoldNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -181,6 +186,10 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidReason { .. } => ErrorCode::InvalidReason,
             DomainError::InvalidBreakGlassDuration { .. } => ErrorCode::InvalidBreakGlassDuration,
             DomainError::BreakGlassNotNeeded => ErrorCode::BreakGlassNotNeeded,
+            DomainError::MessageRemoved => ErrorCode::MessageRemoved,
+            DomainError::InvalidRetention { .. } => ErrorCode::InvalidRetention,
+            DomainError::InvalidHoldReason { .. } => ErrorCode::InvalidHoldReason,
+            DomainError::UnderLegalHold => ErrorCode::UnderLegalHold,
         };
         // "Not found" never says which object, so nothing leaks through the message either.
         match code {

@@ -9,6 +9,7 @@ pub mod frames;
 pub mod identity;
 pub mod patients;
 pub mod rest;
+pub mod retention;
 pub mod views;
 
 pub use error::{ErrorBody, ErrorCode, WireError};

@@ -146,6 +146,16 @@ pub struct RecallView {
     pub at: Timestamp,
 }
 
+/// Why and when a message's content was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RemovalView {
+    /// `retention` (the organization's retention policy) or `erasure` (the sender's GDPR
+    /// erasure).
+    pub cause: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+}
+
 /// A message as members see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageView {
@@ -156,7 +166,7 @@ pub struct MessageView {
     pub sender_id: Uuid,
     /// The sender's idempotency key for this message.
     pub client_txn_id: String,
-    /// The text (plain text with the Markdown subset); `null` once recalled.
+    /// The text (plain text with the Markdown subset); `null` once recalled or removed.
     pub body: Option<String>,
     pub priority: PriorityView,
     pub reply_to: Option<Uuid>,
@@ -169,6 +179,15 @@ pub struct MessageView {
     pub recalled: Option<RecallView>,
     /// Whether recipients are asked to acknowledge (urgent and critical).
     pub requires_ack: bool,
+    /// Set once the content was removed (retention or erasure); the message stays as a
+    /// tombstone so that the conversation's history and acknowledgements stay coherent.
+    #[serde(default)]
+    pub removed: Option<RemovalView>,
+    /// When the sender's GDPR erasure was requested, for content kept anyway (clinical content
+    /// under retention, or content under a legal hold).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub erasure_requested_at: Option<Timestamp>,
 }
 
 impl From<&Message> for MessageView {
@@ -179,7 +198,7 @@ impl From<&Message> for MessageView {
             seq: m.seq.get(),
             sender_id: m.sender.as_uuid(),
             client_txn_id: m.client_txn_id.as_str().to_owned(),
-            body: if m.recall.is_some() { None } else { Some(m.body.clone()) },
+            body: if m.recall.is_some() || m.removal.is_some() { None } else { Some(m.body.clone()) },
             priority: m.priority.into(),
             reply_to: m.reply_to.map(|r| r.as_uuid()),
             created_at: m.created_at,
@@ -187,6 +206,8 @@ impl From<&Message> for MessageView {
             edited_at: m.edited_at,
             recalled: m.recall.map(|r| RecallView { by: r.by.map(|u| u.as_uuid()), at: r.at }),
             requires_ack: m.priority.requires_ack(),
+            removed: m.removal.map(|r| RemovalView { cause: r.cause.as_str().to_owned(), at: r.at }),
+            erasure_requested_at: m.erasure_requested_at,
         }
     }
 }
@@ -382,13 +403,13 @@ pub enum EventData {
     #[serde(rename = "member.role_changed")]
     MemberRoleChanged { user_id: Uuid, role: RoleView },
     #[serde(rename = "message.created")]
-    MessageCreated { message: MessageView },
+    MessageCreated { message: Box<MessageView> },
     #[serde(rename = "message.edited")]
     MessageEdited {
         message_id: Uuid,
         seq: u64,
         revision: u32,
-        /// `null` if the message has since been recalled.
+        /// `null` if the message has since been recalled or its content removed.
         body: Option<String>,
         #[schema(value_type = String, format = DateTime)]
         edited_at: Timestamp,
@@ -432,7 +453,7 @@ impl From<&Event> for EventView {
                 EventData::MemberRoleChanged { user_id: user.as_uuid(), role: (*role).into() }
             }
             EventKind::MessageCreated { message } => {
-                EventData::MessageCreated { message: MessageView::from(&**message) }
+                EventData::MessageCreated { message: Box::new(MessageView::from(&**message)) }
             }
             EventKind::MessageEdited { message, seq, revision, body, edited_at } => EventData::MessageEdited {
                 message_id: message.as_uuid(),
@@ -512,7 +533,22 @@ mod tests {
             event: EventId::new(3),
             request_hash: [0; 32],
             acknowledged: false,
+            removal: None,
+            erasure_requested_at: None,
         }
+    }
+
+    #[test]
+    fn removed_messages_have_no_body_on_the_wire() {
+        let mut m = message();
+        // The store empties the body; the view must not show even what is left.
+        m.removal =
+            Some(medhub_core::model::Removal { at: m.created_at, cause: medhub_core::model::RemovalCause::Retention });
+        let v = MessageView::from(&m);
+        assert_eq!(v.body, None);
+        assert_eq!(v.removed.as_ref().map(|r| r.cause.as_str()), Some("retention"));
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(!json.contains("BP 80/40"), "{json}");
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn user_id(services: &Services, username: &str) -> Result<UserId> {
 }
 
 /// An organization by name, letter case aside.
-async fn org_named(services: &Services, name: &str) -> Result<Org> {
+pub(crate) async fn org_named(services: &Services, name: &str) -> Result<Org> {
     let orgs = services.store.orgs().await?;
     match orgs.into_iter().find(|o| o.is_named(name)) {
         Some(o) => Ok(o),

@@ -46,6 +46,8 @@ pub struct Config {
     pub saml: SamlSection,
     /// The tamper-evident audit log.
     pub audit: AuditConfig,
+    /// Content retention: the expiry job (policies and legal holds are set per organization over the API).
+    pub retention: RetentionConfig,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -421,6 +423,23 @@ impl Default for AuditConfig {
     }
 }
 
+/// Content retention (docs/retention.md). The policies themselves are per organization and
+/// class of conversation, set by administrators over the API or `medhub retention policy set`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds between runs of the expiry job, which removes the content of messages past their organization's retention policy unless a legal hold covers them (the first run is one interval after start; `medhub retention expire` runs it at once). Default: 3600.
+    pub expiry_interval_secs: u64,
+    /// Most messages the expiry job and an erasure decide and change in one database transaction: a backlog of years is worked through in batches of this size. Default: 500.
+    pub batch_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { expiry_interval_secs: 3600, batch_size: 500 }
+    }
+}
+
 /// What the first start creates in an empty store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -569,6 +588,13 @@ impl Config {
         }
         if self.audit.tree_head_interval_secs == 0 || self.audit.tree_head_interval_secs > 86_400 {
             problems.push("audit.tree_head_interval_secs must be between 1 and 86400".to_owned());
+        }
+        if self.retention.expiry_interval_secs < 60 || self.retention.expiry_interval_secs > 86_400 {
+            problems.push("retention.expiry_interval_secs must be between 60 and 86400".to_owned());
+        }
+        if self.retention.batch_size == 0 || self.retention.batch_size > medhub_service::retention::MAX_BATCH {
+            problems
+                .push(format!("retention.batch_size must be between 1 and {}", medhub_service::retention::MAX_BATCH));
         }
         if let Err(ConfigError::Invalid(e)) = trusted_proxies(&self.server.trusted_proxies) {
             problems.push(e);
@@ -746,6 +772,8 @@ impl Config {
                     .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())),
                 region: self.server.region.clone(),
             },
+            retention_interval: Duration::from_secs(self.retention.expiry_interval_secs),
+            retention_batch: self.retention.batch_size,
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()
         }

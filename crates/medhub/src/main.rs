@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 mod config;
+mod retention;
 mod server_key;
 
 use std::path::PathBuf;
@@ -85,6 +86,13 @@ enum Command {
         store: StoreArgs,
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Content retention: policies, legal holds, and the expiry job on demand.
+    Retention {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
     },
 }
 
@@ -169,6 +177,12 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging_quiet(&config);
             let services = start(&config).await?;
             admin::run(&services, command).await
+        }
+        Command::Retention { store, command } => {
+            let config = store.load(None)?;
+            init_logging_quiet(&config);
+            let services = start(&config).await?;
+            retention::run(&services, command).await
         }
         Command::Audit { store, command } => {
             let config = store.load(None)?;

@@ -684,6 +684,8 @@ impl Planner<'_> {
             event,
             request_hash: hash,
             acknowledged: false,
+            removal: None,
+            erasure_requested_at: None,
         };
         self.msg_new.push(message.id);
         self.s.insert_message(message.clone());
@@ -705,6 +707,9 @@ impl Planner<'_> {
         policy::can_edit(m.sender, actor, role.unwrap_or(MemberRole::ReadOnly))?;
         if m.recall.is_some() {
             return Err(DomainError::MessageRecalled);
+        }
+        if m.removal.is_some() {
+            return Err(DomainError::MessageRemoved);
         }
         if m.acknowledged {
             return Err(DomainError::MessageAcknowledged);
@@ -753,6 +758,9 @@ impl Planner<'_> {
         policy::can_ack(m.priority, m.sender, actor)?;
         if m.recall.is_some() {
             return Err(DomainError::MessageRecalled);
+        }
+        if m.removal.is_some() {
+            return Err(DomainError::MessageRemoved);
         }
         if let Some(minutes) = response.minutes() {
             validate::call_back_minutes(minutes)?;

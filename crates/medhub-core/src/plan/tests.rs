@@ -323,6 +323,29 @@ fn edits_keep_history_and_stop_after_acknowledgement() {
 }
 
 #[test]
+fn removed_content_cannot_be_edited_or_acknowledged() {
+    use crate::model::{Removal, RemovalCause};
+    let mut w = World::default();
+    let (a, b) = (w.user(), w.user());
+    let conv = w.group(a, &[(b, MemberRole::Member)]);
+    let m = sent(&w.run(&[send_p(a, conv, "t", "K+ 6.9", Priority::Critical)])[0]);
+    // What the expiry job leaves: a tombstone without its text.
+    let stored = w.messages.get_mut(&m.id).unwrap();
+    stored.body.clear();
+    stored.removal = Some(Removal { at: stored.created_at, cause: RemovalCause::Retention });
+    assert_eq!(
+        w.run(&[Command::EditMessage { actor: a, message: m.id, body: "K+ 6.8".into() }])[0],
+        Err(DomainError::MessageRemoved)
+    );
+    assert_eq!(
+        w.run(&[Command::Acknowledge { actor: b, message: m.id, response: AckResponse::Accept }])[0],
+        Err(DomainError::MessageRemoved)
+    );
+    assert!(w.revisions.is_empty(), "nothing was written back");
+    assert_eq!(w.messages[&m.id].body, "");
+}
+
+#[test]
 fn acknowledgement_rules() {
     let mut w = World::default();
     let (a, b, c) = (w.user(), w.user(), w.user());

@@ -2,8 +2,8 @@
 
 use medhub_core::clock::from_micros;
 use medhub_core::model::{
-    Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Session,
-    SessionState, SystemRole, User,
+    Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Removal,
+    RemovalCause, Session, SessionState, SystemRole, User,
 };
 use medhub_core::patient::PatientRef;
 use medhub_core::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
@@ -167,6 +167,16 @@ pub(super) fn message(row: &Row, o: usize) -> R<Message> {
         event: event_id(row, o + 13)?,
         request_hash: hash.try_into().map_err(|_| bad(o + 14, "bad request hash"))?,
         acknowledged: row.try_get(o + 15)?,
+        removal: match opt_ts(row, o + 16)? {
+            Some(at) => {
+                let cause = row.try_get::<_, Option<String>>(o + 17)?;
+                let cause =
+                    cause.as_deref().and_then(RemovalCause::parse).ok_or_else(|| bad(o + 17, "bad removal cause"))?;
+                Some(Removal { at, cause })
+            }
+            None => None,
+        },
+        erasure_requested_at: opt_ts(row, o + 18)?,
     })
 }
 

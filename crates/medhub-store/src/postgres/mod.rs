@@ -11,6 +11,7 @@ mod codec;
 mod identity;
 mod patients;
 mod read;
+mod retention;
 mod tls;
 
 use async_trait::async_trait;
@@ -43,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/postgres/0011_org_roles.sql")),
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
+    (14, include_str!("../../migrations/postgres/0014_retention.sql")),
 ];
 
 /// The PostgreSQL-backed store.

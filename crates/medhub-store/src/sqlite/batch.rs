@@ -191,7 +191,7 @@ fn write(tx: &Transaction<'_>, e: &Effects) -> Result<(), StoreError> {
     }
     for m in &e.messages_new {
         tx.prepare_cached(&format!(
-            "INSERT INTO messages ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO messages ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             codec::MESSAGE_COLS
         ))?
         .execute(params![
@@ -211,6 +211,9 @@ fn write(tx: &Transaction<'_>, e: &Effects) -> Result<(), StoreError> {
             i(m.event.get()),
             m.request_hash,
             m.acknowledged,
+            m.removal.map(|r| r.at.as_microsecond()),
+            m.removal.map(|r| r.cause.as_str()),
+            m.erasure_requested_at.map(|t| t.as_microsecond()),
         ])?;
     }
     for m in &e.messages_changed {

@@ -2,8 +2,8 @@
 
 use medhub_core::clock::from_micros;
 use medhub_core::model::{
-    Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Session,
-    SessionState, SystemRole, User,
+    Ack, AckResponse, Conversation, ConversationKind, Member, MemberRole, Message, Priority, Recall, Removal,
+    RemovalCause, Session, SessionState, SystemRole, User,
 };
 use medhub_core::patient::PatientRef;
 use medhub_core::{ClientTxnId, ConversationId, EventId, MessageId, OrgId, Seq, SessionId, UserId};
@@ -155,6 +155,18 @@ pub(super) fn message(row: &Row<'_>, o: usize) -> rusqlite::Result<Message> {
         event: event_id(row, o + 13)?,
         request_hash: hash.try_into().map_err(|_| corrupt(o + 14, "bad request hash"))?,
         acknowledged: row.get(o + 15)?,
+        removal: match opt_ts(row, o + 16)? {
+            Some(at) => {
+                let cause = row.get::<_, Option<String>>(o + 17)?;
+                let cause = cause
+                    .as_deref()
+                    .and_then(RemovalCause::parse)
+                    .ok_or_else(|| corrupt(o + 17, "bad removal cause"))?;
+                Some(Removal { at, cause })
+            }
+            None => None,
+        },
+        erasure_requested_at: opt_ts(row, o + 18)?,
     })
 }
 

@@ -12,6 +12,7 @@ mod codec;
 mod identity;
 mod patients;
 mod read;
+mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
@@ -51,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/sqlite/0011_org_roles.sql")),
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
