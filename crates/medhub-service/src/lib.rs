@@ -13,6 +13,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod patients;
 pub mod pipeline;
+pub mod reports;
 pub mod server_key;
 pub mod tree_heads;
 
@@ -32,6 +33,7 @@ pub use messaging::Messaging;
 pub use metrics::Metrics;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
+pub use reports::Reports;
 pub use server_key::ServerKey;
 
 /// A fresh correlation id for an internal error: what the client quotes, what the log holds.
@@ -89,6 +91,9 @@ pub struct ServiceConfig {
     pub audit_tree_head_export: tree_heads::HeadExport,
     /// This server's node name and region, written into every audit record.
     pub audit_origin: audit::Origin,
+    /// Where and how often the organization-wide compliance reports are written (none: not
+    /// scheduled; they are still made on demand).
+    pub audit_reports: Option<reports::schedule::Schedule>,
 }
 
 impl Default for ServiceConfig {
@@ -113,6 +118,7 @@ impl Default for ServiceConfig {
             audit_tree_head_interval: Duration::from_secs(60),
             audit_tree_head_export: tree_heads::HeadExport::default(),
             audit_origin: audit::Origin::default(),
+            audit_reports: None,
         }
     }
 }
@@ -130,6 +136,7 @@ pub struct Services {
     pub pipeline: Pipeline,
     pub messaging: Messaging,
     pub patients: Patients,
+    pub reports: Reports,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -182,8 +189,13 @@ impl Services {
             clock.clone(),
             config.audit_tree_head_interval,
         ));
-        let services = Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients };
-        let tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer];
+        let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
+        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer];
+        if let Some(schedule) = config.audit_reports.clone() {
+            tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
+        }
+        let services =
+            Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients, reports };
         Ok((services, Background { tasks }))
     }
 }

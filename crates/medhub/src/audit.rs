@@ -41,6 +41,10 @@ pub enum AuditCommand {
     /// Print the public key that verifies this server's tree heads, in hex: give it to the
     /// auditors, who then need nothing from the server to check exported heads.
     PublicKey,
+    /// Make a compliance report (docs/audit-reports.md): patient-access, user-activity,
+    /// break-glass, failed-sign-ins, permission-changes or exports, as HTML or CSV. The
+    /// report is recorded in the audit log as the operator's.
+    Report(crate::reports::ReportArgs),
 }
 
 /// What the audit commands need besides the store.
@@ -69,6 +73,7 @@ pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) ->
             println!("{}", hex(&ctx.signer.public_key()));
             Ok(())
         }
+        AuditCommand::Report(args) => crate::reports::run(store, args).await,
     }
 }
 
