@@ -653,14 +653,11 @@ impl AuthService {
             self.end_user_sessions(user.id, None, "role_removed").await?;
         }
         tracing::info!(target: "medhub::auth", user = %user.id, roles = ?keys, "roles set by the identity provider's groups");
-        self.audit_event(
-            "sso.roles",
-            None,
-            Some(format!("{} roles={}", user.id, keys.join(","))),
-            Outcome::Success,
-            None,
-            None,
-        ).await?;
+        // The organization's record (its permission changes report), about the user.
+        let mut record =
+            self.audit_record("sso.roles", None, Some(format!("{} roles={}", user.id, keys.join(","))), Outcome::Success, None, None);
+        record.org = Some(user.org);
+        self.audit.write(vec![record.object("user", user.id)]).await?;
         Ok(())
     }
 
