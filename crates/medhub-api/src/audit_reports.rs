@@ -59,9 +59,8 @@ pub async fn report(
     })?;
     let format = match q.format.as_deref() {
         None => Format::Html,
-        Some(f) => Format::parse(f).ok_or_else(|| {
-            medhub_service::ServiceError::InvalidRequest(format!("format: {f:?} is not html or csv"))
-        })?,
+        Some(f) => Format::parse(f)
+            .ok_or_else(|| medhub_service::ServiceError::InvalidRequest(format!("format: {f:?} is not html or csv")))?,
     };
     let params = ReportParams { since: q.since, until: q.until, patient: q.patient, user: q.user };
     let r = state.services.reports.report(&p, kind, &params, format).await?;
@@ -72,7 +71,10 @@ pub async fn report(
     let mut response = (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
-            (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("inline"))),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("inline")),
+            ),
         ],
         r.body,
     )

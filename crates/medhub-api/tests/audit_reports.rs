@@ -58,8 +58,11 @@ fn seqs(rows: &[std::collections::HashMap<String, String>]) -> BTreeSet<i64> {
 
 /// The bars of each chart of a page: (label: value) titles, chart by chart.
 fn bars(page: &str) -> Vec<Vec<String>> {
-    let doc = roxmltree::Document::parse_with_options(page, roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() })
-        .unwrap_or_else(|e| panic!("the page is not well-formed: {e}"));
+    let doc = roxmltree::Document::parse_with_options(
+        page,
+        roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() },
+    )
+    .unwrap_or_else(|e| panic!("the page is not well-formed: {e}"));
     doc.descendants()
         .filter(|n| n.has_tag_name("svg"))
         .map(|svg| {

@@ -39,8 +39,8 @@ pub struct ReportArgs {
 
 pub async fn run(store: &DynStore, a: ReportArgs) -> Result<()> {
     let kinds: Vec<&str> = ReportKind::ALL.iter().map(|k| k.slug()).collect();
-    let kind =
-        ReportKind::parse(&a.kind).ok_or_else(|| anyhow!("unknown report {:?}: one of {}", a.kind, kinds.join(", ")))?;
+    let kind = ReportKind::parse(&a.kind)
+        .ok_or_else(|| anyhow!("unknown report {:?}: one of {}", a.kind, kinds.join(", ")))?;
     let format = Format::parse(&a.format).ok_or_else(|| anyhow!("--format must be html or csv, not {:?}", a.format))?;
     let org = store
         .orgs()

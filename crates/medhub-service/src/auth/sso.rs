@@ -654,8 +654,14 @@ impl AuthService {
         }
         tracing::info!(target: "medhub::auth", user = %user.id, roles = ?keys, "roles set by the identity provider's groups");
         // The organization's record (its permission changes report), about the user.
-        let mut record =
-            self.audit_record("sso.roles", None, Some(format!("{} roles={}", user.id, keys.join(","))), Outcome::Success, None, None);
+        let mut record = self.audit_record(
+            "sso.roles",
+            None,
+            Some(format!("{} roles={}", user.id, keys.join(","))),
+            Outcome::Success,
+            None,
+            None,
+        );
         record.org = Some(user.org);
         self.audit.write(vec![record.object("user", user.id)]).await?;
         Ok(())

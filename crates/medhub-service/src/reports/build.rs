@@ -248,7 +248,12 @@ fn columns(cols: &[&str]) -> Vec<String> {
 }
 
 /// A summary table of counts by a key, largest first, with first and last times.
-fn summary(title: &str, key: &[&str], groups: BTreeMap<Vec<String>, (u64, u64, Timestamp, Timestamp)>, second: &str) -> Table {
+fn summary(
+    title: &str,
+    key: &[&str],
+    groups: BTreeMap<Vec<String>, (u64, u64, Timestamp, Timestamp)>,
+    second: &str,
+) -> Table {
     let mut rows: Vec<(Vec<String>, (u64, u64, Timestamp, Timestamp))> = groups.into_iter().collect();
     rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     let mut cols = columns(key);
@@ -339,7 +344,11 @@ async fn records(store: &DynStore, req: &ReportRequest, doc: &mut Document) -> R
             doc.summaries.push(summary(
                 "Per kind of access",
                 &["action", "basis or reason"],
-                group(&entries, |e| Some(vec![e.record.action.clone(), e.record.reason.clone().unwrap_or_default()]), |_| false),
+                group(
+                    &entries,
+                    |e| Some(vec![e.record.action.clone(), e.record.reason.clone().unwrap_or_default()]),
+                    |_| false,
+                ),
                 "",
             ));
         }
@@ -383,7 +392,12 @@ async fn records(store: &DynStore, req: &ReportRequest, doc: &mut Document) -> R
                 by("Failures by reason", &|r| Some(r.reason.clone().unwrap_or_default())),
             ];
             let locked = |r: &AuditRecord| r.reason.as_deref() == Some("rate_limited");
-            doc.summaries.push(summary("Per user", &["user", "username", "user id"], group(&entries, user_key, locked), "lockouts"));
+            doc.summaries.push(summary(
+                "Per user",
+                &["user", "username", "user id"],
+                group(&entries, user_key, locked),
+                "lockouts",
+            ));
             doc.summaries.push(summary(
                 "Per address",
                 &["address"],
@@ -420,10 +434,19 @@ async fn records(store: &DynStore, req: &ReportRequest, doc: &mut Document) -> R
                 per_day("Exports per day"),
                 by("Exports by user", &|r| Some(dir.label(r.actor))),
                 by("Exports by kind", &|r| {
-                    Some(format!("{} {}", r.action, r.target.as_deref().and_then(|t| t.split_whitespace().next()).unwrap_or("")))
+                    Some(format!(
+                        "{} {}",
+                        r.action,
+                        r.target.as_deref().and_then(|t| t.split_whitespace().next()).unwrap_or("")
+                    ))
                 }),
             ];
-            doc.summaries.push(summary("Per user", &["user", "username", "user id"], group(&entries, user_key, |_| false), ""));
+            doc.summaries.push(summary(
+                "Per user",
+                &["user", "username", "user id"],
+                group(&entries, user_key, |_| false),
+                "",
+            ));
         }
         ReportKind::BreakGlass => {}
     }
@@ -459,12 +482,19 @@ fn end_of(g: &BreakGlassGrant, end: Option<&AuditRecord>, now: Timestamp) -> End
             let reviewed = r.reason.as_deref() == Some("revoked");
             End { how, by: r.actor, at: Some(r.at), reviewed }
         }
-        None if g.ended_at.is_none() && g.expires_at > now => End { how: "active", by: None, at: None, reviewed: false },
+        None if g.ended_at.is_none() && g.expires_at > now => {
+            End { how: "active", by: None, at: None, reviewed: false }
+        }
         None => End { how: "expired", by: None, at: g.ended_at.or(Some(g.expires_at)), reviewed: false },
     }
 }
 
-async fn break_glass(store: &DynStore, req: &ReportRequest, now: Timestamp, doc: &mut Document) -> Result<(), ServiceError> {
+async fn break_glass(
+    store: &DynStore,
+    req: &ReportRequest,
+    now: Timestamp,
+    doc: &mut Document,
+) -> Result<(), ServiceError> {
     // Grants that started in the period, newest first from the index (org, started_at).
     let mut grants: Vec<BreakGlassGrant> = Vec::new();
     let mut seen: HashSet<uuid::Uuid> = HashSet::new();
@@ -528,13 +558,24 @@ async fn break_glass(store: &DynStore, req: &ReportRequest, now: Timestamp, doc:
     );
     let ended: Vec<End> = grants.iter().map(|g| end_of(g, ends.get(&g.id), now)).collect();
     doc.charts = vec![
-        Chart::OverTime { title: "Grants per day".into(), bars: over_time(req.since, req.until, grants.iter().map(|g| g.started_at)) },
-        Chart::ByCategory { title: "Grants by user".into(), bars: by_category(grants.iter().map(|g| dir.label(Some(g.user)))) },
+        Chart::OverTime {
+            title: "Grants per day".into(),
+            bars: over_time(req.since, req.until, grants.iter().map(|g| g.started_at)),
+        },
+        Chart::ByCategory {
+            title: "Grants by user".into(),
+            bars: by_category(grants.iter().map(|g| dir.label(Some(g.user)))),
+        },
         Chart::ByCategory {
             title: "Grants by review status".into(),
-            bars: by_category(ended.iter().map(|e| (if e.reviewed { "reviewed" } else { "awaiting review" }).to_owned())),
+            bars: by_category(
+                ended.iter().map(|e| (if e.reviewed { "reviewed" } else { "awaiting review" }).to_owned()),
+            ),
         },
-        Chart::ByCategory { title: "Grants by patient".into(), bars: by_category(grants.iter().map(|g| g.patient.as_str().to_owned())) },
+        Chart::ByCategory {
+            title: "Grants by patient".into(),
+            bars: by_category(grants.iter().map(|g| g.patient.as_str().to_owned())),
+        },
     ];
     let awaiting = ended.iter().filter(|e| !e.reviewed).count();
     doc.summaries.push(Table {
@@ -611,7 +652,8 @@ mod tests {
     fn administrative_records_name_the_user_they_concern() {
         let u = uuid::Uuid::now_v7();
         let at = Timestamp::UNIX_EPOCH;
-        let grant = AuditRecord::new(at, "admin.role_grant", Outcome::Success).target(format!("{u} roles=nurse,pharmacist"));
+        let grant =
+            AuditRecord::new(at, "admin.role_grant", Outcome::Success).target(format!("{u} roles=nurse,pharmacist"));
         assert_eq!(concerning(&grant), Some(UserId::from_uuid(u)));
         assert_eq!(what(&grant), "roles set to nurse,pharmacist");
         let add = AuditRecord::new(at, "care_team.add", Outcome::Success).object("user", u);

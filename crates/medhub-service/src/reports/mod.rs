@@ -183,11 +183,15 @@ impl ReportRequest {
     /// kind's [`ReportKind::default_period`].
     pub fn from_params(kind: ReportKind, org: OrgId, p: &ReportParams, now: Timestamp) -> Result<Self, ServiceError> {
         let until = match p.until.as_deref() {
-            Some(s) => parse_time(s, true).ok_or_else(|| bad(format!("until: {s:?} is not an RFC 3339 time or a date")))?,
+            Some(s) => {
+                parse_time(s, true).ok_or_else(|| bad(format!("until: {s:?} is not an RFC 3339 time or a date")))?
+            }
             None => now,
         };
         let since = match p.since.as_deref() {
-            Some(s) => parse_time(s, false).ok_or_else(|| bad(format!("since: {s:?} is not an RFC 3339 time or a date")))?,
+            Some(s) => {
+                parse_time(s, false).ok_or_else(|| bad(format!("since: {s:?} is not an RFC 3339 time or a date")))?
+            }
             None => until.checked_sub(kind.default_period()).unwrap_or(Timestamp::MIN),
         };
         if since >= until {
@@ -220,7 +224,8 @@ impl ReportRequest {
     /// target (`patient-access 2026-03-01T00:00:00Z/2026-03-08T00:00:00Z`, then ` user=<id>`
     /// for a user activity report), and the patient for a patient access report.
     pub fn audit_record(&self, base: AuditRecord, format: Format) -> AuditRecord {
-        let mut target = format!("{} {}/{} {}", self.kind, render::time(self.since), render::time(self.until), format.extension());
+        let mut target =
+            format!("{} {}/{} {}", self.kind, render::time(self.since), render::time(self.until), format.extension());
         if let Some(u) = self.user {
             target.push_str(&format!(" user={u}"));
         }
@@ -356,7 +361,10 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!((r.since.to_string(), r.until.to_string()), ("2026-03-01T00:00:00Z".into(), "2026-03-08T00:00:00Z".into()));
+        assert_eq!(
+            (r.since.to_string(), r.until.to_string()),
+            ("2026-03-01T00:00:00Z".into(), "2026-03-08T00:00:00Z".into())
+        );
         let r = ReportRequest::from_params(ReportKind::BreakGlass, org, &params(None, None, None, None), now).unwrap();
         assert_eq!((r.until, r.since), (now, now - SignedDuration::from_hours(720)));
         let r = ReportRequest::from_params(
@@ -377,7 +385,10 @@ mod tests {
         assert!(err(ReportKind::UserActivity, params(None, None, None, Some("bob"))).contains("not a user id"));
         assert!(err(ReportKind::Exports, params(None, None, Some("p"), None)).contains("takes no patient"));
         assert!(err(ReportKind::Exports, params(Some("yesterday"), None, None, None)).contains("since"));
-        assert!(err(ReportKind::Exports, params(Some("2026-03-05"), Some("2026-03-04T00:00:00Z"), None, None)).contains("before"));
+        assert!(
+            err(ReportKind::Exports, params(Some("2026-03-05"), Some("2026-03-04T00:00:00Z"), None, None))
+                .contains("before")
+        );
         assert!(matches!(
             ReportRequest::from_params(ReportKind::PatientAccess, org, &params(None, None, Some(""), None), now),
             Err(ServiceError::Domain(_))

@@ -352,8 +352,11 @@ fn horizontal(title: &str, bars: &[Bar]) -> String {
     for (i, b) in bars.iter().enumerate() {
         let y = 4.0 + ROW * i as f64;
         let width = plot_w * b.value as f64 / max as f64;
-        let label: String =
-            if b.label.chars().count() > 38 { b.label.chars().take(37).chain(['…']).collect() } else { b.label.clone() };
+        let label: String = if b.label.chars().count() > 38 {
+            b.label.chars().take(37).chain(['…']).collect()
+        } else {
+            b.label.clone()
+        };
         s.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
              <rect class=\"bar\" x=\"{LABEL}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"{:.1}\"><title>{}: {}</title></rect>\n\
@@ -414,7 +417,11 @@ mod tests {
             charts: vec![
                 Chart::OverTime {
                     title: hostile.into(),
-                    bars: over_time(ts("2026-03-01T00:00:00Z"), ts("2026-03-08T00:00:00Z"), [ts("2026-03-02T10:00:00Z")]),
+                    bars: over_time(
+                        ts("2026-03-01T00:00:00Z"),
+                        ts("2026-03-08T00:00:00Z"),
+                        [ts("2026-03-02T10:00:00Z")],
+                    ),
                 },
                 Chart::ByCategory { title: "By user".into(), bars: by_category([hostile.to_owned()]) },
             ],
@@ -434,7 +441,13 @@ mod tests {
         let bars = over_time(
             ts("2026-03-01T00:00:00Z"),
             ts("2026-03-04T00:00:00Z"),
-            [ts("2026-02-28T23:59:59Z"), ts("2026-03-01T00:00:00Z"), ts("2026-03-03T23:59:59Z"), ts("2026-03-03T12:00:00Z"), ts("2026-03-04T00:00:00Z")],
+            [
+                ts("2026-02-28T23:59:59Z"),
+                ts("2026-03-01T00:00:00Z"),
+                ts("2026-03-03T23:59:59Z"),
+                ts("2026-03-03T12:00:00Z"),
+                ts("2026-03-04T00:00:00Z"),
+            ],
         );
         let got: Vec<(&str, u64)> = bars.iter().map(|b| (b.label.as_str(), b.value)).collect();
         assert_eq!(got, [("2026-03-01", 1), ("2026-03-02", 0), ("2026-03-03", 2)]);
@@ -529,7 +542,15 @@ mod tests {
         };
         assert_eq!(
             bars(&svgs[0]),
-            ["2026-03-01: 0", "2026-03-02: 1", "2026-03-03: 0", "2026-03-04: 0", "2026-03-05: 0", "2026-03-06: 0", "2026-03-07: 0"]
+            [
+                "2026-03-01: 0",
+                "2026-03-02: 1",
+                "2026-03-03: 0",
+                "2026-03-04: 0",
+                "2026-03-05: 0",
+                "2026-03-06: 0",
+                "2026-03-07: 0"
+            ]
         );
         assert_eq!(bars(&svgs[1]), ["x: 1"]);
     }

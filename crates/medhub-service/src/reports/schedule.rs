@@ -96,7 +96,9 @@ pub async fn write_due(
             }
             let records = files
                 .iter()
-                .map(|(_, _, f)| req.audit_record(audit.event("audit.report", Outcome::Success).reason("scheduled"), *f))
+                .map(|(_, _, f)| {
+                    req.audit_record(audit.event("audit.report", Outcome::Success).reason("scheduled"), *f)
+                })
                 .collect();
             audit.write(records).await?;
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -120,7 +122,9 @@ pub async fn run(store: DynStore, audit: AuditSink, clock: Arc<dyn Clock>, sched
                 tracing::info!(target: "medhub::audit", files = files.len(), dir = %schedule.dir.display(), "scheduled compliance reports written");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(target: "medhub::audit", error = %e, "scheduled compliance reports failed; retrying"),
+            Err(e) => {
+                tracing::error!(target: "medhub::audit", error = %e, "scheduled compliance reports failed; retrying")
+            }
         }
     }
 }
