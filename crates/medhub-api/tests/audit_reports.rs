@@ -198,7 +198,7 @@ each_backend! {
         let on = |d: &str| want.iter().filter(|s| mid.iter().any(|(q, r)| q == *s && r.at.to_string().starts_with(d))).count();
         assert_eq!(
             charts[0],
-            [format!("2026-03-01: 0"), format!("2026-03-02: {}", on("2026-03-02")), format!("2026-03-03: {}", on("2026-03-03"))]
+            ["2026-03-01: 0".to_owned(), format!("2026-03-02: {}", on("2026-03-02")), format!("2026-03-03: {}", on("2026-03-03"))]
         );
         assert!(on("2026-03-03") >= 2);
         let users: u64 = charts[1].iter().map(|b| b.rsplit(": ").next().unwrap().parse::<u64>().unwrap()).sum();

@@ -41,12 +41,14 @@ impl AuthService {
             let mut locked = self.audit_record("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip);
             // A lockout of an existing account belongs to its organization (its failed
             // sign-in report); a name that is nobody's belongs to none.
-            if let Ok(valid) = validate::username(&name) {
-                if let Some(r) = self.store.user_record_by_username(&valid).await?.filter(|r| r.user.active) {
-                    locked.org = Some(r.user.org);
-                    locked.actor = Some(r.user.id);
-                    locked = locked.object("user", r.user.id);
-                }
+            let account = match validate::username(&name) {
+                Ok(valid) => self.store.user_record_by_username(&valid).await?.filter(|r| r.user.active),
+                Err(_) => None,
+            };
+            if let Some(r) = account {
+                locked.org = Some(r.user.org);
+                locked.actor = Some(r.user.id);
+                locked = locked.object("user", r.user.id);
             }
             self.audit.write(vec![locked]).await?;
             return Err(e);

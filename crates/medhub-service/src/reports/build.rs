@@ -247,14 +247,14 @@ fn columns(cols: &[&str]) -> Vec<String> {
     cols.iter().map(|c| (*c).to_owned()).collect()
 }
 
+/// One group of a summary: records, records of a second count, first and last time.
+type Group = (u64, u64, Timestamp, Timestamp);
+/// Groups by their key (the first cells of a summary row).
+type Groups = BTreeMap<Vec<String>, Group>;
+
 /// A summary table of counts by a key, largest first, with first and last times.
-fn summary(
-    title: &str,
-    key: &[&str],
-    groups: BTreeMap<Vec<String>, (u64, u64, Timestamp, Timestamp)>,
-    second: &str,
-) -> Table {
-    let mut rows: Vec<(Vec<String>, (u64, u64, Timestamp, Timestamp))> = groups.into_iter().collect();
+fn summary(title: &str, key: &[&str], groups: Groups, second: &str) -> Table {
+    let mut rows: Vec<(Vec<String>, Group)> = groups.into_iter().collect();
     rows.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     let mut cols = columns(key);
     cols.push("records".into());
@@ -286,8 +286,8 @@ fn group<'a>(
     entries: &'a [AuditEntry],
     key: impl Fn(&'a AuditEntry) -> Option<Vec<String>>,
     counts: impl Fn(&AuditRecord) -> bool,
-) -> BTreeMap<Vec<String>, (u64, u64, Timestamp, Timestamp)> {
-    let mut out: BTreeMap<Vec<String>, (u64, u64, Timestamp, Timestamp)> = BTreeMap::new();
+) -> Groups {
+    let mut out: Groups = BTreeMap::new();
     for e in entries {
         let Some(k) = key(e) else { continue };
         let at = e.record.at;

@@ -324,10 +324,10 @@ pub async fn operator_report(
     format: Format,
     now: Timestamp,
 ) -> Result<Rendered, ServiceError> {
-    if let Some(u) = req.user {
-        if !store.user(u).await?.is_some_and(|x| x.org == req.org) {
-            return Err(DomainError::UserNotFound.into());
-        }
+    if let Some(u) = req.user
+        && store.user(u).await?.is_none_or(|x| x.org != req.org)
+    {
+        return Err(DomainError::UserNotFound.into());
     }
     let doc = document(store, req, now, "the operator (medhub audit report)".into()).await?;
     let rendered = render(&doc, req, format)?;
