@@ -102,6 +102,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/audit/proof/consistency", Need::Active(AuditRead)),
     // Compliance reports (docs/audit-reports.md).
     ("GET", "/api/v1/audit/reports/{kind}", Need::Active(AuditRead)),
+    ("GET", "/api/v1/audit/events", Need::Active(AuditRead)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).
     ("POST", "/api/v1/break-glass/{id}/end", Need::Active(OwnAccount)),
     // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.

@@ -74,6 +74,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/audit/proof/inclusion", &["get"]),
     ("/api/v1/audit/proof/consistency", &["get"]),
     ("/api/v1/audit/reports/{kind}", &["get"]),
+    ("/api/v1/audit/events", &["get"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

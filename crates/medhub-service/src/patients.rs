@@ -61,6 +61,14 @@ impl Patients {
         Ok(access)
     }
 
+    /// Records a member's read of a conversation linked to a patient, before the answer:
+    /// the patient access report lists every reader, members included.
+    pub async fn member_read(&self, p: &Principal, conv: &Conversation) -> Result<(), ServiceError> {
+        let Some(patient) = conv.patient.as_ref() else { return Ok(()) };
+        let read = self.record(p, "patient.read", patient, Outcome::Allow).object("conversation", conv.id);
+        self.audit.write(vec![read.reason(Access::Member.as_str())]).await
+    }
+
     /// The patient's care team.
     pub async fn care_team(&self, p: &Principal, patient: &str) -> Result<Vec<CareTeamMember>, ServiceError> {
         p.require_active()?;

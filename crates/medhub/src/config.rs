@@ -757,9 +757,11 @@ impl Config {
                 syslog: self.audit.tree_head_syslog,
             },
             audit_origin: medhub_service::audit::Origin {
-                node: self.server.node.clone().or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
-                }),
+                node: self
+                    .server
+                    .node
+                    .clone()
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())),
                 region: self.server.region.clone(),
             },
             audit_reports: medhub_service::reports::schedule::Every::parse(&self.audit.report_interval)

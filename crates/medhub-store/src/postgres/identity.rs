@@ -735,7 +735,7 @@ impl IdentityStore for PgStore {
     }
 
     async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        let (clause, params) = crate::audit::search_clause(q, '$');
+        let (sql, params) = crate::audit::search_sql(q, '$');
         let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
             .into_iter()
             .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
@@ -749,8 +749,7 @@ impl IdentityStore for PgStore {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             values.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         let c = self.pool.get().await?;
-        let rows =
-            c.query(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"), &refs).await?;
+        let rows = c.query(&sql, &refs).await?;
         rows.iter().map(audit_entry).collect()
     }
 
@@ -886,10 +885,7 @@ impl IdentityStore for PgStore {
     }
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
-     object_type, object_id, patient_ref, node, region";
-/// The columns after [`AUDIT_COLS`] start here.
-const AUDIT_COL_COUNT: usize = 17;
+use crate::sql::{AUDIT_COL_COUNT, AUDIT_COLS};
 
 fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
     let outcome: String = r.try_get(6)?;
@@ -978,8 +974,24 @@ pub(super) async fn append_leaves(
                                   $8::text[], $9::bigint[], $10::bytea[], $11::smallint[], $12::uuid[], $13::text[],
                                   $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])",
             &[
-                &at, &actor, &session, &action, &target, &outcome, &reason, &ip, &seqs, &leaves, &version, &org,
-                &device, &object_type, &object_id, &patient, &node, &region,
+                &at,
+                &actor,
+                &session,
+                &action,
+                &target,
+                &outcome,
+                &reason,
+                &ip,
+                &seqs,
+                &leaves,
+                &version,
+                &org,
+                &device,
+                &object_type,
+                &object_id,
+                &patient,
+                &node,
+                &region,
             ],
         )
         .await?;

@@ -799,9 +799,9 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        let (clause, params) = crate::audit::search_clause(q, '?');
+        let (sql, params) = crate::audit::search_sql(q, '?');
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"))?;
+            let mut st = c.prepare_cached(&sql)?;
             let values: Vec<rusqlite::types::Value> = params
                 .into_iter()
                 .map(|p| match p {
@@ -963,10 +963,7 @@ fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]
     Ok(())
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
-     object_type, object_id, patient_ref, node, region";
-/// The columns after [`AUDIT_COLS`] start here.
-const AUDIT_COL_COUNT: usize = 17;
+use crate::sql::{AUDIT_COL_COUNT, AUDIT_COLS};
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
     Ok((
