@@ -100,6 +100,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // The audit log's proofs, for compliance officers.
     ("GET", "/api/v1/audit/proof/inclusion", Need::Active(AuditRead)),
     ("GET", "/api/v1/audit/proof/consistency", Need::Active(AuditRead)),
+    // Compliance reports (docs/audit-reports.md).
+    ("GET", "/api/v1/audit/reports/{kind}", Need::Active(AuditRead)),
     ("GET", "/api/v1/audit/events", Need::Active(AuditRead)),
     // Retention: everyone may read the policies; administrators set them; compliance
     // officers hold, lift, expire on demand and erase.

@@ -16,12 +16,18 @@ pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 pub const CSP: &str =
     "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+/// A stricter policy a handler asks for, as a response extension: a compliance report page
+/// allows its own inline style sheet by hash and nothing else at all.
+#[derive(Clone, Debug)]
+pub struct OwnCsp(pub HeaderValue);
+
 /// Sets the headers after the inner service answered, replacing any a handler set.
 pub async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let api = request.uri().path().starts_with("/api/");
     let mut response = next.run(request).await;
+    let csp = response.extensions_mut().remove::<OwnCsp>().map_or(HeaderValue::from_static(CSP), |c| c.0);
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));

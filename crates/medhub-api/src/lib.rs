@@ -2,6 +2,7 @@
 //! service and encode the answer. No SQL and no business rules live here.
 
 mod audit;
+mod audit_reports;
 pub mod authz;
 mod error;
 mod extract;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::routes())
         .merge(audit::routes())
         .merge(retention::routes())
+        .merge(audit_reports::routes())
         .merge(sso::routes())
         .merge(passkey::routes())
         .merge(longpoll::routes())

@@ -46,6 +46,7 @@ impl Modify for BearerAuth {
         crate::retention::policies, crate::retention::set_policy, crate::retention::remove_policy,
         crate::retention::expire, crate::retention::holds, crate::retention::create_hold, crate::retention::lift_hold,
         crate::retention::erase,
+        crate::audit_reports::report,
         crate::passkey::register_start, crate::passkey::register_finish, crate::passkey::verify_start,
         crate::passkey::verify_finish, crate::passkey::step_up_start, crate::passkey::step_up_finish,
         crate::passkey::list_passkeys, crate::passkey::delete_passkey,

@@ -250,7 +250,10 @@ fn concrete(path: &str, ids: &Ids) -> String {
     } else {
         &uuid::Uuid::now_v7().to_string()
     };
-    path.replace("{id}", id).replace("{user_id}", &ids.user).replace("{patient_ref}", "pat-1")
+    path.replace("{id}", id)
+        .replace("{user_id}", &ids.user)
+        .replace("{patient_ref}", "pat-1")
+        .replace("{kind}", "break-glass")
 }
 
 /// A well-formed body, so that an allowed call reaches the object it names.

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod patients;
 pub mod pipeline;
 pub mod retention;
+pub mod reports;
 pub mod server_key;
 pub mod tree_heads;
 
@@ -34,6 +35,7 @@ pub use metrics::Metrics;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
 pub use retention::Retention;
+pub use reports::Reports;
 pub use server_key::ServerKey;
 
 /// A fresh correlation id for an internal error: what the client quotes, what the log holds.
@@ -95,6 +97,9 @@ pub struct ServiceConfig {
     pub retention_interval: Duration,
     /// Most messages the expiry job and erasure decide and change in one transaction.
     pub retention_batch: u32,
+    /// Where and how often the organization-wide compliance reports are written (none: not
+    /// scheduled; they are still made on demand).
+    pub audit_reports: Option<reports::schedule::Schedule>,
 }
 
 impl Default for ServiceConfig {
@@ -121,6 +126,7 @@ impl Default for ServiceConfig {
             audit_origin: audit::Origin::default(),
             retention_interval: Duration::from_secs(3600),
             retention_batch: 500,
+            audit_reports: None,
         }
     }
 }
@@ -139,6 +145,7 @@ pub struct Services {
     pub messaging: Messaging,
     pub patients: Patients,
     pub retention: Retention,
+    pub reports: Reports,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -193,9 +200,14 @@ impl Services {
         ));
         let retention = Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
-        let services =
-            Services { config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients, retention };
-        let tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
+        let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
+        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
+        if let Some(schedule) = config.audit_reports.clone() {
+            tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
+        }
+        let services = Services {
+            config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients, retention, reports,
+        };
         Ok((services, Background { tasks }))
     }
 }

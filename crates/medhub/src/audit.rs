@@ -42,6 +42,10 @@ pub enum AuditCommand {
     /// Print the public key that verifies this server's tree heads, in hex: give it to the
     /// auditors, who then need nothing from the server to check exported heads.
     PublicKey,
+    /// Make a compliance report (docs/audit-reports.md): patient-access, user-activity,
+    /// break-glass, failed-sign-ins, permission-changes or exports, as HTML or CSV. The
+    /// report is recorded in the audit log as the operator's.
+    Report(crate::reports::ReportArgs),
     /// Search an organization's audit records, newest first. The search is itself recorded.
     Search {
         /// The organization (its name).
@@ -109,6 +113,7 @@ pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) ->
             println!("{}", hex(&ctx.signer.public_key()));
             Ok(())
         }
+        AuditCommand::Report(args) => crate::reports::run(store, args).await,
         AuditCommand::Search {
             org,
             user,

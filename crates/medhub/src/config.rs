@@ -415,11 +415,21 @@ pub struct AuditConfig {
     pub tree_head_file: Option<PathBuf>,
     /// A syslog collector (host address and port) each signed tree head is also sent to, over UDP in RFC 5424 form (facility "log audit", tag `audit-tree-head`): a copy off this host. Default: unset.
     pub tree_head_syslog: Option<SocketAddr>,
+    /// The directory the scheduled compliance reports are written to (docs/audit-reports.md): one subdirectory per organization, files named by report and period, each written once. Default: `reports` in `storage.data_dir`.
+    pub report_dir: Option<PathBuf>,
+    /// How often the organization-wide compliance reports (break-glass, failed sign-ins, permission changes, exports) are written, each for the period that just ended: "daily" (UTC days), "weekly" (ISO weeks from Monday, UTC), "Nh" (periods of N hours from 1970-01-01 UTC, N from 1 to 168), or "off". Default: "daily".
+    pub report_interval: String,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { tree_head_interval_secs: 60, tree_head_file: None, tree_head_syslog: None }
+        Self {
+            tree_head_interval_secs: 60,
+            tree_head_file: None,
+            tree_head_syslog: None,
+            report_dir: None,
+            report_interval: "daily".into(),
+        }
     }
 }
 
@@ -595,6 +605,14 @@ impl Config {
         if self.retention.batch_size == 0 || self.retention.batch_size > medhub_service::retention::MAX_BATCH {
             problems
                 .push(format!("retention.batch_size must be between 1 and {}", medhub_service::retention::MAX_BATCH));
+        }
+        if self.audit.report_interval != "off"
+            && medhub_service::reports::schedule::Every::parse(&self.audit.report_interval).is_none()
+        {
+            problems.push(format!(
+                "audit.report_interval must be \"daily\", \"weekly\", \"Nh\" (N from 1 to 168) or \"off\", not {:?}",
+                self.audit.report_interval
+            ));
         }
         if let Err(ConfigError::Invalid(e)) = trusted_proxies(&self.server.trusted_proxies) {
             problems.push(e);
@@ -774,6 +792,8 @@ impl Config {
             },
             retention_interval: Duration::from_secs(self.retention.expiry_interval_secs),
             retention_batch: self.retention.batch_size,
+            audit_reports: medhub_service::reports::schedule::Every::parse(&self.audit.report_interval)
+                .map(|every| medhub_service::reports::schedule::Schedule { dir: self.report_dir(), every }),
             // Not operator settings: the service's own defaults.
             ..medhub_service::ServiceConfig::default()
         }
@@ -818,6 +838,11 @@ impl Config {
     /// Where signed audit tree heads are appended.
     pub fn tree_head_file(&self) -> PathBuf {
         self.audit.tree_head_file.clone().unwrap_or_else(|| self.storage.data_dir.join("audit-tree-heads.jsonl"))
+    }
+
+    /// Where scheduled compliance reports are written.
+    pub fn report_dir(&self) -> PathBuf {
+        self.audit.report_dir.clone().unwrap_or_else(|| self.storage.data_dir.join("reports"))
     }
 
     pub fn secret_key_file(&self) -> PathBuf {

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod config;
 mod retention;
+mod reports;
 mod server_key;
 
 use std::path::PathBuf;
@@ -80,7 +81,7 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
-    /// Audit-trail tools: verify the tamper-evident log.
+    /// Audit-trail tools: verify the tamper-evident log, make compliance reports.
     Audit {
         #[command(flatten)]
         store: StoreArgs,
@@ -175,13 +176,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Admin { store, command } => {
             let config = store.load(None)?;
             init_logging_quiet(&config);
-            let services = start(&config).await?;
+            let services = start(&config, false).await?;
             admin::run(&services, command).await
         }
         Command::Retention { store, command } => {
             let config = store.load(None)?;
             init_logging_quiet(&config);
-            let services = start(&config).await?;
+            let services = start(&config, false).await?;
             retention::run(&services, command).await
         }
         Command::Audit { store, command } => {
@@ -216,10 +217,15 @@ async fn open_store(config: &Config) -> Result<medhub_store::DynStore> {
 
 /// Opens and migrates the store, starts the services, and bootstraps an empty store. The
 /// bootstrap administrator's one-time password goes to standard output, once, never to logs.
-async fn start(config: &Config) -> Result<Services> {
+/// The services over the configured store; `serving` also schedules the compliance reports
+/// (an admin command is over before a period ends, and must not write reports on the way).
+async fn start(config: &Config, serving: bool) -> Result<Services> {
     let store = open_store(config).await?;
     store.migrate().await.context("migration failed")?;
     let mut service = config.service();
+    if !serving {
+        service.audit_reports = None;
+    }
     service.server_key = server_key::load_or_create(&config.secret_key_file())?;
     service.oidc = config.oidc()?;
     service.saml = config.saml()?;
@@ -249,7 +255,7 @@ async fn serve(config: Config) -> Result<()> {
     init_logging(&config);
     // The certificate and key are read first: a bad file stops the start before anything else.
     let tls = config.tls_settings().map(medhub_api::Tls::load).transpose().context("cannot serve HTTPS")?;
-    let services = start(&config).await?;
+    let services = start(&config, true).await?;
     let backend = services.store.backend();
     let state = medhub_api::AppState::new(services, config.api());
     let listener = medhub_api::bind(config.server.listen, config.server.listen_backlog)

@@ -230,6 +230,66 @@ each_backend! {
 }
 
 each_backend! {
+    async fn audit_report_writes_a_compliance_report_and_records_it(db) {
+        // The first command bootstraps the organization; a user of it fails to sign in.
+        let orgs = json_lines(&ok(&medhub(&db, &["admin", "org", "list", "--json"], None)));
+        let org_name = orgs[0]["name"].as_str().unwrap().to_owned();
+        ok(&medhub(&db, &["admin", "user", "create", "gh.nurse", "--display-name", "G Nurse", "--no-password"], None));
+        let store = db.open().await;
+        let user = store.user_record_by_username("gh.nurse").await.unwrap().unwrap().user;
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        let failed_at = |t: &str, reason: &str| medhub_core::audit::AuditRecord {
+            org: Some(user.org),
+            actor: Some(user.id),
+            ip: Some("=cmd|' /C calc'!A0".into()),
+            ..medhub_core::audit::AuditRecord::new(at(t), "auth.sign_in", medhub_core::audit::Outcome::Failure)
+                .reason(reason)
+        };
+        store
+            .append_audit(&[
+                failed_at("2027-01-01T10:00:00Z", "invalid_credentials"),
+                failed_at("2027-01-01T10:00:05Z", "rate_limited"),
+                failed_at("2027-01-02T10:00:00Z", "invalid_credentials"),
+            ])
+            .await
+            .unwrap();
+
+        let period = ["--since", "2027-01-01", "--until", "2027-01-01"];
+        let csv = ok(&medhub(&db, &[&["audit", "report", "failed-sign-ins", "--org", &org_name, "--format", "csv"][..], &period[..]].concat(), None));
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2, "the first day only: {csv}");
+        let headers = r.headers().unwrap().clone();
+        let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+        assert_eq!((&rows[0][col("user")], &rows[0][col("username")]), ("G Nurse", "gh.nurse"));
+        assert_eq!(&rows[1][col("basis or reason")], "rate_limited");
+        assert_eq!(&rows[0][col("address")], "'=cmd|' /C calc'!A0", "a formula is neutralized");
+
+        let out = db.files_dir().join("failed.html");
+        ok(&medhub(&db, &[&["audit", "report", "failed-sign-ins", "--org", &org_name, "--out", out.to_str().unwrap()][..], &period[..]].concat(), None));
+        let html = std::fs::read_to_string(&out).unwrap();
+        assert!(html.starts_with("<!DOCTYPE html>") && html.contains("Failed sign-ins and lockouts"), "{html}");
+        assert!(html.contains("<title>2027-01-01: 2</title>"), "one bar, two failures");
+
+        // Each report is in the audit log as the operator's.
+        let log = store.audit_log(0, 100).await.unwrap();
+        let reports: Vec<_> = log.iter().filter(|e| e.record.action == "audit.report").collect();
+        assert_eq!(reports.len(), 2);
+        assert!(reports.iter().all(|e| e.record.reason.as_deref() == Some("operator") && e.record.org == Some(user.org)));
+
+        // Errors say what is wrong.
+        let err = failed(&medhub(&db, &["audit", "report", "patient-access", "--org", &org_name], None));
+        assert!(err.contains("needs patient"), "{err}");
+        let err = failed(&medhub(&db, &["audit", "report", "break-glass", "--org", "Nowhere"], None));
+        assert!(err.contains("no organization is named"), "{err}");
+        let err = failed(&medhub(&db, &["audit", "report", "everything", "--org", &org_name], None));
+        assert!(err.contains("unknown report"), "{err}");
+        let err = failed(&medhub(&db, &["audit", "report", "user-activity", "--org", &org_name, "--user", "nobody.here"], None));
+        assert!(err.contains("is not a user of"), "{err}");
+    }
+}
+
+each_backend! {
     async fn audit_search_finds_an_organizations_records_and_records_the_search(db) {
         ok(&medhub(&db, &["admin", "org", "list", "--json"], None));
         ok(&medhub(&db, &["admin", "org", "create", "Riverside Clinic", "--admin", "river.admin"], None));

@@ -38,7 +38,19 @@ impl AuthService {
         let keys = throttle_keys("login", &name, client);
         let ip = client.ip.map(|i| i.to_string());
         if let Err(e) = self.check_throttle(&keys).await {
-            self.audit_event("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip).await?;
+            let mut locked = self.audit_record("auth.sign_in", None, None, Outcome::Failure, Some("rate_limited"), ip);
+            // A lockout of an existing account belongs to its organization (its failed
+            // sign-in report); a name that is nobody's belongs to none.
+            let account = match validate::username(&name) {
+                Ok(valid) => self.store.user_record_by_username(&valid).await?.filter(|r| r.user.active),
+                Err(_) => None,
+            };
+            if let Some(r) = account {
+                locked.org = Some(r.user.org);
+                locked.actor = Some(r.user.id);
+                locked = locked.object("user", r.user.id);
+            }
+            self.audit.write(vec![locked]).await?;
             return Err(e);
         }
         let record = match validate::username(&name) {
