@@ -2,6 +2,7 @@
 //! service and encode the answer. No SQL and no business rules live here.
 
 mod audit;
+mod audit_export;
 pub mod authz;
 mod error;
 mod extract;
@@ -143,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .merge(identity::routes())
         .merge(patients::routes())
         .merge(audit::routes())
+        .merge(audit_export::routes())
         .merge(sso::routes())
         .merge(passkey::routes())
         .merge(longpoll::routes())

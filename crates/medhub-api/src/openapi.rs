@@ -43,6 +43,7 @@ impl Modify for BearerAuth {
         crate::sso::oidc_start, crate::sso::oidc_callback,
         crate::patients::care_team, crate::patients::add_to_care_team, crate::patients::remove_from_care_team,
         crate::patients::break_glass, crate::patients::grants, crate::patients::end_grant, crate::audit::inclusion, crate::audit::consistency,
+        crate::audit_export::export,
         crate::passkey::register_start, crate::passkey::register_finish, crate::passkey::verify_start,
         crate::passkey::verify_finish, crate::passkey::step_up_start, crate::passkey::step_up_finish,
         crate::passkey::list_passkeys, crate::passkey::delete_passkey,
@@ -66,7 +67,7 @@ impl Modify for BearerAuth {
         (name = "conversations", description = "Conversations and membership"),
         (name = "messages", description = "History, sending, edits, recalls, receipts and acknowledgements"),
         (name = "patients", description = "Patient scope: care teams and break-glass emergency access"),
-        (name = "audit", description = "The tamper-evident audit log: RFC 9162 proofs for auditors"),
+        (name = "audit", description = "The tamper-evident audit log: RFC 9162 proofs and exports (FHIR R4 AuditEvent, NDJSON, CSV) for auditors"),
         (name = "realtime", description = "Long-polling fallback for the event stream"),
         (name = "operations", description = "Health and metrics"),
     )
