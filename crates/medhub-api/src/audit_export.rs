@@ -38,8 +38,8 @@ pub struct ExportQuery {
     /// `ndjson` (the flat record per line) or `csv`.
     #[param(value_type = String)]
     format: ExportFormat,
-    /// Only the records of this user (the actor's id).
-    actor: Option<uuid::Uuid>,
+    /// Only the records of this user (a user id), as in the search.
+    user: Option<uuid::Uuid>,
     /// Only the records about this patient (the EHR's patient id).
     patient: Option<String>,
     /// Only this action (`patient.read`, `break_glass.start`, `http`, …).
@@ -70,7 +70,7 @@ impl ExportQuery {
             None => None,
         };
         Ok(ExportFilter {
-            actor: self.actor.map(UserId::from_uuid),
+            actor: self.user.map(UserId::from_uuid),
             patient_ref: self.patient.clone(),
             action: self.action.clone(),
             object_type: self.object_type.clone(),

@@ -100,6 +100,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // The audit log's proofs, for compliance officers.
     ("GET", "/api/v1/audit/proof/inclusion", Need::Active(AuditRead)),
     ("GET", "/api/v1/audit/proof/consistency", Need::Active(AuditRead)),
+    ("GET", "/api/v1/audit/events", Need::Active(AuditRead)),
     // The audit log's export: reading it here, taking it out (export.run) in the handler.
     ("GET", "/api/v1/audit/export", Need::Active(AuditRead)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use audit::event_view as audit_event_view;
 pub use error::ApiError;
 pub use tls::{Tls, TlsError, TlsSettings, serve_tls};
 

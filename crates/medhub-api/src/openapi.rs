@@ -42,7 +42,7 @@ impl Modify for BearerAuth {
         crate::identity::get_user_roles, crate::identity::set_user_roles,
         crate::sso::oidc_start, crate::sso::oidc_callback,
         crate::patients::care_team, crate::patients::add_to_care_team, crate::patients::remove_from_care_team,
-        crate::patients::break_glass, crate::patients::grants, crate::patients::end_grant, crate::audit::inclusion, crate::audit::consistency,
+        crate::patients::break_glass, crate::patients::grants, crate::patients::end_grant, crate::audit::inclusion, crate::audit::consistency, crate::audit::search,
         crate::audit_export::export,
         crate::passkey::register_start, crate::passkey::register_finish, crate::passkey::verify_start,
         crate::passkey::verify_finish, crate::passkey::step_up_start, crate::passkey::step_up_finish,

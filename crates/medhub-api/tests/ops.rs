@@ -73,6 +73,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/break-glass/{id}/end", &["post"]),
     ("/api/v1/audit/proof/inclusion", &["get"]),
     ("/api/v1/audit/proof/consistency", &["get"]),
+    ("/api/v1/audit/events", &["get"]),
     ("/api/v1/audit/export", &["get"]),
 ];
 

@@ -127,7 +127,11 @@ each_backend! {
             .audit_until(|r| r.iter().any(|a| a.action == "patient.read" && a.actor == Some(pharmacist_id)))
             .await;
         let read = records.iter().find(|a| a.action == "patient.read" && a.actor == Some(pharmacist_id)).unwrap();
-        assert_eq!((read.target.as_deref(), read.reason.as_deref()), (Some(conv.as_str()), Some("care_team")));
+        assert_eq!(
+            (read.object_type.as_deref(), read.object_id.as_deref(), read.reason.as_deref()),
+            (Some("conversation"), Some(conv.as_str()), Some("care_team"))
+        );
+        assert_eq!(read.patient_ref.as_deref(), Some(PATIENT));
         assert!(records.iter().any(|a| a.action == "care_team.add" && a.actor == Some(medhub_core::UserId::from_uuid(charge.id))));
 
         // Off the care team: gone again.
@@ -244,7 +248,15 @@ each_backend! {
         let starts = of("break_glass.start");
         assert!(starts.iter().any(|a| a.outcome.as_str() == "deny" && a.reason.as_deref() == Some("step_up_required")));
         let ok = starts.iter().find(|a| a.outcome.as_str() == "success").unwrap();
-        assert_eq!((ok.target.as_deref(), ok.reason.as_deref()), (Some(conv.as_str()), grant["id"].as_str()));
+        assert_eq!(
+            (ok.object_type.as_deref(), ok.object_id.as_deref(), ok.patient_ref.as_deref()),
+            (Some("grant"), grant["id"].as_str(), Some(PATIENT))
+        );
+        assert_eq!(ok.target, Some(format!("conversation:{conv}")));
+        // The typed reason stays in the grant; the record holds its SHA-256.
+        let typed = grant["reason"].as_str().unwrap();
+        assert_eq!(ok.reason.as_deref().map(str::len), Some(64));
+        assert!(!ok.reason.as_deref().unwrap().contains(typed));
         assert!(of("patient.read").iter().all(|a| a.reason.as_deref() == Some("break_glass")));
         assert!(of("patient.read").len() >= 3);
         assert_eq!(of("break_glass.end").len(), 1);
@@ -373,18 +385,21 @@ each_backend! {
         let who = medhub_core::UserId::from_uuid(pharmacist.id);
         assert!(
             log.iter().any(|e| e.record.action == "patient.read" && e.record.actor == Some(who)
-                && e.record.target.as_deref() == Some(conv.as_str())),
+                && e.record.object_id.as_deref() == Some(conv.as_str())
+                && e.record.patient_ref.as_deref() == Some(PATIENT)),
             "the read is in the log already"
         );
 
-        // With the audit log unwritable, the read is refused and shows nothing; members, whose
-        // reads are not patient-scope reads, go on.
+        // With the audit log unwritable, the read is refused and shows nothing; so is every
+        // other audited request, a member's too (fail closed).
         s.sql("ALTER TABLE audit_head RENAME TO audit_head_away").await;
         let (status, body) = s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await;
         assert!(status >= 500, "{status} {body}");
         assert!(body.get("conversation").is_none(), "{body}");
-        assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &owner).await.0, 200);
+        let (status, body) = s.get(&format!("/api/v1/conversations/{conv}"), &owner).await;
+        assert!(status >= 500 && body.get("conversation").is_none(), "{status} {body}");
         s.sql("ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &owner).await.0, 200);
         assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await.0, 200);
     }
 }

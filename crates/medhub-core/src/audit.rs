@@ -379,8 +379,12 @@ mod tests {
         assert_ne!(old.leaf_data(), edited.leaf_data());
         // Relabelling a new record as old changes its bytes too.
         let new = AuditRecord { org: None, device: None, node: None, ..record_v2() };
-        let relabelled = AuditRecord { version: 1, object_type: None, object_id: None, patient_ref: None, ..new.clone() };
-        assert_ne!(AuditRecord { object_type: None, object_id: None, patient_ref: None, ..new }.leaf_data(), relabelled.leaf_data());
+        let relabelled =
+            AuditRecord { version: 1, object_type: None, object_id: None, patient_ref: None, ..new.clone() };
+        assert_ne!(
+            AuditRecord { object_type: None, object_id: None, patient_ref: None, ..new }.leaf_data(),
+            relabelled.leaf_data()
+        );
     }
 
     #[test]

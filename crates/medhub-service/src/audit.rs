@@ -144,3 +144,82 @@ async fn write(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
         }
     }
 }
+
+/// Most records in one search page.
+pub const MAX_SEARCH_PAGE: u32 = 500;
+
+/// Searches the audit log of the caller's organization (compliance officers, `audit.read`),
+/// newest first. `q.org` is replaced by the caller's: nobody searches another tenant. The
+/// search is itself recorded (`audit.search`, with the patient when it names one) before
+/// the answer, so "who looked at this patient's access history" has an answer too.
+pub async fn search(
+    store: &DynStore,
+    sink: &AuditSink,
+    p: &Principal,
+    mut q: medhub_store::audit::AuditQuery,
+) -> Result<Vec<medhub_store::AuditEntry>, ServiceError> {
+    p.require(medhub_core::authz::Permission::AuditRead)?;
+    check_search(&q)?;
+    q.org = p.user.org;
+    let mut r = sink.by(p, "audit.search", Outcome::Success).object("audit_log", p.user.org).target(search_summary(&q));
+    if let Some(patient) = &q.patient_ref {
+        r = r.patient(patient);
+    }
+    let found = store.search_audit(&q).await?;
+    // Recorded before the answer, after the query, so that a search does not find itself.
+    sink.write(vec![r]).await?;
+    Ok(found)
+}
+
+/// Refuses a search that cannot be answered well: a page size out of range, an empty period.
+pub fn check_search(q: &medhub_store::audit::AuditQuery) -> Result<(), ServiceError> {
+    if q.limit == 0 || q.limit > MAX_SEARCH_PAGE {
+        return Err(ServiceError::InvalidRequest(format!("limit must be between 1 and {MAX_SEARCH_PAGE}")));
+    }
+    if let (Some(since), Some(until)) = (q.since, q.until)
+        && since >= until
+    {
+        return Err(ServiceError::InvalidRequest("since must be before until".into()));
+    }
+    Ok(())
+}
+
+/// Which filters a search used, for its own audit record: names and ids, never free text
+/// beyond the action and object names the log itself holds.
+pub fn search_summary(q: &medhub_store::audit::AuditQuery) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = q.actor {
+        parts.push(format!("actor={a}"));
+    }
+    if q.patient_ref.is_some() {
+        parts.push("patient".to_owned());
+    }
+    for (name, v) in [("action", &q.action), ("object_type", &q.object_type), ("object_id", &q.object_id)] {
+        if let Some(v) = v {
+            parts.push(format!("{name}={v}"));
+        }
+    }
+    if let Some(o) = q.outcome {
+        parts.push(format!("outcome={}", o.as_str()));
+    }
+    if let Some(t) = q.since {
+        parts.push(format!("since={t}"));
+    }
+    if let Some(t) = q.until {
+        parts.push(format!("until={t}"));
+    }
+    if parts.is_empty() { "all".to_owned() } else { parts.join(" ") }
+}
+
+/// The opaque cursor of the page after `last`: `<at in µs>.<seq>`.
+pub fn search_cursor(last: &medhub_store::AuditEntry) -> String {
+    format!("{}.{}", last.record.at.as_microsecond(), last.seq)
+}
+
+/// Reads a cursor made by [`search_cursor`].
+pub fn parse_search_cursor(s: &str) -> Result<(jiff::Timestamp, u64), ServiceError> {
+    let bad = || ServiceError::InvalidRequest("before must be a cursor from a previous page".into());
+    let (at, seq) = s.split_once('.').ok_or_else(bad)?;
+    let at = at.parse::<i64>().ok().and_then(|us| jiff::Timestamp::from_microsecond(us).ok()).ok_or_else(bad)?;
+    Ok((at, seq.parse().map_err(|_| bad())?))
+}

@@ -80,23 +80,33 @@ impl ExportFilter {
     }
 
     /// The export's `target` in its audit record: the format and each filter set, as
-    /// `name=value` separated by spaces. Ids, codes and times only.
+    /// `name=value` separated by spaces (`patient` alone: the patient is the record's
+    /// `patient_ref`). Ids, codes and times only.
     pub fn summary(&self, format: ExportFormat) -> String {
-        let mut out = format!("format={}", format.as_str());
-        let mut add = |name: &str, value: Option<String>| {
-            if let Some(v) = value {
-                out.push_str(&format!(" {name}={v}"));
+        let mut parts = vec![format!("format={}", format.as_str())];
+        if let Some(a) = self.actor {
+            parts.push(format!("actor={a}"));
+        }
+        if self.patient_ref.is_some() {
+            // The id itself goes in the record's `patient_ref` (as the search's record does).
+            parts.push("patient".to_owned());
+        }
+        for (name, v) in [("action", &self.action), ("object_type", &self.object_type), ("object_id", &self.object_id)]
+        {
+            if let Some(v) = v {
+                parts.push(format!("{name}={v}"));
             }
-        };
-        add("actor", self.actor.map(|a| a.to_string()));
-        add("patient", self.patient_ref.clone());
-        add("action", self.action.clone());
-        add("object_type", self.object_type.clone());
-        add("object_id", self.object_id.clone());
-        add("outcome", self.outcome.map(|o| o.as_str().to_owned()));
-        add("since", self.since.map(|t| t.to_string()));
-        add("until", self.until.map(|t| t.to_string()));
-        out
+        }
+        if let Some(o) = self.outcome {
+            parts.push(format!("outcome={}", o.as_str()));
+        }
+        if let Some(t) = self.since {
+            parts.push(format!("since={t}"));
+        }
+        if let Some(t) = self.until {
+            parts.push(format!("until={t}"));
+        }
+        parts.join(" ")
     }
 }
 

@@ -175,8 +175,8 @@ impl Messaging {
     }
 
     /// The conversation, the caller's membership if a member, and why the caller may read
-    /// it; `not_found` when it may not (or the id does not exist). Reads by non-members are
-    /// audited by the patient scope.
+    /// it; `not_found` when it may not (or the id does not exist). Every read of a patient's
+    /// conversation, a member's too, is in the audit log before the answer.
     async fn readable(
         &self,
         p: &Principal,
@@ -184,6 +184,7 @@ impl Messaging {
     ) -> Result<(Conversation, Option<Member>, Access), ServiceError> {
         let conv = self.store.conversation(id).await?.ok_or(DomainError::ConversationNotFound)?;
         if let Some(m) = self.store.member(id, p.user_id()).await? {
+            self.patients.member_read(p, &conv).await?;
             return Ok((conv, Some(m), Access::Member));
         }
         match self.patients.reader_access(p, &conv).await? {

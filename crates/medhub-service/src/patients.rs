@@ -61,6 +61,14 @@ impl Patients {
         Ok(access)
     }
 
+    /// Records a member's read of a conversation linked to a patient, before the answer:
+    /// the patient access report lists every reader, members included.
+    pub async fn member_read(&self, p: &Principal, conv: &Conversation) -> Result<(), ServiceError> {
+        let Some(patient) = conv.patient.as_ref() else { return Ok(()) };
+        let read = self.record(p, "patient.read", patient, Outcome::Allow).object("conversation", conv.id);
+        self.audit.write(vec![read.reason(Access::Member.as_str())]).await
+    }
+
     /// The patient's care team.
     pub async fn care_team(&self, p: &Principal, patient: &str) -> Result<Vec<CareTeamMember>, ServiceError> {
         p.require_active()?;
@@ -77,11 +85,8 @@ impl Patients {
         if !target.is_some_and(|u| u.active && u.org == p.user.org) {
             return Err(DomainError::UserNotFound.into());
         }
-        let added = self.store.add_to_care_team(p.user.org, &patient, user, p.user.id, self.clock.now()).await?;
-        if added {
-            let r = self.record(p, "care_team.add", &patient, Outcome::Success).object("user", user);
-            self.audit.write(vec![r]).await?;
-        }
+        let r = self.record(p, "care_team.add", &patient, Outcome::Success).object("user", user);
+        let added = self.store.add_to_care_team(p.user.org, &patient, user, p.user.id, self.clock.now(), &[r]).await?;
         Ok(added)
     }
 
@@ -89,11 +94,10 @@ impl Patients {
     pub async fn remove_from_care_team(&self, p: &Principal, patient: &str, user: UserId) -> Result<(), ServiceError> {
         p.require(Permission::CareTeamAdmin)?;
         let patient = PatientRef::parse(patient)?;
-        if !self.store.remove_from_care_team(p.user.org, &patient, user).await? {
+        let r = self.record(p, "care_team.remove", &patient, Outcome::Success).object("user", user);
+        if !self.store.remove_from_care_team(p.user.org, &patient, user, &[r]).await? {
             return Err(DomainError::UserNotFound.into());
         }
-        let r = self.record(p, "care_team.remove", &patient, Outcome::Success).object("user", user);
-        self.audit.write(vec![r]).await?;
         Ok(())
     }
 
@@ -136,12 +140,11 @@ impl Patients {
             expires_at: now.checked_add(duration).unwrap_or(Timestamp::MAX),
             ended_at: None,
         };
-        // Stored before access is granted: the grant is the durable record of the access.
-        self.store.create_break_glass(&grant).await?;
-        // The reason typed by the user stays in the grant; the record holds its hash.
+        // The reason typed by the user stays in the grant; the record holds its hash. Both are
+        // stored, in one transaction, before access is granted.
         let r = self.record(p, "break_glass.start", &grant.patient, Outcome::Success).object("grant", grant.id);
         let r = r.target(format!("conversation:{}", conv.id)).reason(reason_hash(&grant.reason));
-        self.audit.write(vec![r]).await?;
+        self.store.create_break_glass(&grant, &[r]).await?;
         tracing::warn!(
             target: "medhub::audit",
             grant = %grant.id,
@@ -174,14 +177,19 @@ impl Patients {
     pub async fn end_break_glass(&self, p: &Principal, id: uuid::Uuid) -> Result<BreakGlassGrant, ServiceError> {
         p.require_active()?;
         let officer = p.permissions.contains(Permission::AuditRead);
-        let only_user = if officer { None } else { Some(p.user.id) };
         let now = self.clock.now();
-        let Some(g) = self.store.end_break_glass(p.user.org, id, only_user, now).await? else {
+        // The end and its record commit together, so its reason is chosen before: the
+        // caller's own grant first ("ended_by_user"), then, for an officer, anyone's ("revoked").
+        let own = self.audit.by(p, "break_glass.end", Outcome::Success).reason("ended_by_user");
+        let mut ended =
+            self.store.end_break_glass(p.user.org, id, Some(p.user.id), now, &own).await?.map(|g| (g, "ended_by_user"));
+        if ended.is_none() && officer {
+            let review = self.audit.by(p, "break_glass.end", Outcome::Success).reason("revoked");
+            ended = self.store.end_break_glass(p.user.org, id, None, now, &review).await?.map(|g| (g, "revoked"));
+        }
+        let Some((g, why)) = ended else {
             return Err(DomainError::GrantNotFound.into());
         };
-        let why = if g.user == p.user.id { "ended_by_user" } else { "revoked" };
-        let r = self.record(p, "break_glass.end", &g.patient, Outcome::Success).object("grant", g.id);
-        self.audit.write(vec![r.target(format!("conversation:{}", g.conversation)).reason(why)]).await?;
         tracing::warn!(target: "medhub::audit", grant = %g.id, by = %p.user.id, reason = why, "break-glass access ended early");
         Ok(g)
     }
@@ -210,27 +218,17 @@ impl Patients {
         p.require(Permission::OrgSettings)?;
         p.require_step_up(self.clock.now())?;
         let d = rules::break_glass_duration(minutes)?;
-        self.store.set_break_glass_duration(p.user.org, d).await?;
         let r = self.audit.by(p, "admin.settings", Outcome::Success).object("org", p.user.org);
-        self.audit.write(vec![r.target(format!("break_glass_minutes={minutes}"))]).await?;
+        self.store
+            .set_break_glass_duration(p.user.org, d, &[r.target(format!("break_glass_minutes={minutes}"))])
+            .await?;
         Ok(())
     }
 
     /// Records the end of every grant that expired: one audit record each, once.
     pub async fn end_expired(&self) -> Result<usize, ServiceError> {
-        let ended = self.store.end_expired_break_glass(self.clock.now()).await?;
-        let records = ended
-            .iter()
-            .map(|g| {
-                self.audit
-                    .for_user(g.org, g.user, Some(g.session), "break_glass.end", Outcome::Success)
-                    .object("grant", g.id)
-                    .patient(g.patient.as_str())
-                    .target(format!("conversation:{}", g.conversation))
-                    .reason("expired")
-            })
-            .collect();
-        self.audit.write(records).await?;
+        let template = self.audit.event("break_glass.end", Outcome::Success).reason("expired");
+        let ended = self.store.end_expired_break_glass(self.clock.now(), &template).await?;
         Ok(ended.len())
     }
 

@@ -111,15 +111,21 @@ impl AuditQuery {
 
 /// A value bound into an audit search; each backend turns it into its own parameter type.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Param {
+pub enum Param {
     Uuid(uuid::Uuid),
     Text(String),
     Int(i64),
 }
 
-/// The `WHERE … ORDER BY … LIMIT` of an audit search and its parameters, numbered from 1
-/// with `mark` (`?` for SQLite, `$` for PostgreSQL).
-pub(crate) fn search_clause(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
+/// The statement of an audit search and its parameters, numbered from 1 with `mark` (`?` for
+/// SQLite, `$` for PostgreSQL). Public so that a test can ask each database for its plan.
+pub fn search_sql(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
+    let (clause, params) = search_clause(q, mark);
+    (format!("SELECT {}, seq, leaf_hash FROM audit_events {clause}", crate::sql::AUDIT_COLS), params)
+}
+
+/// The `WHERE … ORDER BY … LIMIT` of an audit search and its parameters.
+fn search_clause(q: &AuditQuery, mark: char) -> (String, Vec<Param>) {
     let mut params = vec![Param::Uuid(q.org.as_uuid())];
     let mut sql = format!("WHERE org_id = {mark}1");
     let mut add = |sql: &mut String, cond: &str, p: Param| {

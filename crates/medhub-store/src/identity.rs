@@ -177,7 +177,12 @@ pub trait IdentityStore: Send + Sync {
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError>;
 
     /// Sets one organization's idle timeout.
-    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError>;
+    async fn set_idle_timeout(
+        &self,
+        org: OrgId,
+        idle_timeout: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
 
     // --- second factors ---------------------------------------------------------------------
 
@@ -278,14 +283,26 @@ pub trait IdentityStore: Send + Sync {
     async fn roles(&self, org: OrgId) -> Result<Vec<Role>, StoreError>;
     /// Adds an organization's own role; [`StoreError::Conflict`] if a shipped role or one of
     /// the organization's has the key.
-    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError>;
+    async fn create_role(
+        &self,
+        org: OrgId,
+        role: &Role,
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
     /// The keys of a user's roles, sorted.
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError>;
     /// Replaces a user's roles, keys of the user's organization's catalogue
     /// ([`StoreError::Conflict`] on any other key, or an unknown user), and keeps the system
     /// role in step: `admin` exactly when the administrator role is held.
-    async fn set_user_roles(&self, user: UserId, keys: &[String], by: UserId, now: Timestamp)
-    -> Result<(), StoreError>;
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        keys: &[String],
+        by: UserId,
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
     /// The permission lists (space-separated names) of every role the user holds.
     async fn user_permission_names(&self, user: UserId) -> Result<Vec<String>, StoreError>;
 

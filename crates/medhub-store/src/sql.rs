@@ -42,3 +42,10 @@ pub(crate) const EVENT_JOINS: &str = " FROM events e
      LEFT JOIN messages m ON m.id = e.message_id AND e.kind IN ('message.created', 'message.edited')
      LEFT JOIN message_revisions r ON r.message_id = e.message_id AND r.revision = e.revision
            AND e.kind IN ('message.created', 'message.edited')";
+
+/// Audit record columns in the order the row decoders read them; `seq` and `leaf_hash`
+/// follow at [`AUDIT_COL_COUNT`].
+pub(crate) const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, \
+     device, object_type, object_id, patient_ref, node, region";
+
+pub(crate) const AUDIT_COL_COUNT: usize = 17;

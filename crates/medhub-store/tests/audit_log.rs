@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use medhub_core::audit::{AuditRecord, LogFault, Outcome, TreeHead};
 use medhub_core::merkle;
 use medhub_store::audit::{Verdict, verify_log};
@@ -298,5 +298,173 @@ each_backend! {
         let (_t, store, heads) = fresh().await;
         let found = verify_log(store.as_ref(), &heads, |_, _| {}).await.unwrap();
         assert!(matches!(found, Verdict::Good(v) if v.size == 12), "{found:?}");
+    }
+}
+
+/// The plan each database chooses for `q`, one line per step.
+async fn plan(db: &TestDb, q: &medhub_store::audit::AuditQuery) -> Vec<String> {
+    use medhub_store::audit::{Param, search_sql};
+    match (db.backend(), db.location()) {
+        (Backend::Sqlite, Location::Sqlite { data_dir }) => {
+            let (sql, params) = search_sql(q, '?');
+            let c = rusqlite::Connection::open(data_dir.join("medhub.db")).unwrap();
+            c.execute_batch("ANALYZE").unwrap();
+            let values: Vec<rusqlite::types::Value> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
+                    Param::Text(t) => rusqlite::types::Value::Text(t),
+                    Param::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            st.query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+        (Backend::Postgres, Location::Postgres { url, .. }) => {
+            let (sql, params) = search_sql(q, '$');
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            let conn = tokio::spawn(conn);
+            // With sequential scans priced out, a scan in the plan means no index serves the query.
+            c.batch_execute("ANALYZE audit_events; SET enable_seqscan = off").await.unwrap();
+            let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match p {
+                        Param::Uuid(u) => Box::new(u),
+                        Param::Text(t) => Box::new(t),
+                        Param::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                values.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            let rows = c.query(&format!("EXPLAIN {sql}"), &refs).await.unwrap();
+            drop(c);
+            conn.await.unwrap().unwrap();
+            rows.iter().map(|r| r.get::<_, String>(0)).collect()
+        }
+        _ => panic!("unexpected test database"),
+    }
+}
+
+each_backend! {
+    async fn every_audit_search_is_served_by_an_index_and_pages_exactly(db) {
+        use medhub_store::audit::AuditQuery;
+        let store = db.open().await;
+        let org = |n: u128| medhub_core::OrgId::from_uuid(uuid::Uuid::from_u128(n));
+        // 3,000 records over three organizations, several patients and users.
+        let records: Vec<AuditRecord> = (0..3_000u64)
+            .map(|i| AuditRecord {
+                org: Some(org(u128::from(i % 3) + 1)),
+                actor: Some(medhub_core::UserId::from_uuid(uuid::Uuid::from_u128(u128::from(i % 17) + 1))),
+                patient_ref: (i % 5 == 0).then(|| format!("P{}", i % 7)),
+                ..AuditRecord::new(
+                    Timestamp::from_second(1_800_000_000 + (i / 10) as i64).unwrap(),
+                    if i % 4 == 0 { "patient.read" } else { "http" },
+                    if i % 7 == 0 { Outcome::Deny } else { Outcome::Allow },
+                )
+                .object("conversation", i % 11)
+            })
+            .collect();
+        for chunk in records.chunks(500) {
+            store.append_audit(chunk).await.unwrap();
+        }
+        let base = AuditQuery::org(org(2), 50);
+        let queries = [
+            base.clone(),
+            AuditQuery { actor: Some(medhub_core::UserId::from_uuid(uuid::Uuid::from_u128(3))), ..base.clone() },
+            AuditQuery { patient_ref: Some("P3".into()), ..base.clone() },
+            AuditQuery { action: Some("patient.read".into()), outcome: Some(Outcome::Deny), ..base.clone() },
+            AuditQuery { object_type: Some("conversation".into()), object_id: Some("4".into()), ..base.clone() },
+            AuditQuery {
+                since: Some(Timestamp::from_second(1_800_000_050).unwrap()),
+                until: Some(Timestamp::from_second(1_800_000_100).unwrap()),
+                before: Some((Timestamp::from_second(1_800_000_090).unwrap(), 2_000)),
+                ..base.clone()
+            },
+        ];
+        for q in &queries {
+            let plan = plan(&db, q).await;
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|l| l.contains("Seq Scan") || (l.starts_with("SCAN") && l.contains("audit_events")))
+                .collect();
+            assert!(scans.is_empty(), "{q:?} scans the table: {plan:?}");
+            assert!(plan.iter().any(|l| l.contains("audit_by_org")), "{q:?}: {plan:?}");
+        }
+
+        // Each query's pages, followed to the end, are exactly its matching records, newest first.
+        for q in &queries[..5] {
+            let mut got = Vec::new();
+            let mut page = q.clone();
+            loop {
+                let rows = store.search_audit(&page).await.unwrap();
+                let full = rows.len() == page.limit as usize;
+                page.before = rows.last().map(|e| (e.record.at, e.seq));
+                got.extend(rows.into_iter().map(|e| e.seq));
+                if !full {
+                    break;
+                }
+            }
+            let mut want: Vec<u64> = (0..3_000u64)
+                .filter(|&i| {
+                    let r = &records[i as usize];
+                    r.org == Some(q.org)
+                        && q.actor.is_none_or(|a| r.actor == Some(a))
+                        && q.patient_ref.as_ref().is_none_or(|p| r.patient_ref.as_ref() == Some(p))
+                        && q.action.as_ref().is_none_or(|a| &r.action == a)
+                        && q.outcome.is_none_or(|o| r.outcome == o)
+                        && q.object_id.as_ref().is_none_or(|o| r.object_id.as_ref() == Some(o))
+                })
+                .collect();
+            want.sort_by_key(|&i| std::cmp::Reverse((records[i as usize].at, i)));
+            assert!(!want.is_empty(), "{q:?}");
+            assert_eq!(got, want, "{q:?}");
+        }
+    }
+}
+
+each_backend! {
+    async fn a_change_and_its_audit_record_commit_together_or_not_at_all(db) {
+        use medhub_core::model::Org;
+        use medhub_core::patient::PatientRef;
+        let store = db.open().await;
+        store.upsert_builtin_roles(&medhub_core::authz::builtin_roles(), Timestamp::from_second(1_800_000_000).unwrap()).await.unwrap();
+        let at = Timestamp::from_second(1_800_000_000).unwrap();
+        let org = Org { id: medhub_core::OrgId::new_v7(), name: "General".into(), created_at: at, idle_timeout: medhub_core::session::DEFAULT_IDLE_TIMEOUT };
+        let admin = medhub_store::testdb::user_record(org.id, "gh.admin", at);
+        assert!(store.bootstrap(&org, &admin).await.unwrap());
+        let nurse = medhub_store::testdb::user_record(org.id, "gh.nurse", at);
+        store.create_user(&nurse).await.unwrap();
+        let (admin, nurse) = (admin.user.id, nurse.user.id);
+        let patient = PatientRef::parse("MRN-7").unwrap();
+        let rec = |action: &str| AuditRecord { org: Some(org.id), actor: Some(admin), ..AuditRecord::new(at, action, Outcome::Success) };
+        let size = |store: DynStore| async move { store.audit_head().await.unwrap().size };
+        let before = size(store.clone()).await;
+
+        // The log cannot be written: each change fails, and nothing of it is left behind.
+        tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        assert!(store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.is_err());
+        assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.is_err());
+        assert!(store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.is_err());
+        tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert!(!store.user_roles(nurse).await.unwrap().contains(&"charge_nurse".to_owned()));
+        assert!(!store.on_care_team(org.id, &patient, nurse).await.unwrap());
+        assert_ne!(store.break_glass_duration(org.id).await.unwrap(), SignedDuration::from_mins(15));
+        assert_eq!(size(store.clone()).await, before);
+
+        // With the log back, each change and its record land together.
+        store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.unwrap();
+        assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
+        // Already on the team: no change, so no record.
+        assert!(!store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
+        store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.unwrap();
+        let log = store.audit_log(before, 100).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|e| e.record.action.as_str()).collect();
+        assert_eq!(actions, ["admin.role_grant", "care_team.add", "admin.settings"]);
+        assert!(matches!(verdict(&store).await, Verdict::Good(_)));
     }
 }

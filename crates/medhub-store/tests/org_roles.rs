@@ -65,9 +65,9 @@ each_backend! {
         use Permission::*;
         let gh_lead = role("ward_lead", &[ConversationRead, DirectoryRead, OwnAccount, CareTeamAdmin]);
         let river_lead = role("ward_lead", &[ConversationRead, ConversationWrite, MessageSend, OwnAccount]);
-        store.create_role(general.id, &gh_lead, now()).await.unwrap();
-        store.create_role(river.id, &river_lead, now()).await.unwrap();
-        store.create_role(general.id, &role("night_float", &[ConversationRead]), now()).await.unwrap();
+        store.create_role(general.id, &gh_lead, now(), &[]).await.unwrap();
+        store.create_role(river.id, &river_lead, now(), &[]).await.unwrap();
+        store.create_role(general.id, &role("night_float", &[ConversationRead]), now(), &[]).await.unwrap();
 
         // Each lists the shipped roles and its own only.
         let (keys, lead) = catalogue(&store, general.id, "ward_lead").await;
@@ -81,7 +81,7 @@ each_backend! {
         let taken =
             [(general.id, "ward_lead"), (river.id, "ward_lead"), (river.id, "nurse"), (general.id, "administrator")];
         for (org, key) in taken {
-            let e = store.create_role(org, &role(key, &[ConversationRead]), now()).await.unwrap_err();
+            let e = store.create_role(org, &role(key, &[ConversationRead]), now(), &[]).await.unwrap_err();
             assert!(matches!(e, StoreError::Conflict(_)), "{key}: {e:?}");
         }
         let shipped_nurse = builtin_roles().into_iter().find(|r| r.key == "nurse");
@@ -90,17 +90,17 @@ each_backend! {
         // A grant resolves keys in the user's organization: the same key gives each
         // organization's permissions, and a key only another organization has is unknown
         // (nothing changes).
-        store.set_user_roles(gh_nurse, &["ward_lead".into()], gh_nurse, now()).await.unwrap();
-        store.set_user_roles(river_nurse, &["ward_lead".into(), "observer".into()], river_nurse, now()).await.unwrap();
+        store.set_user_roles(gh_nurse, &["ward_lead".into()], gh_nurse, now(), &[]).await.unwrap();
+        store.set_user_roles(river_nurse, &["ward_lead".into(), "observer".into()], river_nurse, now(), &[]).await.unwrap();
         assert_eq!(store.user_roles(gh_nurse).await.unwrap(), ["ward_lead"]);
         assert_eq!(store.user_roles(river_nurse).await.unwrap(), ["observer", "ward_lead"]);
         assert_eq!(permissions(&store, gh_nurse).await, gh_lead.permissions);
         let with_observer = river_lead.permissions.union(Permissions::of(&[DirectoryRead]));
         assert_eq!(permissions(&store, river_nurse).await, with_observer);
-        let e = store.set_user_roles(river_nurse, &["night_float".into()], river_nurse, now()).await.unwrap_err();
+        let e = store.set_user_roles(river_nurse, &["night_float".into()], river_nurse, now(), &[]).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict("unknown role")), "{e:?}");
         assert_eq!(store.user_roles(river_nurse).await.unwrap(), ["observer", "ward_lead"]);
-        let e = store.set_user_roles(UserId::new_v7(), &["nurse".into()], gh_nurse, now()).await.unwrap_err();
+        let e = store.set_user_roles(UserId::new_v7(), &["nurse".into()], gh_nurse, now(), &[]).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict("unknown user")), "{e:?}");
 
         // Who holds a permission is per organization too.
@@ -126,9 +126,9 @@ each_backend! {
         assert_eq!((keys, night.map(|r| r.permissions)), (shipped_keys_and(&["night_float", "ward_lead"]), Some(own)));
         let (keys, night) = catalogue(&store, river.id, "night_float").await;
         assert_eq!((keys, night.map(|r| r.builtin)), (shipped_keys_and(&["night_float", "ward_lead"]), Some(true)));
-        store.set_user_roles(river_nurse, &["night_float".into()], river_nurse, now()).await.unwrap();
+        store.set_user_roles(river_nurse, &["night_float".into()], river_nurse, now(), &[]).await.unwrap();
         assert_eq!(permissions(&store, river_nurse).await, later.permissions);
-        store.set_user_roles(gh_nurse, &["night_float".into()], gh_nurse, now()).await.unwrap();
+        store.set_user_roles(gh_nurse, &["night_float".into()], gh_nurse, now(), &[]).await.unwrap();
         assert_eq!(permissions(&store, gh_nurse).await, Permissions::of(&[ConversationRead]));
     }
 }
@@ -312,9 +312,9 @@ each_backend! {
 
         // The copies are separate roles from now on: the river clinic can grant its own, and
         // create `night_float`, which only the first organization had.
-        store.set_user_roles(b.river_nurse, &["ward_lead".into(), "nurse".into()], b.river_nurse, now()).await.unwrap();
-        store.create_role(b.river, &role("night_float", &[DirectoryRead]), now()).await.unwrap();
-        let e = store.create_role(b.general, &role("ward_lead", &[DirectoryRead]), now()).await.unwrap_err();
+        store.set_user_roles(b.river_nurse, &["ward_lead".into(), "nurse".into()], b.river_nurse, now(), &[]).await.unwrap();
+        store.create_role(b.river, &role("night_float", &[DirectoryRead]), now(), &[]).await.unwrap();
+        let e = store.create_role(b.general, &role("ward_lead", &[DirectoryRead]), now(), &[]).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
         // New users still get their default role.
         let late = record(b.river, "river.late");

@@ -160,7 +160,7 @@ each_backend! {
         assert_eq!(store.end_expired_sessions(now()).await.unwrap(), vec![(a.id, house)]);
         assert!(store.session(b.id).await.unwrap().is_some());
         // Setting one organization's timeout leaves the other's alone.
-        store.set_idle_timeout(second.id, SignedDuration::from_mins(10)).await.unwrap();
+        store.set_idle_timeout(second.id, SignedDuration::from_mins(10), &[]).await.unwrap();
         let orgs = store.orgs().await.unwrap();
         assert_eq!(orgs[0].idle_timeout, first.idle_timeout);
         assert_eq!(orgs[1].idle_timeout, SignedDuration::from_mins(10));

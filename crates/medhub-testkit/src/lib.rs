@@ -277,7 +277,7 @@ impl TestServer {
         let id = medhub_core::UserId::from_uuid(user.id);
         let keys: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         self.on_server(async move {
-            store.set_user_roles(id, &keys, id, now).await.unwrap_or_else(|e| panic!("set roles {keys:?}: {e}"));
+            store.set_user_roles(id, &keys, id, now, &[]).await.unwrap_or_else(|e| panic!("set roles {keys:?}: {e}"));
         })
         .await
     }

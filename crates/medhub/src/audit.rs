@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use medhub_core::SystemClock;
-use medhub_core::audit::LogFault;
+use medhub_core::audit::{AuditRecord, LogFault, Outcome};
 use medhub_service::tree_heads::{
     HeadExport, TreeHeadSigner, export_line, hex, parse_public_key, read_exported, sign_if_grown,
 };
 use medhub_store::DynStore;
+use medhub_store::audit::AuditQuery;
 use medhub_store::audit::{Verdict, verify_log};
 use serde_json::json;
 
@@ -41,6 +42,45 @@ pub enum AuditCommand {
     /// Print the public key that verifies this server's tree heads, in hex: give it to the
     /// auditors, who then need nothing from the server to check exported heads.
     PublicKey,
+    /// Search an organization's audit records, newest first. The search is itself recorded.
+    Search {
+        /// The organization (its name).
+        #[arg(long)]
+        org: String,
+        /// Records of this user (a username).
+        #[arg(long)]
+        user: Option<String>,
+        /// Records about this patient (the EHR's patient id).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Records of this action (patient.read, auth.sign_in, break_glass.start, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// Records about objects of this type (conversation, message, user, grant, …).
+        #[arg(long)]
+        object_type: Option<String>,
+        /// Records about this object (with --object-type).
+        #[arg(long, requires = "object_type")]
+        object_id: Option<String>,
+        /// allow, deny, success, failure or error.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Records at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<medhub_core::Timestamp>,
+        /// Records before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<medhub_core::Timestamp>,
+        /// Continue after this cursor (printed after a full page).
+        #[arg(long)]
+        before: Option<String>,
+        /// Records to print, 1 to 500.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object per line (the REST API's shape) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export an organization's audit records as FHIR R4 AuditEvent, NDJSON or CSV
     /// (docs/audit-export.md). The export is itself audited.
     Export(crate::audit_export::ExportArgs),
@@ -72,6 +112,88 @@ pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) ->
         }
         AuditCommand::PublicKey => {
             println!("{}", hex(&ctx.signer.public_key()));
+            Ok(())
+        }
+        AuditCommand::Search {
+            org,
+            user,
+            patient,
+            action,
+            object_type,
+            object_id,
+            outcome,
+            since,
+            until,
+            before,
+            limit,
+            json,
+        } => {
+            let orgs = store.orgs().await?;
+            let Some(org) = orgs.into_iter().find(|o| o.is_named(&org)) else {
+                bail!("no organization named {org:?} (medhub admin org list shows them)");
+            };
+            let actor = match user {
+                None => None,
+                Some(name) => match store.user_record_by_username(&name.to_ascii_lowercase()).await? {
+                    Some(r) if r.user.org == org.id => Some(r.user.id),
+                    _ => bail!("no user named {name:?} in {}", org.name),
+                },
+            };
+            let outcome = match outcome.as_deref() {
+                None => None,
+                Some(o) => Some(Outcome::parse(o).context("--outcome must be allow, deny, success, failure or error")?),
+            };
+            let before = before.as_deref().map(medhub_service::audit::parse_search_cursor).transpose()?;
+            let query = AuditQuery {
+                actor,
+                patient_ref: patient,
+                action,
+                object_type,
+                object_id,
+                outcome,
+                since,
+                until,
+                before,
+                ..AuditQuery::org(org.id, limit)
+            };
+            medhub_service::audit::check_search(&query)?;
+            // The operator's search is recorded like a compliance officer's.
+            let mut r = AuditRecord::new(medhub_core::Timestamp::now(), "audit.search", Outcome::Success)
+                .object("audit_log", org.id)
+                .target(medhub_service::audit::search_summary(&query))
+                .reason("operator");
+            r.org = Some(org.id);
+            r.patient_ref = query.patient_ref.clone();
+            let entries = store.search_audit(&query).await?;
+            // Recorded before the answer, after the query, so that a search does not find itself.
+            store.append_audit(&[r]).await?;
+            let mut out = std::io::stdout().lock();
+            for e in &entries {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&medhub_api::audit_event_view(e))?)?;
+                } else {
+                    let r = &e.record;
+                    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                    writeln!(
+                        out,
+                        "{:>8} {} {:<20} {:<8} actor={} object={}:{} patient={} {}",
+                        e.seq,
+                        r.at,
+                        r.action,
+                        r.outcome.as_str(),
+                        r.actor.map_or_else(|| "-".into(), |a| a.to_string()),
+                        show(&r.object_type),
+                        show(&r.object_id),
+                        show(&r.patient_ref),
+                        show(&r.target),
+                    )?;
+                }
+            }
+            if entries.len() == limit as usize
+                && let Some(last) = entries.last()
+            {
+                eprintln!("more: --before {}", medhub_service::audit::search_cursor(last));
+            }
             Ok(())
         }
         AuditCommand::Export(args) => crate::audit_export::run(store, &ctx.origin, args).await,

@@ -26,9 +26,10 @@ pub struct ExportArgs {
     /// `ndjson` (the flat record per line) or `csv`.
     #[arg(long, value_parser = parse_format)]
     format: ExportFormat,
-    /// Only the records of this user: a username or a user id.
+    /// Only the records of this user: a username (as `medhub audit search --user`) or a
+    /// user id.
     #[arg(long)]
-    actor: Option<String>,
+    user: Option<String>,
     /// Only the records about this patient (the EHR's patient id).
     #[arg(long)]
     patient: Option<String>,
@@ -69,7 +70,7 @@ pub async fn run(store: &DynStore, origin: &Origin, args: ExportArgs) -> Result<
     let Some(org) = orgs.into_iter().find(|o| o.is_named(&args.org)) else {
         bail!("no organization named {:?} (medhub admin org list shows them)", args.org)
     };
-    let actor = match &args.actor {
+    let actor = match &args.user {
         None => None,
         Some(a) => Some(match uuid::Uuid::parse_str(a) {
             Ok(id) => medhub_core::UserId::from_uuid(id),

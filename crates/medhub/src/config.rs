@@ -739,9 +739,11 @@ impl Config {
                 syslog: self.audit.tree_head_syslog,
             },
             audit_origin: medhub_service::audit::Origin {
-                node: self.server.node.clone().or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())
-                }),
+                node: self
+                    .server
+                    .node
+                    .clone()
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned())),
                 region: self.server.region.clone(),
             },
             // Not operator settings: the service's own defaults.

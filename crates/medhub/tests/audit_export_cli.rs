@@ -151,7 +151,7 @@ each_backend! {
         assert!(err.contains("no organization named"), "{err}");
         let err = failed(&medhub(&db, &["audit", "export", "--org", "medhub", "--format", "xml"]));
         assert!(err.contains("fhir, fhir-ndjson, ndjson or csv"), "{err}");
-        let err = failed(&medhub(&db, &["audit", "export", "--org", "medhub", "--format", "csv", "--actor", "river.admin"]));
+        let err = failed(&medhub(&db, &["audit", "export", "--org", "medhub", "--format", "csv", "--user", "river.admin"]));
         assert!(err.contains("no user named"), "another organization's user: {err}");
 
         // When the export's record cannot be stored, nothing is exported: the log refuses

@@ -228,3 +228,55 @@ each_backend! {
         assert_eq!(report[0]["records_checked"], 2);
     }
 }
+
+each_backend! {
+    async fn audit_search_finds_an_organizations_records_and_records_the_search(db) {
+        ok(&medhub(&db, &["admin", "org", "list", "--json"], None));
+        ok(&medhub(&db, &["admin", "org", "create", "Riverside Clinic", "--admin", "river.admin"], None));
+        let orgs = json_lines(&ok(&medhub(&db, &["admin", "org", "list", "--json"], None)));
+        let (home, river) = (&orgs[0], &orgs[1]);
+        let id = |o: &serde_json::Value| medhub_core::OrgId::from_uuid(o["id"].as_str().unwrap().parse().unwrap());
+        let store = db.open().await;
+        let records: Vec<medhub_core::audit::AuditRecord> = (0..6)
+            .map(|i| medhub_core::audit::AuditRecord {
+                org: Some(if i % 2 == 0 { id(home) } else { id(river) }),
+                ..medhub_core::audit::AuditRecord::new(
+                    jiff::Timestamp::from_second(1_800_000_000 + i).unwrap(),
+                    "patient.read",
+                    medhub_core::audit::Outcome::Allow,
+                )
+                .patient(format!("P{}", i % 3))
+            })
+            .collect();
+        store.append_audit(&records).await.unwrap();
+
+        let name = home["name"].as_str().unwrap();
+        let found = json_lines(&ok(&medhub(&db, &["audit", "search", "--org", name, "--action", "patient.read", "--json"], None)));
+        let at: Vec<&str> = found.iter().map(|e| e["at"].as_str().unwrap()).collect();
+        assert_eq!(at, ["2027-01-15T08:00:04Z", "2027-01-15T08:00:02Z", "2027-01-15T08:00:00Z"], "{found:?}");
+        let p0 = json_lines(&ok(&medhub(&db, &["audit", "search", "--org", "riverside clinic", "--patient", "P0", "--json"], None)));
+        assert_eq!(p0.len(), 1, "{p0:?}");
+        assert_eq!(p0[0]["at"], "2027-01-15T08:00:03Z");
+        // The search itself is in the log, with the patient it named and the operator as its reason.
+        let searches = json_lines(&ok(&medhub(&db, &["audit", "search", "--org", "Riverside Clinic", "--action", "audit.search", "--json"], None)));
+        assert_eq!(searches.len(), 1, "{searches:?}");
+        assert_eq!((&searches[0]["patient_ref"], &searches[0]["reason"]), (&serde_json::json!("P0"), &serde_json::json!("operator")));
+        // Pages: two at a time, with the cursor printed for the next.
+        let out = medhub(&db, &["audit", "search", "--org", name, "--action", "patient.read", "--limit", "2"], None);
+        let more = String::from_utf8_lossy(&out.stderr).into_owned();
+        let cursor = more
+            .lines()
+            .find_map(|l| l.strip_prefix("more: --before "))
+            .unwrap_or_else(|| panic!("{more}"))
+            .to_owned();
+        let rest = ok(&medhub(&db, &["audit", "search", "--org", name, "--action", "patient.read", "--before", &cursor], None));
+        assert_eq!(rest.lines().count(), 1, "{rest}");
+        // Bad input is refused with a clear message.
+        let err = failed(&medhub(&db, &["audit", "search", "--org", "Nowhere"], None));
+        assert!(err.contains("no organization named"), "{err}");
+        let err = failed(&medhub(&db, &["audit", "search", "--org", name, "--outcome", "maybe"], None));
+        assert!(err.contains("--outcome must be"), "{err}");
+        let err = failed(&medhub(&db, &["audit", "search", "--org", name, "--limit", "0"], None));
+        assert!(err.contains("limit must be between 1 and 500"), "{err}");
+    }
+}

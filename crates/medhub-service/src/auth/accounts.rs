@@ -80,7 +80,8 @@ impl AuthService {
         })?;
         tracing::info!(target: "medhub::auth", org = %org.id, admin = %record.user.id, "organization created");
         let what = format!("{} admin={}", org.id, record.user.id);
-        let created = self.audit.event("org.create", Outcome::Success).object("org", org.id).target(what).reason("operator");
+        let created =
+            self.audit.event("org.create", Outcome::Success).object("org", org.id).target(what).reason("operator");
         self.audit.write(vec![medhub_core::audit::AuditRecord { org: Some(org.id), ..created }]).await?;
         self.idle_timeouts.write().insert(org.id, org.idle_timeout);
         Ok((org, record.user, password))
@@ -174,7 +175,8 @@ impl AuthService {
             .await?;
         let invitation = self.new_invitation(principal.user.id, user.id).await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user.id, "user invited");
-        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None).await?;
+        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None)
+            .await?;
         Ok((user, invitation))
     }
 
@@ -292,7 +294,8 @@ impl AuthService {
         self.store.remove_second_factors(user).await?;
         self.end_user_sessions(user, None, "mfa_reset").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, "second factors reset");
-        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None).await?;
+        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None)
+            .await?;
         Ok(())
     }
 

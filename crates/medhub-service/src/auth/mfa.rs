@@ -174,7 +174,8 @@ impl AuthService {
         let t = totp(secret, "medhub", &principal.user.username)?;
         let ip = client.ip.map(|i| i.to_string());
         let Some(step) = matching_step(&t, code, self.now().as_second()) else {
-            self.audit_event("auth.mfa_enrol", Some(principal), None, Outcome::Failure, Some("invalid_mfa_code"), ip).await?;
+            self.audit_event("auth.mfa_enrol", Some(principal), None, Outcome::Failure, Some("invalid_mfa_code"), ip)
+                .await?;
             self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidMfaCode);
         };
@@ -298,7 +299,8 @@ impl AuthService {
             MfaProof::RecoveryCode(code) => self.use_recovery_code(user, code).await?,
         };
         let outcome = if ok { Outcome::Success } else { Outcome::Failure };
-        self.audit_event(action, Some(principal), Some(kind.into()), outcome, (!ok).then_some("invalid_mfa_code"), ip).await?;
+        self.audit_event(action, Some(principal), Some(kind.into()), outcome, (!ok).then_some("invalid_mfa_code"), ip)
+            .await?;
         if !ok {
             self.record_failure(&keys).await?;
             tracing::info!(target: "medhub::auth", user = %user, outcome = "denied", "second factor refused");

@@ -444,14 +444,9 @@ impl AuthService {
         ip: Option<String>,
     ) -> ServiceError {
         let ServiceError::InvalidPasskey(reason) = &e else { return e };
-        let recorded = self.audit_event(
-            action,
-            Some(principal),
-            Some("passkey".into()),
-            Outcome::Failure,
-            Some("invalid_passkey"),
-            ip,
-        ).await;
+        let recorded = self
+            .audit_event(action, Some(principal), Some("passkey".into()), Outcome::Failure, Some("invalid_passkey"), ip)
+            .await;
         if let Err(unrecorded) = recorded {
             return unrecorded;
         }
@@ -482,7 +477,8 @@ impl AuthService {
         }
         self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %id, "passkey deleted");
-        self.audit_event("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None).await?;
+        self.audit_event("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
+            .await?;
         Ok(())
     }
 }

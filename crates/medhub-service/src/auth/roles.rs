@@ -42,13 +42,14 @@ impl AuthService {
         let perms = Permissions::from_names(&permissions.join(" "))
             .map_err(|n| ServiceError::InvalidRequest(format!("unknown permission {n:?}")))?;
         let role = Role { key: key.to_owned(), name, permissions: perms, builtin: false };
-        self.store.create_role(principal.user.org, &role, self.now()).await.map_err(|e| match e {
+        let what = format!("{} = {}", role.key, role.permissions.to_names());
+        let r = self.audit_record("admin.role_create", Some(principal), Some(what), Outcome::Success, None, None);
+        let r = r.object("role", &role.key);
+        self.store.create_role(principal.user.org, &role, self.now(), &[r]).await.map_err(|e| match e {
             medhub_store::StoreError::Conflict(why) => ServiceError::InvalidRequest(why.into()),
             other => other.into(),
         })?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, role = %role.key, "role created");
-        let what = format!("{} = {}", role.key, role.permissions.to_names());
-        self.audit_event("admin.role_create", Some(principal), Some(what), Outcome::Success, None, None).await?;
         Ok(role)
     }
 
@@ -82,7 +83,13 @@ impl AuthService {
         {
             return Err(ServiceError::InvalidRequest("you cannot remove your own administrator role".into()));
         }
-        self.store.set_user_roles(user, keys, principal.user.id, self.now()).await.map_err(|e| match e {
+        let mut asked: Vec<String> = keys.to_vec();
+        asked.sort();
+        asked.dedup();
+        let what = format!("roles={}", asked.join(","));
+        let r = self.audit_record("admin.role_grant", Some(principal), Some(what), Outcome::Success, None, None);
+        let r = r.object("user", user);
+        self.store.set_user_roles(user, keys, principal.user.id, self.now(), &[r]).await.map_err(|e| match e {
             medhub_store::StoreError::Conflict(why) => ServiceError::InvalidRequest(why.into()),
             other => other.into(),
         })?;
@@ -91,8 +98,6 @@ impl AuthService {
             self.end_user_sessions(user, None, "role_removed").await?;
         }
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, roles = ?after, "roles changed");
-        let what = format!("{user} roles={}", after.join(","));
-        self.audit_event("admin.role_grant", Some(principal), Some(what), Outcome::Success, None, None).await?;
         Ok(after)
     }
 }

@@ -55,8 +55,14 @@ impl AuthService {
         let ok = self.verify(password.to_owned(), phc).await;
         let known = record.as_ref().filter(|r| r.user.active).map(|r| r.user.id);
         let Some(record) = record.clone().filter(|_| ok && usable) else {
-            let mut failed =
-                self.audit_record("auth.sign_in", None, Some("password".into()), Outcome::Failure, Some("invalid_credentials"), ip);
+            let mut failed = self.audit_record(
+                "auth.sign_in",
+                None,
+                Some("password".into()),
+                Outcome::Failure,
+                Some("invalid_credentials"),
+                ip,
+            );
             if let Some(r) = known.and_then(|id| record.as_ref().filter(|r| r.user.id == id)) {
                 failed.org = Some(r.user.org);
                 failed.actor = Some(r.user.id);
@@ -205,7 +211,11 @@ impl AuthService {
 
     /// Writes one `session.end` record per ended session, with its user's organization.
     /// The session row keeps when and why it ended whatever happens here.
-    pub(super) async fn audit_session_ends(&self, ended: &[(SessionId, UserId)], why: &str) -> Result<(), ServiceError> {
+    pub(super) async fn audit_session_ends(
+        &self,
+        ended: &[(SessionId, UserId)],
+        why: &str,
+    ) -> Result<(), ServiceError> {
         if ended.is_empty() {
             return Ok(());
         }
@@ -306,7 +316,8 @@ impl AuthService {
             return Err(medhub_core::DomainError::SessionNotFound.into());
         }
         self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
-        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None).await?;
+        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
+            .await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
         Ok(())
     }
@@ -327,10 +338,10 @@ impl AuthService {
         principal.require_step_up(self.now())?;
         let d = rules::idle_timeout_from_minutes(minutes)
             .ok_or_else(|| ServiceError::InvalidRequest("idle_timeout_minutes must be between 1 and 720".into()))?;
-        self.store.set_idle_timeout(principal.user.org, d).await?;
-        self.idle_timeouts.write().insert(principal.user.org, d);
         let what = format!("idle_timeout_minutes={minutes}");
-        self.audit_event("admin.settings", Some(principal), Some(what), Outcome::Success, None, None).await?;
+        let r = self.audit_record("admin.settings", Some(principal), Some(what), Outcome::Success, None, None);
+        self.store.set_idle_timeout(principal.user.org, d, &[r.object("org", principal.user.org)]).await?;
+        self.idle_timeouts.write().insert(principal.user.org, d);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, minutes, "idle timeout changed");
         Ok(())
     }

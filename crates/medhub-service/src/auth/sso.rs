@@ -648,19 +648,14 @@ impl AuthService {
         if before == keys {
             return Ok(());
         }
-        self.store.set_user_roles(user.id, &keys, user.id, self.now()).await?;
+        let what = Some(format!("roles={}", keys.join(",")));
+        let r = self.audit_record("sso.roles", None, what, Outcome::Success, None, None).object("user", user.id);
+        let r = medhub_core::audit::AuditRecord { org: Some(user.org), ..r };
+        self.store.set_user_roles(user.id, &keys, user.id, self.now(), &[r]).await?;
         if before.iter().any(|k| !keys.contains(k)) {
             self.end_user_sessions(user.id, None, "role_removed").await?;
         }
         tracing::info!(target: "medhub::auth", user = %user.id, roles = ?keys, "roles set by the identity provider's groups");
-        self.audit_event(
-            "sso.roles",
-            None,
-            Some(format!("{} roles={}", user.id, keys.join(","))),
-            Outcome::Success,
-            None,
-            None,
-        ).await?;
         Ok(())
     }
 

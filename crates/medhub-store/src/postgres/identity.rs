@@ -206,10 +206,18 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute("UPDATE orgs SET idle_timeout_s = $2 WHERE id = $1", &[&org.as_uuid(), &idle_timeout.as_secs()])
+    async fn set_idle_timeout(
+        &self,
+        org: OrgId,
+        idle_timeout: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("UPDATE orgs SET idle_timeout_s = $2 WHERE id = $1", &[&org.as_uuid(), &idle_timeout.as_secs()])
             .await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -587,8 +595,15 @@ impl IdentityStore for PgStore {
             .collect()
     }
 
-    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
+    async fn create_role(
+        &self,
+        org: OrgId,
+        role: &Role,
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let c = c.transaction().await?;
         // Shipped roles change only at start-up, before any request: no race with this check.
         let shipped: bool = c
             .query_one("SELECT EXISTS (SELECT 1 FROM roles WHERE org_id IS NULL AND key = $1)", &[&role.key])
@@ -604,7 +619,12 @@ impl IdentityStore for PgStore {
                 &[&org.as_uuid(), &role.key, &role.name, &role.permissions.to_names(), &us(now)],
             )
             .await?;
-        if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
+        if n == 0 {
+            return Err(StoreError::Conflict("a role with this key exists"));
+        }
+        append_leaves(&*c, audit).await?;
+        c.commit().await?;
+        Ok(())
     }
 
     async fn user_roles(&self, user: UserId) -> Result<Vec<String>, StoreError> {
@@ -624,6 +644,7 @@ impl IdentityStore for PgStore {
         keys: &[String],
         by: UserId,
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
@@ -655,6 +676,7 @@ impl IdentityStore for PgStore {
         .await?;
         let role = if keys.iter().any(|k| k == ADMINISTRATOR) { SystemRole::Admin } else { SystemRole::User };
         tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -735,7 +757,7 @@ impl IdentityStore for PgStore {
     }
 
     async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        let (clause, params) = crate::audit::search_clause(q, '$');
+        let (sql, params) = crate::audit::search_sql(q, '$');
         let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = params
             .into_iter()
             .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
@@ -749,8 +771,7 @@ impl IdentityStore for PgStore {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             values.iter().map(|v| &**v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
         let c = self.pool.get().await?;
-        let rows =
-            c.query(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"), &refs).await?;
+        let rows = c.query(&sql, &refs).await?;
         rows.iter().map(audit_entry).collect()
     }
 
@@ -886,10 +907,7 @@ impl IdentityStore for PgStore {
     }
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
-     object_type, object_id, patient_ref, node, region";
-/// The columns after [`AUDIT_COLS`] start here.
-const AUDIT_COL_COUNT: usize = 17;
+use crate::sql::{AUDIT_COL_COUNT, AUDIT_COLS};
 
 fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
     let outcome: String = r.try_get(6)?;
@@ -978,8 +996,24 @@ pub(super) async fn append_leaves(
                                   $8::text[], $9::bigint[], $10::bytea[], $11::smallint[], $12::uuid[], $13::text[],
                                   $14::text[], $15::text[], $16::text[], $17::text[], $18::text[])",
             &[
-                &at, &actor, &session, &action, &target, &outcome, &reason, &ip, &seqs, &leaves, &version, &org,
-                &device, &object_type, &object_id, &patient, &node, &region,
+                &at,
+                &actor,
+                &session,
+                &action,
+                &target,
+                &outcome,
+                &reason,
+                &ip,
+                &seqs,
+                &leaves,
+                &version,
+                &org,
+                &device,
+                &object_type,
+                &object_id,
+                &patient,
+                &node,
+                &region,
             ],
         )
         .await?;

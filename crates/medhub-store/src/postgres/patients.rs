@@ -7,9 +7,11 @@ use medhub_core::patient::PatientRef;
 use medhub_core::{ConversationId, OrgId, SessionId, UserId};
 use tokio_postgres::Row;
 
+use super::identity::append_leaves;
 use super::{PgStore, codec};
 use crate::StoreError;
-use crate::patients::{BreakGlassGrant, CareTeamMember, PatientStore};
+use crate::patients::{BreakGlassGrant, CareTeamMember, PatientStore, grant_end_record};
+use medhub_core::audit::AuditRecord;
 
 const GRANT_COLS: &str =
     "id, org_id, user_id, session_id, conversation_id, patient_ref, reason, started_at, expires_at, ended_at";
@@ -69,32 +71,50 @@ impl PatientStore for PgStore {
         user: UserId,
         by: UserId,
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError> {
-        let c = self.pool.get().await?;
-        let n = c
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
                 "INSERT INTO care_team (org_id, patient_ref, user_id, added_by, added_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT DO NOTHING",
                 &[&org.as_uuid(), &patient.as_str(), &user.as_uuid(), &by.as_uuid(), &now.as_microsecond()],
             )
             .await?;
+        if n == 1 {
+            append_leaves(&*tx, audit).await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 
-    async fn remove_from_care_team(&self, org: OrgId, patient: &PatientRef, user: UserId) -> Result<bool, StoreError> {
-        let c = self.pool.get().await?;
-        let n = c
+    async fn remove_from_care_team(
+        &self,
+        org: OrgId,
+        patient: &PatientRef,
+        user: UserId,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
                 "DELETE FROM care_team WHERE org_id = $1 AND patient_ref = $2 AND user_id = $3",
                 &[&org.as_uuid(), &patient.as_str(), &user.as_uuid()],
             )
             .await?;
+        if n == 1 {
+            append_leaves(&*tx, audit).await?;
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 
-    async fn create_break_glass(&self, g: &BreakGlassGrant) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute(
+    async fn create_break_glass(&self, g: &BreakGlassGrant, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
             &format!("INSERT INTO break_glass ({GRANT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             &[
                 &g.id,
@@ -110,6 +130,8 @@ impl PatientStore for PgStore {
             ],
         )
         .await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -149,8 +171,10 @@ impl PatientStore for PgStore {
         id: uuid::Uuid,
         only_user: Option<UserId>,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<Option<BreakGlassGrant>, StoreError> {
-        let c = self.pool.get().await?;
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
         let sql = format!(
             "UPDATE break_glass SET ended_at = $3, expires_at = LEAST(expires_at, $3)
              WHERE id = $1 AND org_id = $2 AND ended_at IS NULL AND expires_at > $3
@@ -158,17 +182,31 @@ impl PatientStore for PgStore {
              RETURNING {GRANT_COLS}"
         );
         let rows =
-            c.query(&sql, &[&id, &org.as_uuid(), &now.as_microsecond(), &only_user.map(|u| u.as_uuid())]).await?;
-        rows.first().map(grant).transpose()
+            tx.query(&sql, &[&id, &org.as_uuid(), &now.as_microsecond(), &only_user.map(|u| u.as_uuid())]).await?;
+        let ended = rows.first().map(grant).transpose()?;
+        if let Some(g) = &ended {
+            append_leaves(&*tx, &[grant_end_record(audit, g)]).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
     }
 
-    async fn end_expired_break_glass(&self, now: Timestamp) -> Result<Vec<BreakGlassGrant>, StoreError> {
-        let c = self.pool.get().await?;
+    async fn end_expired_break_glass(
+        &self,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<Vec<BreakGlassGrant>, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
         let sql = format!(
             "UPDATE break_glass SET ended_at = $1 WHERE ended_at IS NULL AND expires_at <= $1 RETURNING {GRANT_COLS}"
         );
-        let rows = c.query(&sql, &[&now.as_microsecond()]).await?;
-        rows.iter().map(grant).collect()
+        let rows = tx.query(&sql, &[&now.as_microsecond()]).await?;
+        let ended = rows.iter().map(grant).collect::<Result<Vec<_>, _>>()?;
+        let records: Vec<AuditRecord> = ended.iter().map(|g| grant_end_record(audit, g)).collect();
+        append_leaves(&*tx, &records).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn break_glass_duration(&self, org: OrgId) -> Result<SignedDuration, StoreError> {
@@ -180,9 +218,17 @@ impl PatientStore for PgStore {
         }
     }
 
-    async fn set_break_glass_duration(&self, org: OrgId, d: SignedDuration) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute("UPDATE orgs SET break_glass_s = $2 WHERE id = $1", &[&org.as_uuid(), &d.as_secs()]).await?;
+    async fn set_break_glass_duration(
+        &self,
+        org: OrgId,
+        d: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute("UPDATE orgs SET break_glass_s = $2 WHERE id = $1", &[&org.as_uuid(), &d.as_secs()]).await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

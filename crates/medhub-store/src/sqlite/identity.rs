@@ -220,12 +220,21 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn set_idle_timeout(&self, org: OrgId, idle_timeout: SignedDuration) -> Result<(), StoreError> {
+    async fn set_idle_timeout(
+        &self,
+        org: OrgId,
+        idle_timeout: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
                 "UPDATE orgs SET idle_timeout_s = ?2 WHERE id = ?1",
                 params![org.to_bytes(), idle_timeout.as_secs()],
             )?;
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -628,9 +637,16 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn create_role(&self, org: OrgId, role: &Role, now: Timestamp) -> Result<(), StoreError> {
-        let role = role.clone();
+    async fn create_role(
+        &self,
+        org: OrgId,
+        role: &Role,
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let (role, audit) = (role.clone(), audit.to_vec());
         self.write(move |c| {
+            let c = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // The writer is the only connection that writes: nothing slips in between.
             let shipped: bool = c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM roles WHERE org_id IS NULL AND key = ?1)",
@@ -645,7 +661,12 @@ impl IdentityStore for SqliteStore {
                  ON CONFLICT DO NOTHING",
                 params![org.to_bytes(), role.key, role.name, role.permissions.to_names(), us(now)],
             )?;
-            if n == 0 { Err(StoreError::Conflict("a role with this key exists")) } else { Ok(()) }
+            if n == 0 {
+                return Err(StoreError::Conflict("a role with this key exists"));
+            }
+            append_leaves(&c, &audit)?;
+            c.commit()?;
+            Ok(())
         })
         .await
     }
@@ -667,8 +688,9 @@ impl IdentityStore for SqliteStore {
         keys: &[String],
         by: UserId,
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
-        let keys = keys.to_vec();
+        let (keys, audit) = (keys.to_vec(), audit.to_vec());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let org: Vec<u8> = tx
@@ -699,6 +721,7 @@ impl IdentityStore for SqliteStore {
             let admin = keys.iter().any(|k| k == ADMINISTRATOR);
             let role = if admin { SystemRole::Admin } else { SystemRole::User };
             tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(())
         })
@@ -799,9 +822,9 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn search_audit(&self, q: &crate::audit::AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
-        let (clause, params) = crate::audit::search_clause(q, '?');
+        let (sql, params) = crate::audit::search_sql(q, '?');
         self.read(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {AUDIT_COLS}, seq, leaf_hash FROM audit_events {clause}"))?;
+            let mut st = c.prepare_cached(&sql)?;
             let values: Vec<rusqlite::types::Value> = params
                 .into_iter()
                 .map(|p| match p {
@@ -963,10 +986,7 @@ fn replace_codes(tx: &rusqlite::Transaction<'_>, user: UserId, hashes: &[String]
     Ok(())
 }
 
-const AUDIT_COLS: &str = "id, at, actor_id, session_id, action, target, outcome, reason, ip, version, org_id, device, \
-     object_type, object_id, patient_ref, node, region";
-/// The columns after [`AUDIT_COLS`] start here.
-const AUDIT_COL_COUNT: usize = 17;
+use crate::sql::{AUDIT_COL_COUNT, AUDIT_COLS};
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
     Ok((

@@ -6,9 +6,11 @@ use medhub_core::patient::PatientRef;
 use medhub_core::{ConversationId, OrgId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::identity::append_leaves;
 use super::{SqliteStore, codec};
 use crate::StoreError;
-use crate::patients::{BreakGlassGrant, CareTeamMember, PatientStore};
+use crate::patients::{BreakGlassGrant, CareTeamMember, PatientStore, grant_end_record};
+use medhub_core::audit::AuditRecord;
 
 const GRANT_COLS: &str =
     "id, org_id, user_id, session_id, conversation_id, patient_ref, reason, started_at, expires_at, ended_at";
@@ -68,35 +70,53 @@ impl PatientStore for SqliteStore {
         user: UserId,
         by: UserId,
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError> {
-        let patient = patient.as_str().to_owned();
+        let (patient, audit) = (patient.as_str().to_owned(), audit.to_vec());
         self.write(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "INSERT INTO care_team (org_id, patient_ref, user_id, added_by, added_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO NOTHING",
                 params![org.to_bytes(), patient, user.to_bytes(), by.to_bytes(), now.as_microsecond()],
             )?;
+            if n == 1 {
+                append_leaves(&tx, &audit)?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
     }
 
-    async fn remove_from_care_team(&self, org: OrgId, patient: &PatientRef, user: UserId) -> Result<bool, StoreError> {
-        let patient = patient.as_str().to_owned();
+    async fn remove_from_care_team(
+        &self,
+        org: OrgId,
+        patient: &PatientRef,
+        user: UserId,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let (patient, audit) = (patient.as_str().to_owned(), audit.to_vec());
         self.write(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "DELETE FROM care_team WHERE org_id = ?1 AND patient_ref = ?2 AND user_id = ?3",
                 params![org.to_bytes(), patient, user.to_bytes()],
             )?;
+            if n == 1 {
+                append_leaves(&tx, &audit)?;
+            }
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
     }
 
-    async fn create_break_glass(&self, g: &BreakGlassGrant) -> Result<(), StoreError> {
-        let g = g.clone();
+    async fn create_break_glass(&self, g: &BreakGlassGrant, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let (g, audit) = (g.clone(), audit.to_vec());
         self.write(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
                 &format!("INSERT INTO break_glass ({GRANT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     g.id.as_bytes().to_vec(),
@@ -111,6 +131,8 @@ impl PatientStore for SqliteStore {
                     g.ended_at.map(|t| t.as_microsecond()),
                 ],
             )?;
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -155,8 +177,11 @@ impl PatientStore for SqliteStore {
         id: uuid::Uuid,
         only_user: Option<UserId>,
         now: Timestamp,
+        audit: &AuditRecord,
     ) -> Result<Option<BreakGlassGrant>, StoreError> {
+        let template = audit.clone();
         self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let sql = format!(
                 "UPDATE break_glass SET ended_at = ?3, expires_at = MIN(expires_at, ?3)
                  WHERE id = ?1 AND org_id = ?2 AND ended_at IS NULL AND expires_at > ?3
@@ -164,15 +189,25 @@ impl PatientStore for SqliteStore {
                  RETURNING {GRANT_COLS}"
             );
             let only = only_user.map(|u| u.to_bytes());
-            let mut st = c.prepare_cached(&sql)?;
-            Ok(st
+            let ended = tx
+                .prepare_cached(&sql)?
                 .query_row(params![id.as_bytes().to_vec(), org.to_bytes(), now.as_microsecond(), only], grant)
-                .optional()?)
+                .optional()?;
+            if let Some(g) = &ended {
+                append_leaves(&tx, &[grant_end_record(&template, g)])?;
+            }
+            tx.commit()?;
+            Ok(ended)
         })
         .await
     }
 
-    async fn end_expired_break_glass(&self, now: Timestamp) -> Result<Vec<BreakGlassGrant>, StoreError> {
+    async fn end_expired_break_glass(
+        &self,
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<Vec<BreakGlassGrant>, StoreError> {
+        let template = audit.clone();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let ended = {
@@ -184,6 +219,8 @@ impl PatientStore for SqliteStore {
                 let rows = st.query_map([now.as_microsecond()], grant)?;
                 rows.collect::<Result<Vec<_>, _>>()?
             };
+            let records: Vec<AuditRecord> = ended.iter().map(|g| grant_end_record(&template, g)).collect();
+            append_leaves(&tx, &records)?;
             tx.commit()?;
             Ok(ended)
         })
@@ -201,9 +238,18 @@ impl PatientStore for SqliteStore {
         .await
     }
 
-    async fn set_break_glass_duration(&self, org: OrgId, d: SignedDuration) -> Result<(), StoreError> {
+    async fn set_break_glass_duration(
+        &self,
+        org: OrgId,
+        d: SignedDuration,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
-            c.execute("UPDATE orgs SET break_glass_s = ?2 WHERE id = ?1", params![org.to_bytes(), d.as_secs()])?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE orgs SET break_glass_s = ?2 WHERE id = ?1", params![org.to_bytes(), d.as_secs()])?;
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
             Ok(())
         })
         .await
