@@ -113,6 +113,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/legal-holds", Need::Active(RetentionManage)),
     ("POST", "/api/v1/legal-holds/{id}/lift", Need::Active(RetentionManage)),
     ("POST", "/api/v1/users/{id}/erase", Need::Active(RetentionManage)),
+    // The audit log's export: reading it here, taking it out (export.run) in the handler.
+    ("GET", "/api/v1/audit/export", Need::Active(AuditRead)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).
     ("POST", "/api/v1/break-glass/{id}/end", Need::Active(OwnAccount)),
     // The event stream. The WebSocket authenticates in `hello`; each frame is checked below.

@@ -3,6 +3,7 @@
 
 mod audit;
 mod audit_reports;
+mod audit_export;
 pub mod authz;
 mod error;
 mod extract;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(retention::routes())
         .merge(audit_reports::routes())
+        .merge(audit_export::routes())
         .merge(sso::routes())
         .merge(passkey::routes())
         .merge(longpoll::routes())

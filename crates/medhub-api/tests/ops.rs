@@ -81,6 +81,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/legal-holds", &["get", "post"]),
     ("/api/v1/legal-holds/{id}/lift", &["post"]),
     ("/api/v1/users/{id}/erase", &["post"]),
+    ("/api/v1/audit/export", &["get"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];

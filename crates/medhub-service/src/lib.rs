@@ -6,6 +6,7 @@
 //! in commit order, by the [`hub`].
 
 pub mod audit;
+pub mod audit_export;
 pub mod auth;
 mod error;
 pub mod hub;

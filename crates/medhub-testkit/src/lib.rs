@@ -26,6 +26,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use medhub_store::each_backend;
 
+pub mod audit_export;
 pub mod pki;
 
 /// How long a test waits for an expected frame before failing.

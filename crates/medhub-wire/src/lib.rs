@@ -4,6 +4,7 @@
 //! `From` impls in [`views`]), so no field reaches a client by accident.
 
 pub mod audit;
+pub mod audit_export;
 pub mod error;
 pub mod frames;
 pub mod identity;

@@ -85,6 +85,9 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export an organization's audit records as FHIR R4 AuditEvent, NDJSON or CSV
+    /// (docs/audit-export.md). The export is itself audited.
+    Export(crate::audit_export::ExportArgs),
 }
 
 /// What the audit commands need besides the store.
@@ -92,6 +95,8 @@ pub struct AuditContext {
     pub signer: TreeHeadSigner,
     /// Where heads go; its file is also where `verify` looks for them by default.
     pub export: HeadExport,
+    /// This server's node and region, for the records the commands write (`export`).
+    pub origin: medhub_service::audit::Origin,
 }
 
 pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) -> Result<()> {
@@ -196,6 +201,7 @@ pub async fn run(store: &DynStore, ctx: &AuditContext, command: AuditCommand) ->
             }
             Ok(())
         }
+        AuditCommand::Export(args) => crate::audit_export::run(store, &ctx.origin, args).await,
     }
 }
 

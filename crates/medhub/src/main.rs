@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod audit_export;
 mod config;
 mod retention;
 mod reports;
@@ -194,6 +195,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ctx = audit::AuditContext {
                 signer: medhub_service::tree_heads::TreeHeadSigner::new(&key),
                 export: config.service().audit_tree_head_export,
+                origin: config.service().audit_origin,
             };
             audit::run(&store, &ctx, command).await
         }
