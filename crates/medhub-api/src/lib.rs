@@ -2,8 +2,8 @@
 //! service and encode the answer. No SQL and no business rules live here.
 
 mod audit;
-mod audit_reports;
 mod audit_export;
+mod audit_reports;
 pub mod authz;
 mod error;
 mod extract;

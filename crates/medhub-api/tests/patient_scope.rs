@@ -403,3 +403,75 @@ each_backend! {
         assert_eq!(s.get(&format!("/api/v1/conversations/{conv}"), &pharmacist).await.0, 200);
     }
 }
+
+each_backend! {
+    async fn writes_to_a_patients_conversation_commit_with_their_audit_records(db) {
+        let clock = Arc::new(ManualClock::new(Timestamp::now()));
+        let s = server(db, &clock).await;
+        let attending = s.user("dr.att").await;
+        s.set_roles(&attending, &["attending_physician"]).await;
+        let nurse = s.user("nurse.joy").await;
+        s.set_roles(&nurse, &["nurse"]).await;
+        let conv = patient_conversation(&s, &attending, &[&nurse]).await;
+        let plain = s.conversation(&attending, "group", &[&nurse]).await;
+
+        // Over REST and over the WebSocket: a send, an edit, a resend of the same
+        // transaction, and an acknowledgement.
+        let (status, sent) = s
+            .post(&format!("/api/v1/conversations/{conv}/messages"), &attending,
+                  json!({"client_txn_id": "t1", "body": "Please review the potassium", "priority": "urgent"}))
+            .await;
+        assert_eq!(status, 201, "{sent}");
+        let first = sent["message"]["id"].as_str().unwrap().to_owned();
+        let (mut ws, _) = s.connect(&nurse, None).await;
+        let by_ws = ws.request(json!({"type": "send", "conversation_id": conv, "client_txn_id": "w1", "body": "On it"})).await;
+        assert_eq!(by_ws["type"], "sent", "{by_ws}");
+        let second = by_ws["message"]["id"].as_str().unwrap().to_owned();
+        let again = ws.request(json!({"type": "send", "conversation_id": conv, "client_txn_id": "w1", "body": "On it"})).await;
+        assert_eq!(again["message"]["id"], json!(second), "a resend is the same message");
+        let edited = ws.request(json!({"type": "edit", "message_id": second, "body": "On it, 5 min"})).await;
+        assert_eq!(edited["type"], "edited", "{edited}");
+        let (status, body) = s.post(&format!("/api/v1/messages/{first}/ack"), &nurse, json!({"response": {"kind": "accept"}})).await;
+        assert!((200..300).contains(&status), "{status} {body}");
+        // A conversation with no patient: its writes are not patient data.
+        let (status, _) = s
+            .post(&format!("/api/v1/conversations/{plain}/messages"), &attending, json!({"client_txn_id": "p1", "body": "Lunch?"}))
+            .await;
+        assert_eq!(status, 201);
+
+        // The records were in the log when the answers came: no waiting.
+        let store = s.services.store.clone();
+        let log = s.on_server(async move { store.audit_log(0, 100_000).await.unwrap() }).await;
+        let writes: Vec<(&str, Option<&str>, Option<uuid::Uuid>)> = log
+            .iter()
+            .filter(|e| e.record.action.starts_with("message."))
+            .map(|e| (e.record.action.as_str(), e.record.object_id.as_deref(), e.record.actor.map(|a| a.as_uuid())))
+            .collect();
+        assert_eq!(
+            writes,
+            vec![
+                ("message.send", Some(first.as_str()), Some(attending.id)),
+                ("message.send", Some(second.as_str()), Some(nurse.id)),
+                ("message.edit", Some(second.as_str()), Some(nurse.id)),
+                ("message.ack", Some(first.as_str()), Some(nurse.id)),
+            ],
+            "one record per write, none for the resend or the other conversation"
+        );
+        for e in log.iter().filter(|e| e.record.action.starts_with("message.")) {
+            assert_eq!(e.record.patient_ref.as_deref(), Some(PATIENT));
+            assert_eq!(e.record.target, Some(format!("conversation:{conv}")));
+            assert_eq!(e.record.object_type.as_deref(), Some("message"));
+            assert!(e.record.org.is_some() && e.record.session.is_some());
+        }
+
+        // With the log unwritable, a write to the patient's conversation fails and nothing
+        // is sent (its record and the message are one transaction).
+        s.sql("ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        let refused = ws.request(json!({"type": "send", "conversation_id": conv, "client_txn_id": "w2", "body": "lost?"})).await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        s.sql("ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        let (_, page) = s.get(&format!("/api/v1/conversations/{conv}/messages"), &attending).await;
+        let bodies: Vec<&str> = page["messages"].as_array().unwrap().iter().filter_map(|m| m["body"].as_str()).collect();
+        assert!(!bodies.contains(&"lost?"), "{bodies:?}");
+    }
+}

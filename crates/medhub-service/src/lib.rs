@@ -14,8 +14,8 @@ pub mod messaging;
 pub mod metrics;
 pub mod patients;
 pub mod pipeline;
-pub mod retention;
 pub mod reports;
+pub mod retention;
 pub mod server_key;
 pub mod tree_heads;
 
@@ -35,8 +35,8 @@ pub use messaging::Messaging;
 pub use metrics::Metrics;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
-pub use retention::Retention;
 pub use reports::Reports;
+pub use retention::Retention;
 pub use server_key::ServerKey;
 
 /// A fresh correlation id for an internal error: what the client quotes, what the log holds.
@@ -190,7 +190,7 @@ impl Services {
         let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
         let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
-        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone());
+        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone());
         let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
         let head_signer = tokio::spawn(tree_heads::run_signer(
             store.clone(),
@@ -199,7 +199,8 @@ impl Services {
             clock.clone(),
             config.audit_tree_head_interval,
         ));
-        let retention = Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
+        let retention =
+            Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
         let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
@@ -207,7 +208,18 @@ impl Services {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }
         let services = Services {
-            config, store, clock, metrics, auth, audit, hub, pipeline, messaging, patients, retention, reports,
+            config,
+            store,
+            clock,
+            metrics,
+            auth,
+            audit,
+            hub,
+            pipeline,
+            messaging,
+            patients,
+            retention,
+            reports,
         };
         Ok((services, Background { tasks }))
     }

@@ -33,6 +33,7 @@ pub struct Messaging {
     pipeline: Pipeline,
     hub: Arc<Hub>,
     patients: Patients,
+    audit: crate::AuditSink,
 }
 
 fn unexpected(outcome: Outcome) -> ServiceError {
@@ -41,8 +42,14 @@ fn unexpected(outcome: Outcome) -> ServiceError {
 }
 
 impl Messaging {
-    pub fn new(store: DynStore, pipeline: Pipeline, hub: Arc<Hub>, patients: Patients) -> Self {
-        Self { store, pipeline, hub, patients }
+    pub fn new(
+        store: DynStore,
+        pipeline: Pipeline,
+        hub: Arc<Hub>,
+        patients: Patients,
+        audit: crate::AuditSink,
+    ) -> Self {
+        Self { store, pipeline, hub, patients, audit }
     }
 
     /// Sends a message; returns it and whether it was a resend of an earlier one.
@@ -65,7 +72,7 @@ impl Messaging {
             priority,
             reply_to,
         });
-        match self.pipeline.submit(cmd).await? {
+        match self.pipeline.submit_audited(cmd, Some(self.template(p))).await? {
             Outcome::MessageSent { message, duplicate } => Ok((message, duplicate)),
             other => Err(unexpected(other)),
         }
@@ -73,7 +80,8 @@ impl Messaging {
 
     pub async fn edit(&self, p: &Principal, message: MessageId, body: String) -> Result<Message, ServiceError> {
         p.require_active()?;
-        match self.pipeline.submit(Command::EditMessage { actor: p.user_id(), message, body }).await? {
+        let cmd = Command::EditMessage { actor: p.user_id(), message, body };
+        match self.pipeline.submit_audited(cmd, Some(self.template(p))).await? {
             Outcome::MessageChanged { message, .. } => Ok(message),
             other => Err(unexpected(other)),
         }
@@ -88,7 +96,8 @@ impl Messaging {
         if let Some(p) = p {
             p.require_active()?;
         }
-        match self.pipeline.submit(Command::RecallMessage { actor, message }).await? {
+        let template = p.map(|p| self.template(p));
+        match self.pipeline.submit_audited(Command::RecallMessage { actor, message }, template).await? {
             Outcome::MessageChanged { message, .. } => Ok(message),
             other => Err(unexpected(other)),
         }
@@ -112,7 +121,8 @@ impl Messaging {
 
     pub async fn ack(&self, p: &Principal, message: MessageId, response: AckResponse) -> Result<Ack, ServiceError> {
         p.require_active()?;
-        match self.pipeline.submit(Command::Acknowledge { actor: p.user_id(), message, response }).await? {
+        let cmd = Command::Acknowledge { actor: p.user_id(), message, response };
+        match self.pipeline.submit_audited(cmd, Some(self.template(p))).await? {
             Outcome::Acknowledged { ack, .. } => Ok(ack),
             other => Err(unexpected(other)),
         }
@@ -159,6 +169,12 @@ impl Messaging {
             Outcome::Membership { event } => Ok(event),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The template of a write's audit record by `p`: the pipeline keeps it only if the write
+    /// concerns a patient's conversation, and names the action and object then.
+    fn template(&self, p: &Principal) -> medhub_core::audit::AuditRecord {
+        self.audit.by(p, "write", medhub_core::audit::Outcome::Success)
     }
 
     /// The caller's conversations.

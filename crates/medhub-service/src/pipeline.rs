@@ -22,6 +22,8 @@ use crate::{ServiceConfig, ServiceError};
 
 struct Job {
     cmd: Command,
+    /// The template of the command's audit record, if it writes patient data.
+    audit: Option<medhub_core::audit::AuditRecord>,
     reply: oneshot::Sender<Result<Outcome, ServiceError>>,
     queued: Instant,
 }
@@ -53,9 +55,20 @@ impl Pipeline {
     /// Commits one command (batched with whatever else is waiting) and returns its outcome
     /// once it is durable.
     pub async fn submit(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+        self.submit_audited(cmd, None).await
+    }
+
+    /// [`submit`](Self::submit) with the template of the command's audit record: if the
+    /// command changes a conversation linked to a patient, its record (`plan::audit::records`)
+    /// commits in the same transaction.
+    pub async fn submit_audited(
+        &self,
+        cmd: Command,
+        audit: Option<medhub_core::audit::AuditRecord>,
+    ) -> Result<Outcome, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.metrics.pipeline_depth.inc();
-        if self.tx.send(Job { cmd, reply, queued: Instant::now() }).await.is_err() {
+        if self.tx.send(Job { cmd, audit, reply, queued: Instant::now() }).await.is_err() {
             self.metrics.pipeline_depth.dec();
             return Err(ServiceError::PipelineStopped);
         }
@@ -88,10 +101,16 @@ async fn run_writer(
             }
         }
         metrics.pipeline_depth.dec_by(jobs.len() as i64);
-        let (cmds, waiting): (Vec<Command>, Vec<(oneshot::Sender<_>, Instant)>) =
-            jobs.drain(..).map(|j| (j.cmd, (j.reply, j.queued))).unzip();
+        let mut audit = Vec::with_capacity(jobs.len());
+        let (cmds, waiting): (Vec<Command>, Vec<(oneshot::Sender<_>, Instant)>) = jobs
+            .drain(..)
+            .map(|j| {
+                audit.push(j.audit);
+                (j.cmd, (j.reply, j.queued))
+            })
+            .unzip();
         let n = cmds.len();
-        match store.apply_batch(cmds, clock.now(), config.limits.clone()).await {
+        match store.apply_batch_audited(cmds, audit, clock.now(), config.limits.clone()).await {
             Ok(plan) => {
                 let done = Instant::now();
                 metrics.batch_size.observe(n as f64);

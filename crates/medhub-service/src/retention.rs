@@ -159,7 +159,10 @@ impl Retention {
         let policy = days.map(|d| RetentionPolicy::new(class, d)).transpose()?;
         let now = self.clock.now();
         let shown = policy.map_or_else(|| "none".to_owned(), |p| p.days.to_string());
-        let audit = [audit_record(&self.audit, org, now,
+        let audit = [audit_record(
+            &self.audit,
+            org,
+            now,
             actor,
             "retention.policy_set",
             format!("org:{org} class:{} days:{shown}", class.as_str()),
@@ -215,7 +218,10 @@ impl Retention {
             created_at: now,
             lifted: None,
         };
-        let audit = [audit_record(&self.audit, org, now,
+        let audit = [audit_record(
+            &self.audit,
+            org,
+            now,
             Some(p),
             "legal_hold.set",
             format!("org:{org} hold:{} scope:{}:{}", hold.id, hold.scope.kind_str(), hold.scope.subject()),
@@ -333,7 +339,10 @@ impl Retention {
                 }
             }
             if !remove.is_empty() {
-                let audit = [audit_record(&self.audit, org, now,
+                let audit = [audit_record(
+                    &self.audit,
+                    org,
+                    now,
                     actor,
                     "retention.expire",
                     format!("org:{org} class:{} before:{cutoff} removed:{}", class.as_str(), remove.len()),
@@ -412,8 +421,9 @@ impl Retention {
             if state.holds.iter().any(|h| h.scope == HoldScope::User(user)) {
                 return Err(DomainError::UnderLegalHold.into());
             }
-            let audit = [audit_record(&self.audit, org, now, actor, "gdpr.erase", format!("org:{org} user:{user} account"))
-                .object("user", user)];
+            let audit =
+                [audit_record(&self.audit, org, now, actor, "gdpr.erase", format!("org:{org} user:{user} account"))
+                    .object("user", user)];
             match self.store.erase_account(org, state.version, user, (&username, &display), now, &audit).await {
                 Ok(Some(a)) => break a,
                 Ok(None) => return Err(DomainError::UserNotFound.into()),
@@ -467,7 +477,10 @@ impl Retention {
                     Erasure::KeepClinical | Erasure::KeepHeld(_) => change.flag.push(c.message),
                 }
             }
-            let audit = [audit_record(&self.audit, org, now,
+            let audit = [audit_record(
+                &self.audit,
+                org,
+                now,
                 actor,
                 "gdpr.erase",
                 format!("org:{org} user:{user} removed:{} flagged:{}", change.remove.len(), change.flag.len()),

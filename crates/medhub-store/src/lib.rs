@@ -121,7 +121,21 @@ pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + '
 
     /// Plans and commits a batch of commands in one durable transaction. The returned plan's
     /// effects hold the committed events, in order.
-    async fn apply_batch(&self, cmds: Vec<Command>, now: Timestamp, limits: Limits) -> Result<Plan, StoreError>;
+    async fn apply_batch(&self, cmds: Vec<Command>, now: Timestamp, limits: Limits) -> Result<Plan, StoreError> {
+        let none = vec![None; cmds.len()];
+        self.apply_batch_audited(cmds, none, now, limits).await
+    }
+
+    /// [`apply_batch`](Store::apply_batch), where `audit[i]` is the record template of
+    /// command `i`: the records of the batch's writes of patient data
+    /// (`medhub_core::plan::audit::records`) are appended in the same transaction.
+    async fn apply_batch_audited(
+        &self,
+        cmds: Vec<Command>,
+        audit: Vec<Option<AuditRecord>>,
+        now: Timestamp,
+        limits: Limits,
+    ) -> Result<Plan, StoreError>;
 
     // --- organization, users, sessions -----------------------------------------------------
 

@@ -6,8 +6,8 @@ mod admin;
 mod audit;
 mod audit_export;
 mod config;
-mod retention;
 mod reports;
+mod retention;
 mod server_key;
 
 use std::path::PathBuf;

@@ -861,3 +861,5 @@ fn new_member(conversation: ConversationId, user: UserId, role: MemberRole, now:
 
 #[cfg(test)]
 mod tests;
+
+pub mod audit;

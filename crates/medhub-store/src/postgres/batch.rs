@@ -21,6 +21,7 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 pub(super) async fn apply(
     client: &mut Object,
     cmds: &[Command],
+    audit: &[Option<medhub_core::audit::AuditRecord>],
     now: Timestamp,
     limits: &Limits,
 ) -> Result<Plan, StoreError> {
@@ -37,8 +38,13 @@ pub(super) async fn apply(
     if !second.is_empty() {
         load(&tx, &second, &mut snap).await?;
     }
+    let links = plan::audit::PatientLinks::of(&snap);
     let plan = plan::plan(cmds, snap, now, limits);
     write(&tx, &plan.effects).await?;
+    let records = plan::audit::records(cmds, &plan.results, audit, &links);
+    if !records.is_empty() {
+        super::identity::append_leaves(&*tx, &records).await?;
+    }
     if let Some(last) = plan.effects.events.last() {
         tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &last.id.get().to_string()]).await?;
     }

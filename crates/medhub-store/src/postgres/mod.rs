@@ -120,9 +120,15 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn apply_batch(&self, cmds: Vec<Command>, now: Timestamp, limits: Limits) -> Result<Plan, StoreError> {
+    async fn apply_batch_audited(
+        &self,
+        cmds: Vec<Command>,
+        audit: Vec<Option<AuditRecord>>,
+        now: Timestamp,
+        limits: Limits,
+    ) -> Result<Plan, StoreError> {
         let mut client = self.pool.get().await?;
-        batch::apply(&mut client, &cmds, now, &limits).await
+        batch::apply(&mut client, &cmds, &audit, now, &limits).await
     }
 
     async fn org(&self) -> Result<Option<Org>, StoreError> {

@@ -13,6 +13,7 @@ use crate::{StoreError, UserRecord};
 pub(super) fn apply(
     conn: &mut Connection,
     cmds: &[Command],
+    audit: &[Option<medhub_core::audit::AuditRecord>],
     now: Timestamp,
     limits: &Limits,
 ) -> Result<Plan, StoreError> {
@@ -23,8 +24,13 @@ pub(super) fn apply(
     if !second.is_empty() {
         load(&tx, &second, &mut snap)?;
     }
+    let links = plan::audit::PatientLinks::of(&snap);
     let plan = plan::plan(cmds, snap, now, limits);
     write(&tx, &plan.effects)?;
+    let records = plan::audit::records(cmds, &plan.results, audit, &links);
+    if !records.is_empty() {
+        super::identity::append_leaves(&tx, &records)?;
+    }
     tx.commit()?;
     Ok(plan)
 }

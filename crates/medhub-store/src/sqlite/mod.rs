@@ -253,8 +253,14 @@ impl Store for SqliteStore {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
-    async fn apply_batch(&self, cmds: Vec<Command>, now: Timestamp, limits: Limits) -> Result<Plan, StoreError> {
-        self.write(move |c| batch::apply(c, &cmds, now, &limits)).await
+    async fn apply_batch_audited(
+        &self,
+        cmds: Vec<Command>,
+        audit: Vec<Option<AuditRecord>>,
+        now: Timestamp,
+        limits: Limits,
+    ) -> Result<Plan, StoreError> {
+        self.write(move |c| batch::apply(c, &cmds, &audit, now, &limits)).await
     }
 
     async fn org(&self) -> Result<Option<Org>, StoreError> {
