@@ -128,6 +128,12 @@ pub struct StoredTreeHead {
 /// Sessions ended by one call, with their users (to close their sockets).
 pub type Ended = Vec<(SessionId, UserId)>;
 
+/// The audit record of one ended session: `template` (its action, reason and node) with
+/// the session, its user as the actor and the user's organization.
+pub fn session_end_record(template: &AuditRecord, session: SessionId, user: UserId, org: Option<OrgId>) -> AuditRecord {
+    AuditRecord { org, actor: Some(user), session: Some(session), ..template.clone().object("session", session) }
+}
+
 /// Identity storage. Every method is one transaction.
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
@@ -145,15 +151,24 @@ pub trait IdentityStore: Send + Sync {
         before: Option<SessionId>,
         limit: u32,
     ) -> Result<Vec<Session>, StoreError>;
-    /// Ends one live session. Returns whether it was live.
-    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError>;
-    /// Ends every live session of `user` except `keep`.
+    /// Ends one live session. Returns whether it was live. With `audit`, the end's record
+    /// ([`session_end_record`] of it) is appended in the same transaction.
+    async fn end_session(
+        &self,
+        id: SessionId,
+        now: Timestamp,
+        reason: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
+    /// Ends every live session of `user` except `keep`, each with its record as
+    /// [`end_session`](Self::end_session) does.
     async fn end_user_sessions(
         &self,
         user: UserId,
         keep: Option<SessionId>,
         now: Timestamp,
         reason: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<Ended, StoreError>;
     /// Moves a session to `state`; `mfa_at` is set when given (a factor was just proven).
     async fn set_session_state(
@@ -170,7 +185,9 @@ pub trait IdentityStore: Send + Sync {
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
     /// Ends every live session idle for its user's organization's idle timeout, or past its
     /// absolute lifetime, with `idle_timeout` or `absolute_lifetime` as the reason.
-    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError>;
+    /// Each with its record as [`end_session`](Self::end_session) does (the template's reason
+    /// is kept: `expired`).
+    async fn end_expired_sessions(&self, now: Timestamp, audit: Option<&AuditRecord>) -> Result<Ended, StoreError>;
 
     /// Changes a user's system role, and with it the administrator role (a demoted user
     /// without other roles keeps the clinician role).

@@ -443,10 +443,26 @@ each_backend! {
         let patient = PatientRef::parse("MRN-7").unwrap();
         let rec = |action: &str| AuditRecord { org: Some(org.id), actor: Some(admin), ..AuditRecord::new(at, action, Outcome::Success) };
         let size = |store: DynStore| async move { store.audit_head().await.unwrap().size };
-        let before = size(store.clone()).await;
 
         // The log cannot be written: each change fails, and nothing of it is left behind.
+        let session = medhub_core::model::Session {
+            id: medhub_core::SessionId::new_v7(),
+            user: nurse,
+            token_hash: [9; 32],
+            state: medhub_core::model::SessionState::Active,
+            created_at: at,
+            last_activity_at: at,
+            expires_at: at + SignedDuration::from_hours(12),
+            revoked_at: None,
+            mfa_at: Some(at),
+            ip: None,
+            user_agent: None,
+        };
+        store.create_session(&session, &[]).await.unwrap();
+        let before = size(store.clone()).await;
+        let ended = AuditRecord::new(at, "session.end", Outcome::Success).reason("password_reset");
         tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        assert!(store.end_user_sessions(nurse, None, at, "password_reset", Some(&ended)).await.is_err());
         assert!(store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.is_err());
         assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.is_err());
         assert!(store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.is_err());
@@ -455,8 +471,10 @@ each_backend! {
         assert!(!store.on_care_team(org.id, &patient, nurse).await.unwrap());
         assert_ne!(store.break_glass_duration(org.id).await.unwrap(), SignedDuration::from_mins(15));
         assert_eq!(size(store.clone()).await, before);
+        assert!(store.session(session.id).await.unwrap().is_some_and(|s| s.revoked_at.is_none()), "still live");
 
         // With the log back, each change and its record land together.
+        assert_eq!(store.end_user_sessions(nurse, None, at, "password_reset", Some(&ended)).await.unwrap(), vec![(session.id, nurse)]);
         store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.unwrap();
         assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
         // Already on the team: no change, so no record.
@@ -464,7 +482,10 @@ each_backend! {
         store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.unwrap();
         let log = store.audit_log(before, 100).await.unwrap();
         let actions: Vec<&str> = log.iter().map(|e| e.record.action.as_str()).collect();
-        assert_eq!(actions, ["admin.role_grant", "care_team.add", "admin.settings"]);
+        assert_eq!(actions, ["session.end", "admin.role_grant", "care_team.add", "admin.settings"]);
+        let end = &log[0].record;
+        assert_eq!((end.actor, end.session, end.org), (Some(nurse), Some(session.id), Some(org.id)));
+        assert_eq!((end.object_type.as_deref(), end.reason.as_deref()), (Some("session"), Some("password_reset")));
         assert!(matches!(verdict(&store).await, Verdict::Good(_)));
     }
 }

@@ -157,14 +157,14 @@ each_backend! {
 
         // Each session is measured against its own organization's idle timeout: 20 minutes
         // idle ends a session under 15, not under 30.
-        assert_eq!(store.end_expired_sessions(now()).await.unwrap(), vec![(a.id, house)]);
+        assert_eq!(store.end_expired_sessions(now(), None).await.unwrap(), vec![(a.id, house)]);
         assert!(store.session(b.id).await.unwrap().is_some());
         // Setting one organization's timeout leaves the other's alone.
         store.set_idle_timeout(second.id, SignedDuration::from_mins(10), &[]).await.unwrap();
         let orgs = store.orgs().await.unwrap();
         assert_eq!(orgs[0].idle_timeout, first.idle_timeout);
         assert_eq!(orgs[1].idle_timeout, SignedDuration::from_mins(10));
-        assert_eq!(store.end_expired_sessions(now()).await.unwrap(), vec![(b.id, river)]);
+        assert_eq!(store.end_expired_sessions(now(), None).await.unwrap(), vec![(b.id, river)]);
     }
 }
 
@@ -204,7 +204,7 @@ each_backend! {
         assert!(store.session_by_token_hash(&[9; 32]).await.unwrap().is_none(), "unknown");
 
         // The sweep ends exactly the idle (15:00) and too old sessions, with their reasons.
-        let mut ended = store.end_expired_sessions(now()).await.unwrap();
+        let mut ended = store.end_expired_sessions(now(), None).await.unwrap();
         ended.sort();
         let mut expect = vec![(too_old.id, u), (idle_one.id, u)];
         expect.sort();
@@ -219,14 +219,14 @@ each_backend! {
         assert_eq!(store.session(almost_idle.id).await.unwrap().unwrap().last_activity_at, later);
         assert_eq!(store.session(live.id).await.unwrap().unwrap().last_activity_at, now());
 
-        assert!(store.end_session(live.id, now(), "logout").await.unwrap());
-        assert!(!store.end_session(live.id, now(), "logout").await.unwrap(), "already ended");
+        assert!(store.end_session(live.id, now(), "logout", None).await.unwrap());
+        assert!(!store.end_session(live.id, now(), "logout", None).await.unwrap(), "already ended");
         assert!(store.session_by_token_hash(&[1; 32]).await.unwrap().is_none(), "revoked");
         assert!(store.revoked_sessions_since(now()).await.unwrap().contains(&live.id));
 
         let listed: Vec<SessionId> = store.sessions_for_user(u).await.unwrap().iter().map(|s| s.id).collect();
         assert_eq!(listed, vec![almost_idle.id, other.id], "live sessions, newest first");
-        let ended = store.end_user_sessions(u, Some(other.id), now(), "password_changed").await.unwrap();
+        let ended = store.end_user_sessions(u, Some(other.id), now(), "password_changed", None).await.unwrap();
         assert_eq!(ended, vec![(almost_idle.id, u)]);
         assert!(store.set_user_active(u, false, now()).await.unwrap());
         assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "deactivated");

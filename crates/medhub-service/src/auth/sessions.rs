@@ -211,41 +211,19 @@ impl AuthService {
         now: Timestamp,
         why: &str,
     ) -> Result<(), ServiceError> {
-        let mut done = Vec::with_capacity(ended.len());
-        for (id, user) in ended {
-            if self.store.end_session(*id, now, why).await? {
-                done.push((*id, *user));
-            }
+        // Each end commits with its `session.end` record.
+        let template = self.session_end_template(why);
+        for (id, _) in ended {
+            self.store.end_session(*id, now, why, Some(&template)).await?;
         }
         self.kick(ended);
-        self.audit_session_ends(&done, why).await
+        Ok(())
     }
 
-    /// Writes one `session.end` record per ended session, with its user's organization.
-    /// The session row keeps when and why it ended whatever happens here.
-    pub(super) async fn audit_session_ends(
-        &self,
-        ended: &[(SessionId, UserId)],
-        why: &str,
-    ) -> Result<(), ServiceError> {
-        if ended.is_empty() {
-            return Ok(());
-        }
-        let mut users: Vec<UserId> = ended.iter().map(|(_, u)| *u).collect();
-        users.sort_unstable();
-        users.dedup();
-        let orgs: std::collections::HashMap<UserId, medhub_core::OrgId> =
-            self.store.users(&users).await?.into_iter().map(|u| (u.id, u.org)).collect();
-        let records = ended
-            .iter()
-            .map(|(id, u)| {
-                let r = self.audit.event("session.end", Outcome::Success);
-                medhub_core::audit::AuditRecord { org: orgs.get(u).copied(), actor: Some(*u), session: Some(*id), ..r }
-                    .object("session", id)
-                    .reason(why)
-            })
-            .collect();
-        self.audit.write(records).await
+    /// The template of `session.end` records: the store adds each session, its user and the
+    /// user's organization, in the transaction that ends it.
+    fn session_end_template(&self, why: &str) -> medhub_core::audit::AuditRecord {
+        self.audit.event("session.end", Outcome::Success).reason(why)
     }
 
     pub(super) fn kick(&self, ended: &[(SessionId, UserId)]) {
@@ -267,9 +245,9 @@ impl AuthService {
         keep: Option<SessionId>,
         why: &str,
     ) -> Result<Ended, ServiceError> {
-        let ended = self.store.end_user_sessions(user, keep, self.now(), why).await?;
+        let template = self.session_end_template(why);
+        let ended = self.store.end_user_sessions(user, keep, self.now(), why, Some(&template)).await?;
         self.kick(&ended);
-        self.audit_session_ends(&ended, why).await?;
         if !ended.is_empty() {
             tracing::info!(target: "medhub::auth", user = %user, count = ended.len(), reason = why, "sessions ended");
         }
@@ -404,8 +382,7 @@ impl AuthService {
     async fn sweep_once(&self, since: Timestamp, now: Timestamp) -> Result<(), ServiceError> {
         self.refresh_settings().await?;
         self.flush_activity().await?;
-        let expired = self.store.end_expired_sessions(now).await?;
-        self.audit_session_ends(&expired, "expired").await?;
+        let expired = self.store.end_expired_sessions(now, Some(&self.session_end_template("expired"))).await?;
         if !expired.is_empty() {
             tracing::info!(target: "medhub::auth", count = expired.len(), "sessions expired");
         }

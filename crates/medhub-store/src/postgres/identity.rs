@@ -80,15 +80,26 @@ impl IdentityStore for PgStore {
         sessions(&c.query(&sql, &[&before.map(|b| b.as_uuid()), &i64::from(limit), &org.as_uuid()]).await?)
     }
 
-    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError> {
-        let c = self.pool.get().await?;
-        let n = c
-            .execute(
-                "UPDATE sessions SET revoked_at = $2, end_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+    async fn end_session(
+        &self,
+        id: SessionId,
+        now: Timestamp,
+        reason: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
+            .query(
+                "UPDATE sessions SET revoked_at = $2, end_reason = $3 WHERE id = $1 AND revoked_at IS NULL
+                 RETURNING id, user_id",
                 &[&id.as_uuid(), &us(now), &reason],
             )
             .await?;
-        Ok(n > 0)
+        let done = ended(&rows)?;
+        append_session_ends(&*tx, audit, &done).await?;
+        tx.commit().await?;
+        Ok(!done.is_empty())
     }
 
     async fn end_user_sessions(
@@ -97,9 +108,11 @@ impl IdentityStore for PgStore {
         keep: Option<SessionId>,
         now: Timestamp,
         reason: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<Ended, StoreError> {
-        let c = self.pool.get().await?;
-        let rows = c
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let rows = tx
             .query(
                 "UPDATE sessions SET revoked_at = $2, end_reason = $3
                  WHERE user_id = $1 AND revoked_at IS NULL AND ($4::uuid IS NULL OR id <> $4)
@@ -107,7 +120,10 @@ impl IdentityStore for PgStore {
                 &[&user.as_uuid(), &us(now), &reason, &keep.map(|k| k.as_uuid())],
             )
             .await?;
-        ended(&rows)
+        let done = ended(&rows)?;
+        append_session_ends(&*tx, audit, &done).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     async fn set_session_state(
@@ -153,8 +169,9 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError> {
-        let c = self.pool.get().await?;
+    async fn end_expired_sessions(&self, now: Timestamp, audit: Option<&AuditRecord>) -> Result<Ended, StoreError> {
+        let mut c = self.pool.get().await?;
+        let c = c.transaction().await?;
         // Each session is measured against its own organization's idle timeout (seconds;
         // times are microseconds).
         let rows = c
@@ -169,7 +186,10 @@ impl IdentityStore for PgStore {
                 &[&us(now)],
             )
             .await?;
-        ended(&rows)
+        let done = ended(&rows)?;
+        append_session_ends(&*c, audit, &done).await?;
+        c.commit().await?;
+        Ok(done)
     }
 
     async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
@@ -934,6 +954,29 @@ fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
             region: r.try_get(16)?,
         },
     ))
+}
+
+/// Appends the records of the sessions `ended` in `tx` (none without a template).
+async fn append_session_ends(
+    tx: &impl tokio_postgres::GenericClient,
+    template: Option<&AuditRecord>,
+    ended: &Ended,
+) -> Result<(), StoreError> {
+    let Some(template) = template else { return Ok(()) };
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<Uuid> = ended.iter().map(|(_, u)| u.as_uuid()).collect();
+    let rows = tx.query("SELECT id, org_id FROM users WHERE id = ANY($1)", &[&users]).await?;
+    let orgs = rows
+        .iter()
+        .map(|r| Ok((r.try_get::<_, Uuid>(0)?, OrgId::from_uuid(r.try_get::<_, Uuid>(1)?))))
+        .collect::<Result<std::collections::HashMap<Uuid, OrgId>, StoreError>>()?;
+    let records: Vec<AuditRecord> = ended
+        .iter()
+        .map(|(s, u)| crate::identity::session_end_record(template, *s, *u, orgs.get(&u.as_uuid()).copied()))
+        .collect();
+    append_leaves(tx, &records).await
 }
 
 /// A row of `AUDIT_COLS, seq, leaf_hash`.

@@ -89,13 +89,27 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn end_session(&self, id: SessionId, now: Timestamp, reason: &str) -> Result<bool, StoreError> {
-        let reason = reason.to_owned();
+    async fn end_session(
+        &self,
+        id: SessionId,
+        now: Timestamp,
+        reason: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let (reason, template) = (reason.to_owned(), audit.cloned());
         self.write(move |c| {
-            Ok(c.execute(
-                "UPDATE sessions SET revoked_at = ?2, end_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id.to_bytes(), us(now), reason],
-            )? > 0)
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let user = tx
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?2, end_reason = ?3 WHERE id = ?1 AND revoked_at IS NULL
+                     RETURNING user_id",
+                )?
+                .query_row(params![id.to_bytes(), us(now), reason], |r| codec::user_id(r, 0))
+                .optional()?;
+            let ended: Ended = user.map(|u| (id, u)).into_iter().collect();
+            append_session_ends(&tx, template.as_ref(), &ended)?;
+            tx.commit()?;
+            Ok(!ended.is_empty())
         })
         .await
     }
@@ -106,15 +120,24 @@ impl IdentityStore for SqliteStore {
         keep: Option<SessionId>,
         now: Timestamp,
         reason: &str,
+        audit: Option<&AuditRecord>,
     ) -> Result<Ended, StoreError> {
-        let reason = reason.to_owned();
+        let (reason, template) = (reason.to_owned(), audit.cloned());
         self.write(move |c| {
-            let mut st = c.prepare_cached(
-                "UPDATE sessions SET revoked_at = ?2, end_reason = ?3
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)
-                 RETURNING id, user_id",
-            )?;
-            ended(st.query_map(params![user.to_bytes(), us(now), reason, keep.map(|k| k.to_bytes())], session_user)?)
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let done = {
+                let mut st = tx.prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?2, end_reason = ?3
+                     WHERE user_id = ?1 AND revoked_at IS NULL AND (?4 IS NULL OR id <> ?4)
+                     RETURNING id, user_id",
+                )?;
+                ended(
+                    st.query_map(params![user.to_bytes(), us(now), reason, keep.map(|k| k.to_bytes())], session_user)?,
+                )?
+            };
+            append_session_ends(&tx, template.as_ref(), &done)?;
+            tx.commit()?;
+            Ok(done)
         })
         .await
     }
@@ -169,11 +192,13 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn end_expired_sessions(&self, now: Timestamp) -> Result<Ended, StoreError> {
+    async fn end_expired_sessions(&self, now: Timestamp, audit: Option<&AuditRecord>) -> Result<Ended, StoreError> {
+        let template = audit.cloned();
         self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Each session is measured against its own organization's idle timeout (seconds;
             // times are microseconds).
-            let mut st = c.prepare_cached(
+            let mut st = tx.prepare_cached(
                 "UPDATE sessions
                  SET revoked_at = ?1,
                      end_reason = CASE WHEN expires_at <= ?1 THEN 'absolute_lifetime' ELSE 'idle_timeout' END
@@ -182,7 +207,11 @@ impl IdentityStore for SqliteStore {
                      WHERE u.id = sessions.user_id) * 1000000)
                  RETURNING id, user_id",
             )?;
-            ended(st.query_map(params![us(now)], session_user)?)
+            let done = ended(st.query_map(params![us(now)], session_user)?)?;
+            drop(st);
+            append_session_ends(&tx, template.as_ref(), &done)?;
+            tx.commit()?;
+            Ok(done)
         })
         .await
     }
@@ -1010,6 +1039,27 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
             region: r.get(16)?,
         },
     ))
+}
+
+/// Appends the records of the sessions `ended` in `tx` (none without a template).
+fn append_session_ends(
+    tx: &rusqlite::Transaction<'_>,
+    template: Option<&AuditRecord>,
+    ended: &Ended,
+) -> Result<(), StoreError> {
+    let Some(template) = template else { return Ok(()) };
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let mut records = Vec::with_capacity(ended.len());
+    {
+        let mut st = tx.prepare_cached("SELECT org_id FROM users WHERE id = ?1")?;
+        for (session, user) in ended {
+            let org = st.query_row([user.to_bytes()], |r| codec::opt_id(r, 0, OrgId::from_slice)).optional()?.flatten();
+            records.push(crate::identity::session_end_record(template, *session, *user, org));
+        }
+    }
+    append_leaves(tx, &records)
 }
 
 /// A row of `AUDIT_COLS, seq, leaf_hash`.
