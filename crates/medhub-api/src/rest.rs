@@ -145,11 +145,8 @@ pub async fn create_conversation(
     let kind: ConversationKind = req.kind.into();
     let patient =
         req.patient_ref.as_deref().map(PatientRef::parse).transpose().map_err(medhub_service::ServiceError::from)?;
-    let (conv, created) = state
-        .services
-        .messaging
-        .create_conversation(Actor::User(p.user_id()), kind, req.title, members, patient)
-        .await?;
+    let (conv, created) =
+        state.services.messaging.create_conversation_by(&p, kind, req.title, members, patient).await?;
     let body = detail(&state, &p, conv.id).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(body)).into_response())
 }
@@ -198,7 +195,7 @@ pub async fn add_member(
         user: UserId::from_uuid(req.user_id),
         role: req.role.into(),
     };
-    let event = state.services.messaging.change_membership(cmd).await?;
+    let event = state.services.messaging.change_membership_by(Some(&p), cmd).await?;
     Ok((StatusCode::CREATED, Json(ChangeResponse { cursor: event.map(|e| e.get()) })))
 }
 
@@ -219,7 +216,7 @@ pub async fn set_member_role(
         user: UserId::from_uuid(user),
         role: req.role.into(),
     };
-    let event = state.services.messaging.change_membership(cmd).await?;
+    let event = state.services.messaging.change_membership_by(Some(&p), cmd).await?;
     Ok(Json(ChangeResponse { cursor: event.map(|e| e.get()) }))
 }
 
@@ -238,7 +235,7 @@ pub async fn remove_member(
         conversation: ConversationId::from_uuid(id),
         user: UserId::from_uuid(user),
     };
-    let event = state.services.messaging.change_membership(cmd).await?;
+    let event = state.services.messaging.change_membership_by(Some(&p), cmd).await?;
     Ok(Json(ChangeResponse { cursor: event.map(|e| e.get()) }))
 }
 

@@ -433,6 +433,12 @@ each_backend! {
         assert_eq!(edited["type"], "edited", "{edited}");
         let (status, body) = s.post(&format!("/api/v1/messages/{first}/ack"), &nurse, json!({"response": {"kind": "accept"}})).await;
         assert!((200..300).contains(&status), "{status} {body}");
+        // Who may read the patient's conversation changes: that is recorded too.
+        let pharmacist = s.user("pharm.lee").await;
+        s.set_roles(&pharmacist, &["pharmacist"]).await;
+        let (status, body) =
+            s.post(&format!("/api/v1/conversations/{conv}/members"), &attending, json!({"user_id": pharmacist.id})).await;
+        assert_eq!(status, 201, "{body}");
         // A conversation with no patient: its writes are not patient data.
         let (status, _) = s
             .post(&format!("/api/v1/conversations/{plain}/messages"), &attending, json!({"client_txn_id": "p1", "body": "Lunch?"}))
@@ -456,6 +462,20 @@ each_backend! {
                 ("message.ack", Some(first.as_str()), Some(nurse.id)),
             ],
             "one record per write, none for the resend or the other conversation"
+        );
+        let changes: Vec<(&str, Option<&str>, Option<&str>)> = log
+            .iter()
+            .filter(|e| e.record.action.starts_with("conversation."))
+            .map(|e| (e.record.action.as_str(), e.record.object_id.as_deref(), e.record.patient_ref.as_deref()))
+            .collect();
+        let added = pharmacist.id.to_string();
+        assert_eq!(
+            changes,
+            vec![
+                ("conversation.create", Some(conv.as_str()), Some(PATIENT)),
+                ("conversation.member_add", Some(added.as_str()), Some(PATIENT)),
+            ],
+            "the plain conversation's creation is not a patient record"
         );
         for e in log.iter().filter(|e| e.record.action.starts_with("message.")) {
             assert_eq!(e.record.patient_ref.as_deref(), Some(PATIENT));

@@ -128,6 +128,30 @@ impl Messaging {
         }
     }
 
+    /// [`create_conversation`](Self::create_conversation) by a signed-in user: a new
+    /// conversation linked to a patient commits with its `conversation.create` record.
+    pub async fn create_conversation_by(
+        &self,
+        p: &Principal,
+        kind: ConversationKind,
+        title: Option<String>,
+        members: Vec<(UserId, MemberRole)>,
+        patient: Option<PatientRef>,
+    ) -> Result<(Conversation, bool), ServiceError> {
+        let cmd = Command::CreateConversation(CreateConversation {
+            id: ConversationId::new_v7(),
+            actor: Actor::User(p.user_id()),
+            kind,
+            title,
+            members,
+            patient,
+        });
+        match self.pipeline.submit_audited(cmd, Some(self.template(p))).await? {
+            Outcome::Conversation { conversation, created, .. } => Ok((conversation, created)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Creates a conversation (or returns the existing direct one); `true` if created.
     pub async fn create_conversation(
         &self,
@@ -163,9 +187,19 @@ impl Messaging {
         }
     }
 
-    /// Adds, removes or re-roles a member; returns the event it produced, if any.
+    /// Adds, removes or re-roles a member; returns the event it produced, if any. With `p`,
+    /// a change to a patient's conversation commits with its record.
     pub async fn change_membership(&self, cmd: Command) -> Result<Option<EventId>, ServiceError> {
-        match self.pipeline.submit(cmd).await? {
+        self.change_membership_by(None, cmd).await
+    }
+
+    /// [`change_membership`](Self::change_membership) by a signed-in user, audited.
+    pub async fn change_membership_by(
+        &self,
+        p: Option<&Principal>,
+        cmd: Command,
+    ) -> Result<Option<EventId>, ServiceError> {
+        match self.pipeline.submit_audited(cmd, p.map(|p| self.template(p))).await? {
             Outcome::Membership { event } => Ok(event),
             other => Err(unexpected(other)),
         }

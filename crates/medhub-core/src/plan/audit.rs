@@ -31,8 +31,9 @@ impl PatientLinks {
 
 /// One record per command that carried a template, succeeded, changed something and
 /// concerns a patient's conversation: `message.send` (not a resend), `message.edit`,
-/// `message.recall`, `message.ack`, and `conversation.create` for a new patient-linked
-/// conversation. The template gives who, when and where; this gives what.
+/// `message.recall`, `message.ack`, `conversation.member_add`, `conversation.member_remove`,
+/// `conversation.member_role` (who may read the patient's conversation), and
+/// `conversation.create` for a new patient-linked conversation. The template gives who, when and where; this gives what.
 pub fn records(
     cmds: &[Command],
     results: &[Result<Outcome, DomainError>],
@@ -56,6 +57,15 @@ pub fn records(
                 .message_conversations
                 .get(&ack.message)
                 .map(|c| ("message.ack", "message", ack.message.to_string(), *c)),
+            (Command::AddMember { conversation, user, .. }, Outcome::Membership { event: Some(_) }) => {
+                Some(("conversation.member_add", "user", user.to_string(), *conversation))
+            }
+            (Command::RemoveMember { conversation, user, .. }, Outcome::Membership { event: Some(_) }) => {
+                Some(("conversation.member_remove", "user", user.to_string(), *conversation))
+            }
+            (Command::SetMemberRole { conversation, user, .. }, Outcome::Membership { event: Some(_) }) => {
+                Some(("conversation.member_role", "user", user.to_string(), *conversation))
+            }
             (Command::CreateConversation(_), Outcome::Conversation { conversation, created: true, .. }) => {
                 if let Some(p) = &conversation.patient {
                     let r = template.clone().object("conversation", conversation.id).patient(p.as_str());
