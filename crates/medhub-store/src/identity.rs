@@ -222,7 +222,7 @@ pub trait IdentityStore: Send + Sync {
     async fn advance_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
     /// Removes the TOTP secret, the passkeys and the recovery codes (an administrator's MFA
     /// reset).
-    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError>;
+    async fn remove_second_factors(&self, user: UserId, audit: &[AuditRecord]) -> Result<(), StoreError>;
     /// Unused recovery codes: `(index, hash)`.
     async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError>;
     /// Marks a recovery code used, if it still was unused.
@@ -275,6 +275,7 @@ pub trait IdentityStore: Send + Sync {
         by: UserId,
         now: Timestamp,
         expires_at: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError>;
     /// Redeems an unused, unexpired invitation of an active user: sets the password and marks
     /// the invitation (and the user's other invitations) used. Returns the user.

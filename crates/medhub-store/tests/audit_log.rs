@@ -466,10 +466,13 @@ each_backend! {
         assert!(store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.is_err());
         assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.is_err());
         assert!(store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.is_err());
+        let week = at + SignedDuration::from_hours(168);
+        assert!(store.create_invitation(&[7; 32], nurse, admin, at, week, &[rec("admin.invite")]).await.is_err());
         tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
         assert!(!store.user_roles(nurse).await.unwrap().contains(&"charge_nurse".to_owned()));
         assert!(!store.on_care_team(org.id, &patient, nurse).await.unwrap());
         assert_ne!(store.break_glass_duration(org.id).await.unwrap(), SignedDuration::from_mins(15));
+        assert!(!store.has_open_invitation(nurse, at).await.unwrap());
         assert_eq!(size(store.clone()).await, before);
         assert!(store.session(session.id).await.unwrap().is_some_and(|s| s.revoked_at.is_none()), "still live");
 
@@ -480,9 +483,11 @@ each_backend! {
         // Already on the team: no change, so no record.
         assert!(!store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
         store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.unwrap();
+        store.create_invitation(&[7; 32], nurse, admin, at, week, &[rec("admin.invite")]).await.unwrap();
+        assert!(store.has_open_invitation(nurse, at).await.unwrap());
         let log = store.audit_log(before, 100).await.unwrap();
         let actions: Vec<&str> = log.iter().map(|e| e.record.action.as_str()).collect();
-        assert_eq!(actions, ["session.end", "admin.role_grant", "care_team.add", "admin.settings"]);
+        assert_eq!(actions, ["session.end", "admin.role_grant", "care_team.add", "admin.settings", "admin.invite"]);
         let end = &log[0].record;
         assert_eq!((end.actor, end.session, end.org), (Some(nurse), Some(session.id), Some(org.id)));
         assert_eq!((end.object_type.as_deref(), end.reason.as_deref()), (Some("session"), Some("password_reset")));

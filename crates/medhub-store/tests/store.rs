@@ -264,7 +264,7 @@ each_backend! {
         assert_eq!(store.recovery_codes(u).await.unwrap().len(), 2);
         store.replace_recovery_codes(u, &["new".to_owned()]).await.unwrap();
         assert_eq!(store.recovery_codes(u).await.unwrap(), vec![(0, "new".to_owned())]);
-        store.remove_second_factors(u).await.unwrap();
+        store.remove_second_factors(u, &[]).await.unwrap();
         assert_eq!(store.totp(u).await.unwrap(), None);
         assert!(store.recovery_codes(u).await.unwrap().is_empty());
     }
@@ -314,7 +314,7 @@ each_backend! {
         store.add_passkey(&key(u, 3, "key")).await.unwrap();
         assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::Deleted);
         // The administrator's MFA reset removes passkeys too.
-        store.remove_second_factors(u).await.unwrap();
+        store.remove_second_factors(u, &[]).await.unwrap();
         assert!(store.passkeys(u).await.unwrap().is_empty());
     }
 }
@@ -349,7 +349,7 @@ each_backend! {
         let by = match admin { Some(a) => a.user.id, None => user(&store, "boss").await };
         let invitee = user(&store, "newbie").await;
         let week = now() + SignedDuration::from_hours(168);
-        store.create_invitation(&[5; 32], invitee, by, now(), week).await.unwrap();
+        store.create_invitation(&[5; 32], invitee, by, now(), week, &[]).await.unwrap();
         assert!(store.has_open_invitation(invitee, now()).await.unwrap());
         assert_eq!(store.redeem_invitation(&[6; 32], "phc", now()).await.unwrap(), None, "unknown code");
         assert_eq!(store.redeem_invitation(&[5; 32], "phc", week).await.unwrap(), None, "expired");

@@ -173,10 +173,8 @@ impl AuthService {
                 },
             )
             .await?;
-        let invitation = self.new_invitation(principal.user.id, user.id).await?;
+        let invitation = self.new_invitation(principal, user.id, "admin.invite").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user.id, "user invited");
-        self.audit_event("admin.invite", Some(principal), Some(user.id.to_string()), Outcome::Success, None, None)
-            .await?;
         Ok((user, invitation))
     }
 
@@ -189,14 +187,22 @@ impl AuthService {
         if !target.active {
             return Err(DomainError::UserNotFound.into());
         }
-        self.new_invitation(principal.user.id, target.id).await
+        self.new_invitation(principal, target.id, "admin.reinvite").await
     }
 
-    async fn new_invitation(&self, by: UserId, user: UserId) -> Result<Invitation, ServiceError> {
+    /// An invitation for `user` by `principal`, committed with its `action` record.
+    async fn new_invitation(
+        &self,
+        principal: &Principal,
+        user: UserId,
+        action: &str,
+    ) -> Result<Invitation, ServiceError> {
         let code = new_token(INVITATION_PREFIX)?;
         let now = self.now();
         let expires_at = now.checked_add(INVITATION_TTL).unwrap_or(Timestamp::MAX);
-        self.store.create_invitation(&token_hash(&code), user, by, now, expires_at).await?;
+        let r = self.audit_record(action, Some(principal), Some(user.to_string()), Outcome::Success, None, None);
+        let r = r.object("user", user);
+        self.store.create_invitation(&token_hash(&code), user, principal.user.id, now, expires_at, &[r]).await?;
         Ok(Invitation { code, expires_at })
     }
 
@@ -291,11 +297,11 @@ impl AuthService {
         principal.require(Permission::UserAdmin)?;
         principal.require_step_up(self.now())?;
         self.user_in_org(principal, user).await?;
-        self.store.remove_second_factors(user).await?;
+        let r =
+            self.audit_record("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None);
+        self.store.remove_second_factors(user, &[r.object("user", user)]).await?;
         self.end_user_sessions(user, None, "mfa_reset").await?;
         tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, "second factors reset");
-        self.audit_event("admin.mfa_reset", Some(principal), Some(user.to_string()), Outcome::Success, None, None)
-            .await?;
         Ok(())
     }
 

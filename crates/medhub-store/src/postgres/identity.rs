@@ -321,12 +321,13 @@ impl IdentityStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError> {
+    async fn remove_second_factors(&self, user: UserId, audit: &[AuditRecord]) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute("DELETE FROM passkeys WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -519,14 +520,18 @@ impl IdentityStore for PgStore {
         by: UserId,
         now: Timestamp,
         expires_at: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute(
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
             "INSERT INTO invitations (token_hash, user_id, created_by, created_at, expires_at, used_at)
              VALUES ($1, $2, $3, $4, $5, NULL)",
             &[&&hash[..], &user.as_uuid(), &by.as_uuid(), &us(now), &us(expires_at)],
         )
         .await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

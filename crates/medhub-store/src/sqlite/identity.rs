@@ -345,12 +345,14 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn remove_second_factors(&self, user: UserId) -> Result<(), StoreError> {
+    async fn remove_second_factors(&self, user: UserId, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM totp WHERE user_id = ?1", [user.to_bytes()])?;
             tx.execute("DELETE FROM passkeys WHERE user_id = ?1", [user.to_bytes()])?;
             tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user.to_bytes()])?;
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(())
         })
@@ -567,14 +569,18 @@ impl IdentityStore for SqliteStore {
         by: UserId,
         now: Timestamp,
         expires_at: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
-        let hash = *hash;
+        let (hash, audit) = (*hash, audit.to_vec());
         self.write(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
                 "INSERT INTO invitations (token_hash, user_id, created_by, created_at, expires_at, used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                 params![hash, user.to_bytes(), by.to_bytes(), us(now), us(expires_at)],
             )?;
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
             Ok(())
         })
         .await
