@@ -12,8 +12,9 @@
 
 use std::sync::Arc;
 
+use medhub_core::Clock;
 use medhub_core::audit::{AuditRecord, Outcome, device_hash};
-use medhub_core::{Clock, OrgId};
+use medhub_core::model::{Session, User};
 use medhub_store::DynStore;
 use tokio::sync::{mpsc, oneshot};
 
@@ -67,27 +68,20 @@ impl AuditSink {
 
     /// A record of `action` now by `p`: its organization, user, session and device.
     pub fn by(&self, p: &Principal, action: &str, outcome: Outcome) -> AuditRecord {
-        AuditRecord {
-            org: Some(p.user.org),
-            actor: Some(p.user.id),
-            session: Some(p.session.id),
-            device: p.session.user_agent.as_deref().map(device_hash),
-            ip: p.session.ip.clone(),
-            ..self.event(action, outcome)
-        }
+        self.in_session(&p.user, &p.session, action, outcome)
     }
 
-    /// A record of `action` now in `org` by a user without a principal (a sign-in, the end
-    /// of a session by the sweeper).
-    pub fn for_user(
-        &self,
-        org: OrgId,
-        user: medhub_core::UserId,
-        session: Option<medhub_core::SessionId>,
-        action: &str,
-        outcome: Outcome,
-    ) -> AuditRecord {
-        AuditRecord { org: Some(org), actor: Some(user), session, ..self.event(action, outcome) }
+    /// A record of `action` now by `user` in `session` (also one being opened, which has no
+    /// principal yet): the organization, user, session, device and address.
+    pub fn in_session(&self, user: &User, session: &Session, action: &str, outcome: Outcome) -> AuditRecord {
+        AuditRecord {
+            org: Some(user.org),
+            actor: Some(user.id),
+            session: Some(session.id),
+            device: session.user_agent.as_deref().map(device_hash),
+            ip: session.ip.clone(),
+            ..self.event(action, outcome)
+        }
     }
 
     /// Writes `records` to the audit log and returns once they are committed. An error means

@@ -248,5 +248,5 @@ impl Patients {
 /// The SHA-256 of a typed reason, in hex: what an audit record holds instead of the text.
 fn reason_hash(reason: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(reason.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::tree_heads::hex(&sha2::Sha256::digest(reason.as_bytes()))
 }

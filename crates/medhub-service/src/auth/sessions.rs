@@ -126,9 +126,7 @@ impl AuthService {
             user_agent: client.user_agent.clone(),
         };
         // The sign-in's audit record commits with the session, or neither does.
-        let mut signed_in = self.audit.for_user(user.org, user.id, Some(session.id), "auth.sign_in", Outcome::Success);
-        signed_in.device = session.user_agent.as_deref().map(medhub_core::audit::device_hash);
-        signed_in.ip = session.ip.clone();
+        let signed_in = self.audit.in_session(user, &session, "auth.sign_in", Outcome::Success);
         let signed_in = signed_in.object("session", session.id).target(method).reason(state.as_str());
         self.store.create_session(&session, &[signed_in]).await?;
         Ok(IssuedSession { token, session, user: user.clone() })
