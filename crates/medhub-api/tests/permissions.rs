@@ -166,7 +166,7 @@ impl Callers {
         let gone = s.user("m.gone").await;
         let auth = s.services.auth.clone();
         let id = UserId::from_uuid(gone.id);
-        s.on_server(async move { auth.set_active(id, false).await.unwrap() }).await;
+        s.on_server(async move { auth.set_active(None, id, false).await.unwrap() }).await;
 
         // The first organization's objects: a conversation about patient pat-1 with a
         // message, its member, and her session.

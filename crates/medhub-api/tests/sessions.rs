@@ -68,7 +68,7 @@ each_backend! {
         // Deactivate Alice the way `medhub admin` does, through the store, not this server's hub.
         let store = s.services.store.clone();
         let id = medhub_core::UserId::from_uuid(alice.id);
-        s.on_server(async move { store.set_user_active(id, false, Timestamp::now()).await.unwrap() }).await;
+        s.on_server(async move { store.set_user_active(id, false, Timestamp::now(), &[], None).await.unwrap() }).await;
         assert_eq!(a.closed().await, Closed::Code(4003));
         // Bob is untouched.
         assert_eq!(b.request(json!({"type": "ping"})).await["type"], "pong");

@@ -134,6 +134,12 @@ pub fn session_end_record(template: &AuditRecord, session: SessionId, user: User
     AuditRecord { org, actor: Some(user), session: Some(session), ..template.clone().object("session", session) }
 }
 
+/// The audit record of a change to one user's account: `template` with the user as its
+/// actor and object, and the user's organization.
+pub fn user_record_of(template: &AuditRecord, user: UserId, org: OrgId) -> AuditRecord {
+    AuditRecord { org: Some(org), actor: Some(user), ..template.clone().object("user", user) }
+}
+
 /// Identity storage. Every method is one transaction.
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
@@ -152,13 +158,15 @@ pub trait IdentityStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Session>, StoreError>;
     /// Ends one live session. Returns whether it was live. With `audit`, the end's record
-    /// ([`session_end_record`] of it) is appended in the same transaction.
+    /// ([`session_end_record`] of it) is appended in the same transaction, and so are `also`
+    /// (an administrator's own record of the kill) when the session was live.
     async fn end_session(
         &self,
         id: SessionId,
         now: Timestamp,
         reason: &str,
         audit: Option<&AuditRecord>,
+        also: &[AuditRecord],
     ) -> Result<bool, StoreError>;
     /// Ends every live session of `user` except `keep`, each with its record as
     /// [`end_session`](Self::end_session) does.
@@ -171,16 +179,25 @@ pub trait IdentityStore: Send + Sync {
         audit: Option<&AuditRecord>,
     ) -> Result<Ended, StoreError>;
     /// Moves a session to `state`; `mfa_at` is set when given (a factor was just proven).
+    /// `audit` is appended in the same transaction.
     async fn set_session_state(
         &self,
         id: SessionId,
         state: SessionState,
         mfa_at: Option<Timestamp>,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError>;
     /// Finishes sign-in: the session becomes `active` with its factor proven at `now`, and
     /// its token is replaced by the one hashed as `token_hash` (a new token at every change
-    /// of privilege, ASVS 3.2.1). False when the session had ended meanwhile.
-    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError>;
+    /// of privilege, ASVS 3.2.1). False when the session had ended meanwhile; otherwise
+    /// `audit` is appended in the same transaction.
+    async fn activate_session(
+        &self,
+        id: SessionId,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError>;
     /// Records user activity; a session's `last_activity_at` only moves forward.
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError>;
     /// Ends every live session idle for its user's organization's idle timeout, or past its
@@ -190,8 +207,8 @@ pub trait IdentityStore: Send + Sync {
     async fn end_expired_sessions(&self, now: Timestamp, audit: Option<&AuditRecord>) -> Result<Ended, StoreError>;
 
     /// Changes a user's system role, and with it the administrator role (a demoted user
-    /// without other roles keeps the clinician role).
-    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError>;
+    /// without other roles keeps the clinician role), with `audit` in the same transaction.
+    async fn set_user_role(&self, user: UserId, role: SystemRole, audit: &[AuditRecord]) -> Result<(), StoreError>;
 
     /// Sets one organization's idle timeout.
     async fn set_idle_timeout(
@@ -209,13 +226,15 @@ pub trait IdentityStore: Send + Sync {
     async fn put_pending_totp(&self, user: UserId, secret_enc: &[u8], now: Timestamp) -> Result<(), StoreError>;
     /// Confirms the pending secret with the step of its first code and stores the recovery
     /// codes (Argon2id hashes), replacing any earlier set. Returns `false` if there was no
-    /// pending secret or the step was not newer.
+    /// pending secret or the step was not newer. `audit` is appended in the same transaction
+    /// when it confirms.
     async fn confirm_totp(
         &self,
         user: UserId,
         step: u64,
         recovery_hashes: &[String],
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError>;
     /// Accepts `step` only if it is newer than the last accepted one (a used code is refused,
     /// also when two requests race).
@@ -227,14 +246,19 @@ pub trait IdentityStore: Send + Sync {
     async fn recovery_codes(&self, user: UserId) -> Result<Vec<(u32, String)>, StoreError>;
     /// Marks a recovery code used, if it still was unused.
     async fn use_recovery_code(&self, user: UserId, idx: u32, now: Timestamp) -> Result<bool, StoreError>;
-    /// Replaces every recovery code.
-    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError>;
+    /// Replaces every recovery code, with `audit` in the same transaction.
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
 
     // --- passkeys ---------------------------------------------------------------------------
 
     /// Adds a passkey; [`StoreError::Conflict`] if its credential id is registered already
-    /// (to anyone).
-    async fn add_passkey(&self, passkey: &PasskeyRecord) -> Result<(), StoreError>;
+    /// (to anyone). `audit` is appended in the same transaction.
+    async fn add_passkey(&self, passkey: &PasskeyRecord, audit: &[AuditRecord]) -> Result<(), StoreError>;
     /// A user's passkeys, oldest first.
     async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError>;
     /// The passkey with this credential id, whoever it belongs to.
@@ -245,8 +269,14 @@ pub trait IdentityStore: Send + Sync {
     async fn update_passkey(&self, id: PasskeyId, old: &str, new: &str, used_at: Timestamp)
     -> Result<bool, StoreError>;
     /// Deletes one of the user's passkeys, unless it is the user's last second factor; the
-    /// check and the deletion are one transaction (serialised per user).
-    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError>;
+    /// check and the deletion are one transaction (serialised per user), with `audit`
+    /// appended when it deletes.
+    async fn delete_passkey(
+        &self,
+        user: UserId,
+        id: PasskeyId,
+        audit: &[AuditRecord],
+    ) -> Result<PasskeyDeletion, StoreError>;
 
     // --- WebSocket tickets ------------------------------------------------------------------
 
@@ -278,12 +308,15 @@ pub trait IdentityStore: Send + Sync {
         audit: &[AuditRecord],
     ) -> Result<(), StoreError>;
     /// Redeems an unused, unexpired invitation of an active user: sets the password and marks
-    /// the invitation (and the user's other invitations) used. Returns the user.
+    /// the invitation (and the user's other invitations) used. Returns the user. With
+    /// `audit`, the template is appended in the same transaction with the user as its actor
+    /// and object and the user's organization.
     async fn redeem_invitation(
         &self,
         hash: &[u8; 32],
         password_hash: &str,
         now: Timestamp,
+        audit: Option<&AuditRecord>,
     ) -> Result<Option<UserId>, StoreError>;
     /// Whether the user has an unused, unexpired invitation.
     async fn has_open_invitation(&self, user: UserId, now: Timestamp) -> Result<bool, StoreError>;

@@ -145,8 +145,9 @@ pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + '
     async fn orgs(&self) -> Result<Vec<Org>, StoreError>;
     /// Creates a further organization and its first administrator, in one transaction. Fails
     /// with [`StoreError::Conflict`] when an organization has this name (letter case aside),
-    /// and with [`StoreError::UsernameTaken`] when the username exists.
-    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError>;
+    /// and with [`StoreError::UsernameTaken`] when the username exists. `audit` is appended in
+    /// the same transaction.
+    async fn create_org(&self, org: &Org, admin: &UserRecord, audit: &[AuditRecord]) -> Result<(), StoreError>;
 
     /// Creates the organization and its first administrator, only if no organization exists
     /// yet. Returns `false` (and writes nothing) when another node bootstrapped first.
@@ -160,9 +161,25 @@ pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + '
     async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError>;
     /// An organization's users ordered by username, after `after` (for paging), at most `limit`.
     async fn list_users(&self, org: OrgId, after: Option<&str>, limit: u32) -> Result<Vec<User>, StoreError>;
-    async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError>;
-    /// Activates or deactivates a user; deactivation also revokes every session.
-    async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError>;
+    /// Sets a user's password hash, with `audit` in the same transaction.
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        must_change: bool,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError>;
+    /// Activates or deactivates a user; deactivation also ends every session, each with its
+    /// record from the `session_end` template. `audit` is appended in the same transaction
+    /// when the user exists.
+    async fn set_user_active(
+        &self,
+        id: UserId,
+        active: bool,
+        now: Timestamp,
+        audit: &[AuditRecord],
+        session_end: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
 
     async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError>;
     /// The unrevoked session with this token hash, with its active user. Expiry is the

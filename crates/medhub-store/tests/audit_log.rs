@@ -429,7 +429,7 @@ each_backend! {
 
 each_backend! {
     async fn a_change_and_its_audit_record_commit_together_or_not_at_all(db) {
-        use medhub_core::model::Org;
+        use medhub_core::model::{Org, SystemRole};
         use medhub_core::patient::PatientRef;
         let store = db.open().await;
         store.upsert_builtin_roles(&medhub_core::authz::builtin_roles(), Timestamp::from_second(1_800_000_000).unwrap()).await.unwrap();
@@ -459,6 +459,21 @@ each_backend! {
             user_agent: None,
         };
         store.create_session(&session, &[]).await.unwrap();
+        let killed = medhub_core::model::Session { id: medhub_core::SessionId::new_v7(), token_hash: [8; 32], ..session.clone() };
+        store.create_session(&killed, &[]).await.unwrap();
+        store.put_pending_totp(nurse, b"sealed", at).await.unwrap();
+        let passkey = medhub_store::PasskeyRecord {
+            id: medhub_core::PasskeyId::new_v7(),
+            user: nurse,
+            credential_id: vec![5; 16],
+            passkey: "{}".into(),
+            name: "badge".into(),
+            created_at: at,
+            last_used_at: None,
+        };
+        let river = Org { id: medhub_core::OrgId::new_v7(), name: "River".into(), ..org.clone() };
+        let river_admin = medhub_store::testdb::user_record(river.id, "river.admin", at);
+        let kill = rec("admin.session_kill").object("session", killed.id);
         let before = size(store.clone()).await;
         let ended = AuditRecord::new(at, "session.end", Outcome::Success).reason("password_reset");
         tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
@@ -468,6 +483,12 @@ each_backend! {
         assert!(store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.is_err());
         let week = at + SignedDuration::from_hours(168);
         assert!(store.create_invitation(&[7; 32], nurse, admin, at, week, &[rec("admin.invite")]).await.is_err());
+        assert!(store.end_session(killed.id, at, "killed", Some(&ended), std::slice::from_ref(&kill)).await.is_err());
+        assert!(store.set_user_role(nurse, SystemRole::Admin, &[rec("admin.user_update")]).await.is_err());
+        assert!(store.set_user_active(nurse, false, at, &[rec("admin.user_update")], Some(&ended)).await.is_err());
+        assert!(store.create_org(&river, &river_admin, &[rec("org.create")]).await.is_err());
+        assert!(store.confirm_totp(nurse, 1, &[], at, &[rec("auth.mfa_enrol")]).await.is_err());
+        assert!(store.add_passkey(&passkey, &[rec("auth.mfa_enrol")]).await.is_err());
         tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
         assert!(!store.user_roles(nurse).await.unwrap().contains(&"charge_nurse".to_owned()));
         assert!(!store.on_care_team(org.id, &patient, nurse).await.unwrap());
@@ -475,8 +496,17 @@ each_backend! {
         assert!(!store.has_open_invitation(nurse, at).await.unwrap());
         assert_eq!(size(store.clone()).await, before);
         assert!(store.session(session.id).await.unwrap().is_some_and(|s| s.revoked_at.is_none()), "still live");
+        assert!(store.session(killed.id).await.unwrap().is_some_and(|s| s.revoked_at.is_none()), "still live");
+        let n = store.user(nurse).await.unwrap().unwrap();
+        assert_eq!((n.role, n.active), (SystemRole::User, true));
+        assert_eq!(store.orgs().await.unwrap().len(), 1);
+        assert!(store.totp(nurse).await.unwrap().unwrap().confirmed_at.is_none());
+        assert!(store.passkeys(nurse).await.unwrap().is_empty());
 
         // With the log back, each change and its record land together.
+        assert!(store.end_session(killed.id, at, "killed", Some(&ended), std::slice::from_ref(&kill)).await.unwrap());
+        // Ended already: no change, so no record.
+        assert!(!store.end_session(killed.id, at, "killed", Some(&ended), &[kill]).await.unwrap());
         assert_eq!(store.end_user_sessions(nurse, None, at, "password_reset", Some(&ended)).await.unwrap(), vec![(session.id, nurse)]);
         store.set_user_roles(nurse, &["charge_nurse".into()], admin, at, &[rec("admin.role_grant")]).await.unwrap();
         assert!(store.add_to_care_team(org.id, &patient, nurse, admin, at, &[rec("care_team.add")]).await.unwrap());
@@ -485,12 +515,100 @@ each_backend! {
         store.set_break_glass_duration(org.id, SignedDuration::from_mins(15), &[rec("admin.settings")]).await.unwrap();
         store.create_invitation(&[7; 32], nurse, admin, at, week, &[rec("admin.invite")]).await.unwrap();
         assert!(store.has_open_invitation(nurse, at).await.unwrap());
+        store.set_user_role(nurse, SystemRole::Admin, &[rec("admin.user_update")]).await.unwrap();
+        // Deactivation ends the session that is live again, with its own record.
+        let again = medhub_core::model::Session { id: medhub_core::SessionId::new_v7(), token_hash: [7; 32], ..session.clone() };
+        store.create_session(&again, &[]).await.unwrap();
+        assert!(store.set_user_active(nurse, false, at, &[rec("admin.user_update")], Some(&ended)).await.unwrap());
+        assert!(store.session(again.id).await.unwrap().is_none(), "ended by the deactivation");
+        // An unknown user: no change, so no record.
+        let nobody = medhub_core::UserId::new_v7();
+        assert!(!store.set_user_active(nobody, false, at, &[rec("admin.user_update")], Some(&ended)).await.unwrap());
+        store.create_org(&river, &river_admin, &[rec("org.create")]).await.unwrap();
+        assert!(store.confirm_totp(nurse, 1, &[], at, &[rec("auth.mfa_enrol")]).await.unwrap());
+        store.add_passkey(&passkey, &[rec("auth.mfa_enrol")]).await.unwrap();
+        let n = store.user(nurse).await.unwrap().unwrap();
+        assert_eq!((n.role, n.active), (SystemRole::Admin, false));
+        assert_eq!(store.orgs().await.unwrap().len(), 2);
+        assert!(store.totp(nurse).await.unwrap().unwrap().confirmed_at.is_some());
+
+        // Deleting a passkey (TOTP remains, so it is not the last factor), password and
+        // recovery-code changes, an accepted invitation and a session's second factor also
+        // fail closed.
+        store.set_user_active(nurse, true, at, &[], None).await.unwrap();
+        let pending = medhub_core::model::Session {
+            id: medhub_core::SessionId::new_v7(),
+            token_hash: [6; 32],
+            state: medhub_core::model::SessionState::MfaRequired,
+            mfa_at: None,
+            ..session.clone()
+        };
+        store.create_session(&pending, &[]).await.unwrap();
+        let accepted = AuditRecord::new(at, "auth.invite_accept", Outcome::Success);
+        let mid = size(store.clone()).await;
+        tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        assert!(store.delete_passkey(nurse, passkey.id, &[rec("auth.passkey_delete")]).await.is_err());
+        assert!(store.set_password(admin, "new-phc", false, &[rec("auth.password_change")]).await.is_err());
+        assert!(store.replace_recovery_codes(nurse, &["code".into()], &[rec("auth.recovery_codes")]).await.is_err());
+        assert!(store.redeem_invitation(&[7; 32], "invited-phc", at, Some(&accepted)).await.is_err());
+        assert!(store.activate_session(pending.id, &[5; 32], at, &[rec("auth.mfa")]).await.is_err());
+        let active = medhub_core::model::SessionState::Active;
+        assert!(store.set_session_state(pending.id, active, Some(at), &[rec("auth.step_up")]).await.is_err());
+        tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert_eq!(store.passkeys(nurse).await.unwrap().len(), 1);
+        assert_ne!(store.user_record(admin).await.unwrap().unwrap().password_hash.as_deref(), Some("new-phc"));
+        assert!(store.recovery_codes(nurse).await.unwrap().is_empty());
+        assert!(store.has_open_invitation(nurse, at).await.unwrap());
+        assert_eq!(store.session(pending.id).await.unwrap().unwrap().state, medhub_core::model::SessionState::MfaRequired);
+        assert_eq!(size(store.clone()).await, mid);
+        let deleted = store.delete_passkey(nurse, passkey.id, &[rec("auth.passkey_delete")]).await.unwrap();
+        assert_eq!(deleted, medhub_store::PasskeyDeletion::Deleted);
+        assert!(store.passkeys(nurse).await.unwrap().is_empty());
+        store.set_password(admin, "new-phc", false, &[rec("auth.password_change")]).await.unwrap();
+        store.replace_recovery_codes(nurse, &["code".into()], &[rec("auth.recovery_codes")]).await.unwrap();
+        assert_eq!(store.redeem_invitation(&[7; 32], "invited-phc", at, Some(&accepted)).await.unwrap(), Some(nurse));
+        assert!(store.activate_session(pending.id, &[5; 32], at, &[rec("auth.mfa")]).await.unwrap());
+        store.set_session_state(pending.id, active, Some(at), &[rec("auth.step_up")]).await.unwrap();
+        assert_eq!(store.user_record(admin).await.unwrap().unwrap().password_hash.as_deref(), Some("new-phc"));
+        assert_eq!(store.recovery_codes(nurse).await.unwrap().len(), 1);
+        assert!(!store.has_open_invitation(nurse, at).await.unwrap());
+        assert_eq!(store.session(pending.id).await.unwrap().unwrap().state, active);
+
         let log = store.audit_log(before, 100).await.unwrap();
         let actions: Vec<&str> = log.iter().map(|e| e.record.action.as_str()).collect();
-        assert_eq!(actions, ["session.end", "admin.role_grant", "care_team.add", "admin.settings", "admin.invite"]);
-        let end = &log[0].record;
+        assert_eq!(
+            actions,
+            [
+                "session.end",
+                "admin.session_kill",
+                "session.end",
+                "admin.role_grant",
+                "care_team.add",
+                "admin.settings",
+                "admin.invite",
+                "admin.user_update",
+                "session.end",
+                "admin.user_update",
+                "org.create",
+                "auth.mfa_enrol",
+                "auth.mfa_enrol",
+                "auth.passkey_delete",
+                "auth.password_change",
+                "auth.recovery_codes",
+                "auth.invite_accept",
+                "auth.mfa",
+                "auth.step_up",
+            ]
+        );
+        let invited = &log[16].record;
+        assert_eq!((invited.actor, invited.org, invited.object_id.clone()), (Some(nurse), Some(org.id), Some(nurse.to_string())));
+        let kill_end = &log[0].record;
+        assert_eq!((kill_end.session, kill_end.reason.as_deref()), (Some(killed.id), Some("password_reset")));
+        assert_eq!(log[1].record.object_id, Some(killed.id.to_string()));
+        let end = &log[2].record;
         assert_eq!((end.actor, end.session, end.org), (Some(nurse), Some(session.id), Some(org.id)));
         assert_eq!((end.object_type.as_deref(), end.reason.as_deref()), (Some("session"), Some("password_reset")));
+        assert_eq!(log[8].record.session, Some(again.id), "the deactivation's session end");
         assert!(matches!(verdict(&store).await, Verdict::Good(_)));
     }
 }

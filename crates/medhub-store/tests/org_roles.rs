@@ -55,7 +55,7 @@ each_backend! {
         let general = new_org("General Hospital", now());
         assert!(store.bootstrap(&general, &record(general.id, "gh.admin")).await.unwrap());
         let river = new_org("Riverside Clinic", now() + SignedDuration::from_secs(1));
-        store.create_org(&river, &record(river.id, "river.admin")).await.unwrap();
+        store.create_org(&river, &record(river.id, "river.admin"), &[]).await.unwrap();
         let (gh_nurse, river_nurse) = (record(general.id, "gh.nurse"), record(river.id, "river.nurse"));
         store.create_user(&gh_nurse).await.unwrap();
         store.create_user(&river_nurse).await.unwrap();
@@ -108,9 +108,9 @@ each_backend! {
         assert_eq!(store.users_with_permission(river.id, "care_team.manage").await.unwrap(), Vec::<UserId>::new());
 
         // The system role still grants and takes the shipped administrator role.
-        store.set_user_role(river_nurse, SystemRole::Admin).await.unwrap();
+        store.set_user_role(river_nurse, SystemRole::Admin, &[]).await.unwrap();
         assert_eq!(store.user_roles(river_nurse).await.unwrap(), ["administrator", "observer", "ward_lead"]);
-        store.set_user_role(river_nurse, SystemRole::User).await.unwrap();
+        store.set_user_role(river_nurse, SystemRole::User, &[]).await.unwrap();
         assert_eq!(store.user_roles(river_nurse).await.unwrap(), ["observer", "ward_lead"]);
 
         // Start-up keeps the shipped roles current and leaves organizations' roles alone. Should

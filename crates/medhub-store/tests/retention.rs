@@ -37,7 +37,7 @@ async fn org(store: &DynStore, name: &str, admin: &str) -> Org {
     };
     let rec = medhub_store::testdb::user_record(org.id, admin, t0());
     if !store.bootstrap(&org, &rec).await.unwrap() {
-        store.create_org(&org, &rec).await.unwrap();
+        store.create_org(&org, &rec, &[]).await.unwrap();
     }
     org
 }
@@ -401,7 +401,7 @@ each_backend! {
         };
         store.create_session(&session, &[]).await.unwrap();
         store.put_pending_totp(ann, b"sealed", t0()).await.unwrap();
-        store.replace_recovery_codes(ann, &["hash".into()]).await.unwrap();
+        store.replace_recovery_codes(ann, &["hash".into()], &[]).await.unwrap();
         let throttle = Throttle { failures: 2, window_start: t0(), locked_until: None };
         store.put_throttle("login:acct:ann", &throttle).await.unwrap();
         store.put_throttle("login:acct:xann", &throttle).await.unwrap();

@@ -127,17 +127,17 @@ each_backend! {
             idle_timeout: SignedDuration::from_mins(30),
         };
         let second = later("Riverside Clinic");
-        store.create_org(&second, &record(second.id, "river-admin")).await.unwrap();
+        store.create_org(&second, &record(second.id, "river-admin"), &[]).await.unwrap();
         assert_eq!(store.orgs().await.unwrap(), vec![first.clone(), second.clone()], "oldest first");
         assert_eq!(store.org().await.unwrap(), Some(first.clone()), "the first is still bootstrap's");
 
         // Names are unique whatever the letter case; usernames are unique on the server.
         // Neither failure leaves an organization behind.
         let clash = later("RIVERSIDE clinic");
-        let e = store.create_org(&clash, &record(clash.id, "someone")).await.unwrap_err();
+        let e = store.create_org(&clash, &record(clash.id, "someone"), &[]).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
         let third = later("Hilltop");
-        let e = store.create_org(&third, &record(third.id, "house")).await.unwrap_err();
+        let e = store.create_org(&third, &record(third.id, "house"), &[]).await.unwrap_err();
         assert!(matches!(e, StoreError::UsernameTaken), "{e:?}");
         assert_eq!(store.orgs().await.unwrap().len(), 2);
 
@@ -219,8 +219,8 @@ each_backend! {
         assert_eq!(store.session(almost_idle.id).await.unwrap().unwrap().last_activity_at, later);
         assert_eq!(store.session(live.id).await.unwrap().unwrap().last_activity_at, now());
 
-        assert!(store.end_session(live.id, now(), "logout", None).await.unwrap());
-        assert!(!store.end_session(live.id, now(), "logout", None).await.unwrap(), "already ended");
+        assert!(store.end_session(live.id, now(), "logout", None, &[]).await.unwrap());
+        assert!(!store.end_session(live.id, now(), "logout", None, &[]).await.unwrap(), "already ended");
         assert!(store.session_by_token_hash(&[1; 32]).await.unwrap().is_none(), "revoked");
         assert!(store.revoked_sessions_since(now()).await.unwrap().contains(&live.id));
 
@@ -228,9 +228,9 @@ each_backend! {
         assert_eq!(listed, vec![almost_idle.id, other.id], "live sessions, newest first");
         let ended = store.end_user_sessions(u, Some(other.id), now(), "password_changed", None).await.unwrap();
         assert_eq!(ended, vec![(almost_idle.id, u)]);
-        assert!(store.set_user_active(u, false, now()).await.unwrap());
+        assert!(store.set_user_active(u, false, now(), &[], None).await.unwrap());
         assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "deactivated");
-        store.set_user_active(u, true, now()).await.unwrap();
+        store.set_user_active(u, true, now(), &[], None).await.unwrap();
         assert!(store.session_by_token_hash(&[3; 32]).await.unwrap().is_none(), "stays revoked");
         let org = store.user(u).await.unwrap().unwrap().org;
         assert!(store.live_sessions(org, None, 10).await.unwrap().is_empty());
@@ -248,8 +248,8 @@ each_backend! {
         assert_eq!((pending.secret_enc.as_slice(), pending.confirmed_at), (&b"sealed-2"[..], None));
         assert!(!store.advance_totp_step(u, 10).await.unwrap(), "not confirmed yet");
         let hashes: Vec<String> = (0..3).map(|i| format!("hash-{i}")).collect();
-        assert!(store.confirm_totp(u, 100, &hashes, now()).await.unwrap());
-        assert!(!store.confirm_totp(u, 101, &hashes, now()).await.unwrap(), "confirmed once");
+        assert!(store.confirm_totp(u, 100, &hashes, now(), &[]).await.unwrap());
+        assert!(!store.confirm_totp(u, 101, &hashes, now(), &[]).await.unwrap(), "confirmed once");
         assert!(matches!(store.put_pending_totp(u, b"x", now()).await, Err(StoreError::Conflict(_))));
         assert!(!store.advance_totp_step(u, 100).await.unwrap(), "the confirming code's step is used");
         assert!(store.advance_totp_step(u, 101).await.unwrap());
@@ -262,7 +262,7 @@ each_backend! {
         assert!(store.use_recovery_code(u, 1, now()).await.unwrap());
         assert!(!store.use_recovery_code(u, 1, now()).await.unwrap(), "used once");
         assert_eq!(store.recovery_codes(u).await.unwrap().len(), 2);
-        store.replace_recovery_codes(u, &["new".to_owned()]).await.unwrap();
+        store.replace_recovery_codes(u, &["new".to_owned()], &[]).await.unwrap();
         assert_eq!(store.recovery_codes(u).await.unwrap(), vec![(0, "new".to_owned())]);
         store.remove_second_factors(u, &[]).await.unwrap();
         assert_eq!(store.totp(u).await.unwrap(), None);
@@ -286,9 +286,9 @@ each_backend! {
             last_used_at: None,
         };
         let laptop = key(u, 1, "laptop");
-        store.add_passkey(&laptop).await.unwrap();
+        store.add_passkey(&laptop, &[]).await.unwrap();
         // A credential id is registered once, whoever tries again.
-        assert!(matches!(store.add_passkey(&key(other, 1, "copy")).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(store.add_passkey(&key(other, 1, "copy"), &[]).await, Err(StoreError::Conflict(_))));
         assert_eq!(store.passkeys(u).await.unwrap(), vec![laptop.clone()]);
         assert!(store.passkeys(other).await.unwrap().is_empty());
         assert_eq!(store.passkey_by_credential(&[1; 16]).await.unwrap(), Some(laptop.clone()));
@@ -300,19 +300,19 @@ each_backend! {
         let stored = store.passkeys(u).await.unwrap().remove(0);
         assert_eq!((stored.passkey.as_str(), stored.last_used_at), ("{\"v\":2}", Some(later)));
         // Deleting: never another user's, never the last factor.
-        assert_eq!(store.delete_passkey(other, laptop.id).await.unwrap(), PasskeyDeletion::NotFound);
-        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::LastFactor);
+        assert_eq!(store.delete_passkey(other, laptop.id, &[]).await.unwrap(), PasskeyDeletion::NotFound);
+        assert_eq!(store.delete_passkey(u, laptop.id, &[]).await.unwrap(), PasskeyDeletion::LastFactor);
         let phone = key(u, 2, "phone");
-        store.add_passkey(&phone).await.unwrap();
-        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::Deleted);
-        assert_eq!(store.delete_passkey(u, laptop.id).await.unwrap(), PasskeyDeletion::NotFound);
-        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::LastFactor);
+        store.add_passkey(&phone, &[]).await.unwrap();
+        assert_eq!(store.delete_passkey(u, laptop.id, &[]).await.unwrap(), PasskeyDeletion::Deleted);
+        assert_eq!(store.delete_passkey(u, laptop.id, &[]).await.unwrap(), PasskeyDeletion::NotFound);
+        assert_eq!(store.delete_passkey(u, phone.id, &[]).await.unwrap(), PasskeyDeletion::LastFactor);
         // A confirmed TOTP secret counts as another factor.
         store.put_pending_totp(u, b"sealed", now()).await.unwrap();
-        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::LastFactor, "pending TOTP");
-        assert!(store.confirm_totp(u, 1, &[], now()).await.unwrap());
-        store.add_passkey(&key(u, 3, "key")).await.unwrap();
-        assert_eq!(store.delete_passkey(u, phone.id).await.unwrap(), PasskeyDeletion::Deleted);
+        assert_eq!(store.delete_passkey(u, phone.id, &[]).await.unwrap(), PasskeyDeletion::LastFactor, "pending TOTP");
+        assert!(store.confirm_totp(u, 1, &[], now(), &[]).await.unwrap());
+        store.add_passkey(&key(u, 3, "key"), &[]).await.unwrap();
+        assert_eq!(store.delete_passkey(u, phone.id, &[]).await.unwrap(), PasskeyDeletion::Deleted);
         // The administrator's MFA reset removes passkeys too.
         store.remove_second_factors(u, &[]).await.unwrap();
         assert!(store.passkeys(u).await.unwrap().is_empty());
@@ -351,11 +351,11 @@ each_backend! {
         let week = now() + SignedDuration::from_hours(168);
         store.create_invitation(&[5; 32], invitee, by, now(), week, &[]).await.unwrap();
         assert!(store.has_open_invitation(invitee, now()).await.unwrap());
-        assert_eq!(store.redeem_invitation(&[6; 32], "phc", now()).await.unwrap(), None, "unknown code");
-        assert_eq!(store.redeem_invitation(&[5; 32], "phc", week).await.unwrap(), None, "expired");
-        assert_eq!(store.redeem_invitation(&[5; 32], "phc", now()).await.unwrap(), Some(invitee));
+        assert_eq!(store.redeem_invitation(&[6; 32], "phc", now(), None).await.unwrap(), None, "unknown code");
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc", week, None).await.unwrap(), None, "expired");
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc", now(), None).await.unwrap(), Some(invitee));
         assert_eq!(store.user_record(invitee).await.unwrap().unwrap().password_hash.as_deref(), Some("phc"));
-        assert_eq!(store.redeem_invitation(&[5; 32], "phc2", now()).await.unwrap(), None, "single use");
+        assert_eq!(store.redeem_invitation(&[5; 32], "phc2", now(), None).await.unwrap(), None, "single use");
         assert!(!store.has_open_invitation(invitee, now()).await.unwrap());
 
         assert_eq!(store.key_check(None, now()).await.unwrap(), None);

@@ -483,9 +483,15 @@ pub fn event_coding(r: &AuditRecord) -> EventCoding {
         }
         "auth.sign_in" | "auth.mfa" => auth(Some(LOGIN)),
         "session.end" | "admin.session_kill" => auth(Some(LOGOUT)),
-        "auth.mfa_enrol" | "admin.role_grant" | "admin.user_update" | "admin.mfa_reset" | "sso.roles" => {
-            alert(USER_ATTRIBUTES, "U")
-        }
+        "auth.mfa_enrol"
+        | "auth.password_change"
+        | "auth.recovery_codes"
+        | "auth.invite_accept"
+        | "admin.role_grant"
+        | "admin.user_update"
+        | "admin.mfa_reset"
+        | "admin.password_reset"
+        | "sso.roles" => alert(USER_ATTRIBUTES, "U"),
         "admin.invite" => alert(USER_ATTRIBUTES, "C"),
         "auth.passkey_delete" => alert(USER_ATTRIBUTES, "D"),
         "admin.role_create" => alert(ROLES, "C"),

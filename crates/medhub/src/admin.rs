@@ -291,12 +291,12 @@ async fn user(services: &Services, command: UserCommand) -> Result<()> {
         }
         UserCommand::Deactivate { username } => {
             let id = user_id(services, &username).await?;
-            services.auth.set_active(id, false).await?;
+            services.auth.set_active(None, id, false).await?;
             println!("deactivated {username}; every session was revoked");
         }
         UserCommand::Activate { username } => {
             let id = user_id(services, &username).await?;
-            services.auth.set_active(id, true).await?;
+            services.auth.set_active(None, id, true).await?;
             println!("activated {username}");
         }
         UserCommand::ResetPassword { username } => {

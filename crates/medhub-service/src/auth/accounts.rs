@@ -74,15 +74,15 @@ impl AuthService {
             return Err(ServiceError::InvalidRequest("not bootstrapped yet: start medhub once first".into()));
         }
         let (org, record, password) = self.new_org(name, admin_username).await?;
-        self.store.create_org(&org, &record).await.map_err(|e| match e {
+        let what = format!("{} admin={}", org.id, record.user.id);
+        let created =
+            self.audit.event("org.create", Outcome::Success).object("org", org.id).target(what).reason("operator");
+        let created = medhub_core::audit::AuditRecord { org: Some(org.id), ..created };
+        self.store.create_org(&org, &record, &[created]).await.map_err(|e| match e {
             medhub_store::StoreError::Conflict(m) => ServiceError::InvalidRequest(m.into()),
             other => other.into(),
         })?;
         tracing::info!(target: "medhub::auth", org = %org.id, admin = %record.user.id, "organization created");
-        let what = format!("{} admin={}", org.id, record.user.id);
-        let created =
-            self.audit.event("org.create", Outcome::Success).object("org", org.id).target(what).reason("operator");
-        self.audit.write(vec![medhub_core::audit::AuditRecord { org: Some(org.id), ..created }]).await?;
         self.idle_timeouts.write().insert(org.id, org.idle_timeout);
         Ok((org, record.user, password))
     }
@@ -226,7 +226,9 @@ impl AuthService {
         }
         self.check_password_rules(password)?;
         let hash = self.hash(password.to_owned()).await?;
-        let Some(user) = self.store.redeem_invitation(&token_hash(code), &hash, self.now()).await? else {
+        let accepted = self.audit.event("auth.invite_accept", Outcome::Success).reason("password_set");
+        let Some(user) = self.store.redeem_invitation(&token_hash(code), &hash, self.now(), Some(&accepted)).await?
+        else {
             self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidInvitation);
         };
@@ -239,19 +241,32 @@ impl AuthService {
     /// session of the user ends.
     pub async fn reset_password(&self, user: UserId, password: String) -> Result<(), ServiceError> {
         self.check_password_rules(&password)?;
-        if self.store.user(user).await?.is_none() {
-            return Err(DomainError::UserNotFound.into());
-        }
+        let target = self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
         let hash = self.hash(password).await?;
-        self.store.set_password(user, &hash, true).await?;
+        let reset = self.audit.event("admin.password_reset", Outcome::Success).reason("operator");
+        let reset = medhub_core::audit::AuditRecord { org: Some(target.org), ..reset.object("user", user) };
+        self.store.set_password(user, &hash, true, &[reset]).await?;
         self.end_user_sessions(user, None, "password_reset").await?;
         Ok(())
     }
 
-    /// Activates or deactivates a user (operator). Deactivation ends every session and closes
-    /// the user's connections at once on this node, within a sweep on the others.
-    pub async fn set_active(&self, user: UserId, active: bool) -> Result<(), ServiceError> {
-        if !self.store.set_user_active(user, active, self.now()).await? {
+    /// Activates or deactivates a user: an administrator (`by`) or the operator (`None`).
+    /// Deactivation ends every session and closes the user's connections at once on this
+    /// node, within a sweep on the others. The change, its `admin.user_update` record and the
+    /// `session.end` record of every ended session commit together.
+    pub async fn set_active(&self, by: Option<&Principal>, user: UserId, active: bool) -> Result<(), ServiceError> {
+        let target = self.store.user(user).await?.ok_or(DomainError::UserNotFound)?;
+        let what = format!("{user} active={active}");
+        let record = match by {
+            Some(p) => self.audit_record("admin.user_update", Some(p), Some(what), Outcome::Success, None, None),
+            None => medhub_core::audit::AuditRecord {
+                org: Some(target.org),
+                ..self.audit.event("admin.user_update", Outcome::Success).target(what).reason("operator")
+            },
+        }
+        .object("user", user);
+        let ended = self.session_end_template("deactivated");
+        if !self.store.set_user_active(user, active, self.now(), &[record], Some(&ended)).await? {
             return Err(DomainError::UserNotFound.into());
         }
         if !active {
@@ -277,17 +292,19 @@ impl AuthService {
             return Err(ServiceError::InvalidRequest("you cannot deactivate or demote yourself".into()));
         }
         if let Some(role) = role.filter(|r| *r != target.role) {
-            self.store.set_user_role(user, role).await?;
+            let what = format!("{user} role={}", role.as_str());
+            let record = self
+                .audit_record("admin.user_update", Some(principal), Some(what), Outcome::Success, None, None)
+                .object("user", user);
+            self.store.set_user_role(user, role, &[record]).await?;
             if role == SystemRole::User {
                 self.end_user_sessions(user, None, "role_removed").await?;
             }
             tracing::info!(target: "medhub::auth", by = %principal.user.id, user = %user, role = role.as_str(), "role changed");
         }
         if let Some(active) = active {
-            self.set_active(user, active).await?;
+            self.set_active(Some(principal), user, active).await?;
         }
-        let what = format!("{user} active={active:?} role={:?}", role.map(|r| r.as_str()));
-        self.audit_event("admin.user_update", Some(principal), Some(what), Outcome::Success, None, None).await?;
         self.store.user(user).await?.ok_or_else(|| DomainError::UserNotFound.into())
     }
 
@@ -318,6 +335,8 @@ impl AuthService {
         let record = self.store.user_record(principal.user.id).await?.ok_or(ServiceError::Unauthenticated)?;
         let phc = record.password_hash.unwrap_or_else(|| (*self.dummy_hash).clone());
         if !self.verify(current.to_owned(), phc).await {
+            let reason = Some("invalid_credentials");
+            self.audit_event("auth.password_change", Some(principal), None, Outcome::Failure, reason, None).await?;
             self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidCredentials);
         }
@@ -326,12 +345,13 @@ impl AuthService {
             return Err(ServiceError::InvalidRequest("the new password must differ from the current one".into()));
         }
         let hash = self.hash(new.to_owned()).await?;
-        self.store.set_password(principal.user.id, &hash, false).await?;
+        let changed = self.audit_record("auth.password_change", Some(principal), None, Outcome::Success, None, None);
+        self.store.set_password(principal.user.id, &hash, false, &[changed]).await?;
         self.end_user_sessions(principal.user.id, Some(principal.session.id), "password_changed").await?;
         let enrolled = self.mfa_enrolled(principal.user.id).await?;
         let next = rules::after_password_change(principal.session.state, enrolled);
         if next != principal.session.state {
-            self.store.set_session_state(principal.session.id, next, None).await?;
+            self.store.set_session_state(principal.session.id, next, None, &[]).await?;
         }
         tracing::info!(target: "medhub::auth", user = %principal.user.id, "password changed");
         Ok(())

@@ -180,14 +180,15 @@ impl AuthService {
             return Err(ServiceError::InvalidMfaCode);
         };
         let (codes, hashes) = self.new_recovery_codes().await?;
-        if !self.store.confirm_totp(user, step, &hashes, self.now()).await? {
+        let enrolled =
+            self.audit_record("auth.mfa_enrol", Some(principal), Some("totp".into()), Outcome::Success, None, ip);
+        if !self.store.confirm_totp(user, step, &hashes, self.now(), &[enrolled]).await? {
             self.record_failure(&keys).await?;
             return Err(ServiceError::InvalidMfaCode);
         }
         self.store.clear_throttle(&keys[0]).await?;
         let token = self.factor_enrolled(principal).await?;
         tracing::info!(target: "medhub::auth", user = %user, "authenticator enrolled");
-        self.audit_event("auth.mfa_enrol", Some(principal), Some("totp".into()), Outcome::Success, None, ip).await?;
         Ok(Enrolled { recovery_codes: codes, token })
     }
 
@@ -197,7 +198,8 @@ impl AuthService {
     pub(super) async fn factor_enrolled(&self, principal: &Principal) -> Result<Option<String>, ServiceError> {
         self.end_user_sessions(principal.user.id, Some(principal.session.id), "mfa_changed").await?;
         match principal.session.state {
-            SessionState::MfaEnrollmentRequired => Ok(Some(self.activate(principal).await?)),
+            // The enrolment's own record, committed with it, covers the activation.
+            SessionState::MfaEnrollmentRequired => Ok(Some(self.activate(principal, &[]).await?)),
             _ => Ok(None),
         }
     }
@@ -205,9 +207,14 @@ impl AuthService {
     /// Finishes sign-in for a session whose second factor was just proven: it becomes
     /// active under a new token (the one it was created with stops working, ASVS 3.2.1).
     /// Returns the new token.
-    pub(super) async fn activate(&self, principal: &Principal) -> Result<String, ServiceError> {
+    /// Activates the session under a new token; `audit` commits with the activation.
+    pub(super) async fn activate(
+        &self,
+        principal: &Principal,
+        audit: &[medhub_core::audit::AuditRecord],
+    ) -> Result<String, ServiceError> {
         let token = new_token(TOKEN_PREFIX)?;
-        if !self.store.activate_session(principal.session.id, &token_hash(&token), self.now()).await? {
+        if !self.store.activate_session(principal.session.id, &token_hash(&token), self.now(), audit).await? {
             return Err(ServiceError::Unauthenticated);
         }
         Ok(token)
@@ -227,8 +234,8 @@ impl AuthService {
                 Err(e) => Err(e),
             };
         }
-        self.prove(principal, "auth.mfa", proof, client).await?;
-        let token = self.activate(principal).await?;
+        let proven = self.prove(principal, "auth.mfa", proof, client).await?;
+        let token = self.activate(principal, &[proven]).await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, session = %principal.session.id, "signed in");
         Ok(token)
     }
@@ -242,8 +249,8 @@ impl AuthService {
         client: &ClientInfo,
     ) -> Result<(), ServiceError> {
         principal.require_active()?;
-        self.prove(principal, "auth.step_up", proof, client).await?;
-        self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
+        let proven = self.prove(principal, "auth.step_up", proof, client).await?;
+        self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now()), &[proven]).await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, session = %principal.session.id, "stepped up");
         Ok(())
     }
@@ -256,7 +263,8 @@ impl AuthService {
             return Err(ServiceError::InvalidRequest("enrol an authenticator first".into()));
         }
         let (codes, hashes) = self.new_recovery_codes().await?;
-        self.store.replace_recovery_codes(principal.user.id, &hashes).await?;
+        let replaced = self.audit_record("auth.recovery_codes", Some(principal), None, Outcome::Success, None, None);
+        self.store.replace_recovery_codes(principal.user.id, &hashes, &[replaced]).await?;
         self.end_user_sessions(principal.user.id, Some(principal.session.id), "mfa_changed").await?;
         tracing::info!(target: "medhub::auth", user = %principal.user.id, "recovery codes replaced");
         Ok(codes)
@@ -279,13 +287,15 @@ impl AuthService {
     }
 
     /// Checks a proof, throttled per user and per client address.
+    /// A refusal is recorded here; a success returns its record, for the caller to commit
+    /// with the session's change.
     async fn prove(
         &self,
         principal: &Principal,
         action: &str,
         proof: &MfaProof,
         client: &ClientInfo,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<medhub_core::audit::AuditRecord, ServiceError> {
         let user = principal.user.id;
         let keys = throttle_keys("mfa", &user.to_string(), client);
         let ip = client.ip.map(|i| i.to_string());
@@ -298,16 +308,15 @@ impl AuthService {
             MfaProof::Totp(code) => self.check_totp(user, code).await?,
             MfaProof::RecoveryCode(code) => self.use_recovery_code(user, code).await?,
         };
-        let outcome = if ok { Outcome::Success } else { Outcome::Failure };
-        self.audit_event(action, Some(principal), Some(kind.into()), outcome, (!ok).then_some("invalid_mfa_code"), ip)
-            .await?;
         if !ok {
+            let reason = Some("invalid_mfa_code");
+            self.audit_event(action, Some(principal), Some(kind.into()), Outcome::Failure, reason, ip).await?;
             self.record_failure(&keys).await?;
             tracing::info!(target: "medhub::auth", user = %user, outcome = "denied", "second factor refused");
             return Err(ServiceError::InvalidMfaCode);
         }
         self.store.clear_throttle(&keys[0]).await?;
-        Ok(())
+        Ok(self.audit_record(action, Some(principal), Some(kind.into()), Outcome::Success, None, ip))
     }
 
     /// A code of an unused step within the window. A code whose step was already accepted

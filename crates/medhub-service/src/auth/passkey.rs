@@ -291,7 +291,10 @@ impl AuthService {
             created_at: now,
             last_used_at: None,
         };
-        match self.store.add_passkey(&record).await {
+        let enrolled = self
+            .audit_record("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Success, None, ip.clone())
+            .object("passkey", record.id);
+        match self.store.add_passkey(&record, &[enrolled]).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
                 let e = refused("the credential is registered already");
@@ -303,13 +306,13 @@ impl AuthService {
             Vec::new()
         } else {
             let (codes, hashes) = self.new_recovery_codes().await?;
-            self.store.replace_recovery_codes(user, &hashes).await?;
+            // The first factor's codes: its `auth.mfa_enrol` record committed with it.
+            self.store.replace_recovery_codes(user, &hashes, &[]).await?;
             codes
         };
         self.store.clear_throttle(&keys[0]).await?;
         let token = self.factor_enrolled(principal).await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %record.id, "passkey registered");
-        self.audit_event("auth.mfa_enrol", Some(principal), Some("passkey".into()), Outcome::Success, None, ip).await?;
         Ok(PasskeyRegistered { passkey: record, recovery_codes, token })
     }
 
@@ -375,14 +378,16 @@ impl AuthService {
             Err(e) => return Err(self.passkey_refused(principal, action, e, &keys, ip).await),
         };
         self.store.clear_throttle(&keys[0]).await?;
+        // The proof's record commits with the session's change.
+        let proven = self.audit_record(action, Some(principal), Some("passkey".into()), Outcome::Success, None, ip);
         let token = match purpose {
-            PasskeyPurpose::SignIn => Some(self.activate(principal).await?),
+            PasskeyPurpose::SignIn => Some(self.activate(principal, &[proven]).await?),
             PasskeyPurpose::StepUp => {
-                self.store.set_session_state(principal.session.id, SessionState::Active, Some(self.now())).await?;
+                let at = Some(self.now());
+                self.store.set_session_state(principal.session.id, SessionState::Active, at, &[proven]).await?;
                 None
             }
         };
-        self.audit_event(action, Some(principal), Some("passkey".into()), Outcome::Success, None, ip).await?;
         tracing::info!(target: "medhub::auth", user = %user, session = %principal.session.id, passkey = %passkey,
             purpose = ?purpose, "passkey accepted");
         Ok(token)
@@ -470,15 +475,16 @@ impl AuthService {
     pub async fn delete_passkey(&self, principal: &Principal, id: PasskeyId) -> Result<(), ServiceError> {
         principal.require_step_up(self.now())?;
         let user: UserId = principal.user.id;
-        match self.store.delete_passkey(user, id).await? {
+        let deleted = self
+            .audit_record("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
+            .object("passkey", id);
+        match self.store.delete_passkey(user, id, &[deleted]).await? {
             PasskeyDeletion::Deleted => {}
             PasskeyDeletion::NotFound => return Err(ServiceError::PasskeyNotFound),
             PasskeyDeletion::LastFactor => return Err(ServiceError::LastSecondFactor),
         }
         self.end_user_sessions(user, Some(principal.session.id), "mfa_changed").await?;
         tracing::info!(target: "medhub::auth", user = %user, passkey = %id, "passkey deleted");
-        self.audit_event("auth.passkey_delete", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
-            .await?;
         Ok(())
     }
 }

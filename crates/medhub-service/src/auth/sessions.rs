@@ -212,7 +212,7 @@ impl AuthService {
         // Each end commits with its `session.end` record.
         let template = self.session_end_template(why);
         for (id, _) in ended {
-            self.store.end_session(*id, now, why, Some(&template)).await?;
+            self.store.end_session(*id, now, why, Some(&template), &[]).await?;
         }
         self.kick(ended);
         Ok(())
@@ -220,7 +220,7 @@ impl AuthService {
 
     /// The template of `session.end` records: the store adds each session, its user and the
     /// user's organization, in the transaction that ends it.
-    fn session_end_template(&self, why: &str) -> medhub_core::audit::AuditRecord {
+    pub(super) fn session_end_template(&self, why: &str) -> medhub_core::audit::AuditRecord {
         self.audit.event("session.end", Outcome::Success).reason(why)
     }
 
@@ -303,9 +303,12 @@ impl AuthService {
         if self.user_in_org(principal, s.user).await.is_err() {
             return Err(medhub_core::DomainError::SessionNotFound.into());
         }
-        self.end_sessions_now(&[(s.id, s.user)], self.now(), "killed").await?;
-        self.audit_event("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
-            .await?;
+        // The end, its `session.end` record and the administrator's own record commit together.
+        let kill = self
+            .audit_record("admin.session_kill", Some(principal), Some(id.to_string()), Outcome::Success, None, None)
+            .object("session", id);
+        self.store.end_session(s.id, self.now(), "killed", Some(&self.session_end_template("killed")), &[kill]).await?;
+        self.kick(&[(s.id, s.user)]);
         tracing::info!(target: "medhub::auth", by = %principal.user.id, session = %id, "session killed");
         Ok(())
     }

@@ -739,7 +739,10 @@ impl AuthService {
             return Err(ServiceError::SsoFailed("the linked account belongs to another organization".into()));
         }
         if user.role != role {
-            self.store.set_user_role(id, role).await?;
+            let what = Some(format!("system_role={}", role.as_str()));
+            let r = self.audit_record("sso.roles", None, what, Outcome::Success, None, None).object("user", id);
+            let r = medhub_core::audit::AuditRecord { org: Some(user.org), ..r };
+            self.store.set_user_role(id, role, &[r]).await?;
             if role == SystemRole::User {
                 self.end_user_sessions(id, None, "role_removed").await?;
             }

@@ -3,6 +3,7 @@
 use deadpool_postgres::{ClientWrapper, Object, Transaction};
 use futures_util::future::try_join_all;
 use jiff::Timestamp;
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{MemberRole, Org, Session};
 use medhub_core::plan::{self, Command, Effects, Limits, Needs, PeriodOp, Plan, Snapshot};
 use medhub_core::{Seq, UserId};
@@ -535,10 +536,16 @@ pub(super) async fn bootstrap(client: &mut Object, org: &Org, admin: &UserRecord
     Ok(true)
 }
 
-pub(super) async fn create_org(client: &mut Object, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+pub(super) async fn create_org(
+    client: &mut Object,
+    org: &Org,
+    admin: &UserRecord,
+    audit: &[AuditRecord],
+) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     insert_org(&*tx, org).await?;
     insert_user(&*tx, admin).await?;
+    super::identity::append_leaves(&*tx, audit).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -597,18 +604,28 @@ pub(super) async fn set_user_active(
     id: UserId,
     active: bool,
     now: Timestamp,
+    audit: &[AuditRecord],
+    session_end: Option<&AuditRecord>,
 ) -> Result<bool, StoreError> {
     let tx = client.transaction().await?;
     let changed = tx.execute("UPDATE users SET active = $2 WHERE id = $1", &[&id.as_uuid(), &active]).await? > 0;
-    if !active {
-        tx.execute(
-            "UPDATE sessions SET revoked_at = $2, end_reason = 'deactivated' WHERE user_id = $1 AND revoked_at IS NULL",
-            &[&id.as_uuid(), &now.as_microsecond()],
-        )
-        .await?;
+    if !changed {
+        return Ok(false);
     }
+    if !active {
+        let rows = tx
+            .query(
+                "UPDATE sessions SET revoked_at = $2, end_reason = 'deactivated'
+                 WHERE user_id = $1 AND revoked_at IS NULL RETURNING id, user_id",
+                &[&id.as_uuid(), &now.as_microsecond()],
+            )
+            .await?;
+        let ended = super::identity::ended(&rows)?;
+        super::identity::append_session_ends(&*tx, session_end, &ended).await?;
+    }
+    super::identity::append_leaves(&*tx, audit).await?;
     tx.commit().await?;
-    Ok(changed)
+    Ok(true)
 }
 
 pub(super) async fn create_session(

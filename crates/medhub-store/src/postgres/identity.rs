@@ -36,7 +36,7 @@ fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-fn ended(rows: &[Row]) -> Result<Ended, StoreError> {
+pub(super) fn ended(rows: &[Row]) -> Result<Ended, StoreError> {
     rows.iter().map(|r| Ok((SessionId::from_uuid(codec::uuid(r, 0)?), codec::user_id(r, 1)?))).collect()
 }
 
@@ -86,6 +86,7 @@ impl IdentityStore for PgStore {
         now: Timestamp,
         reason: &str,
         audit: Option<&AuditRecord>,
+        also: &[AuditRecord],
     ) -> Result<bool, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
@@ -98,6 +99,9 @@ impl IdentityStore for PgStore {
             .await?;
         let done = ended(&rows)?;
         append_session_ends(&*tx, audit, &done).await?;
+        if !done.is_empty() {
+            append_leaves(&*tx, also).await?;
+        }
         tx.commit().await?;
         Ok(!done.is_empty())
     }
@@ -131,25 +135,41 @@ impl IdentityStore for PgStore {
         id: SessionId,
         state: SessionState,
         mfa_at: Option<Timestamp>,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        c.execute(
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
             "UPDATE sessions SET state = $2, mfa_at = COALESCE($3, mfa_at) WHERE id = $1",
             &[&id.as_uuid(), &state.as_str(), &mfa_at.map(us)],
         )
         .await?;
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError> {
-        let c = self.pool.get().await?;
-        let n = c
+    async fn activate_session(
+        &self,
+        id: SessionId,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
                 "UPDATE sessions SET state = $2, mfa_at = $3, token_hash = $4 WHERE id = $1 AND revoked_at IS NULL",
                 &[&id.as_uuid(), &SessionState::Active.as_str(), &us(now), &token_hash.as_slice()],
             )
             .await?;
-        Ok(n == 1)
+        if n != 1 {
+            return Ok(false);
+        }
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn record_activity(&self, activity: &[(SessionId, Timestamp)]) -> Result<(), StoreError> {
@@ -192,7 +212,7 @@ impl IdentityStore for PgStore {
         Ok(done)
     }
 
-    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
+    async fn set_user_role(&self, user: UserId, role: SystemRole, audit: &[AuditRecord]) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         tx.execute("UPDATE users SET role = $2 WHERE id = $1", &[&user.as_uuid(), &role.as_str()]).await?;
@@ -222,6 +242,7 @@ impl IdentityStore for PgStore {
                 .await?;
             }
         }
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -288,6 +309,7 @@ impl IdentityStore for PgStore {
         step: u64,
         recovery_hashes: &[String],
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
@@ -304,6 +326,7 @@ impl IdentityStore for PgStore {
         }
         tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute(replace_codes_sql(), &[&user.as_uuid(), &recovery_hashes]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -332,9 +355,10 @@ impl IdentityStore for PgStore {
         Ok(())
     }
 
-    async fn add_passkey(&self, p: &PasskeyRecord) -> Result<(), StoreError> {
-        let c = self.pool.get().await?;
-        let n = c
+    async fn add_passkey(&self, p: &PasskeyRecord, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let n = tx
             .execute(
                 "INSERT INTO passkeys (id, user_id, credential_id, passkey, name, created_at, last_used_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (credential_id) DO NOTHING",
@@ -349,7 +373,12 @@ impl IdentityStore for PgStore {
                 ],
             )
             .await?;
-        if n == 0 { Err(StoreError::Conflict("this credential is registered already")) } else { Ok(()) }
+        if n == 0 {
+            return Err(StoreError::Conflict("this credential is registered already"));
+        }
+        append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
@@ -381,7 +410,12 @@ impl IdentityStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError> {
+    async fn delete_passkey(
+        &self,
+        user: UserId,
+        id: PasskeyId,
+        audit: &[AuditRecord],
+    ) -> Result<PasskeyDeletion, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         // The user's row lock serialises deletions of one user's factors: two concurrent
@@ -409,6 +443,7 @@ impl IdentityStore for PgStore {
             return Ok(PasskeyDeletion::LastFactor);
         }
         tx.execute("DELETE FROM passkeys WHERE id = $1 AND user_id = $2", &[&id.as_uuid(), &user.as_uuid()]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(PasskeyDeletion::Deleted)
     }
@@ -436,11 +471,17 @@ impl IdentityStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError> {
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_uuid()]).await?;
         tx.execute(replace_codes_sql(), &[&user.as_uuid(), &hashes]).await?;
+        append_leaves(&*tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -540,20 +581,25 @@ impl IdentityStore for PgStore {
         hash: &[u8; 32],
         password_hash: &str,
         now: Timestamp,
+        audit: Option<&AuditRecord>,
     ) -> Result<Option<UserId>, StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         let rows = tx
             .query(
-                "SELECT i.user_id FROM invitations i JOIN users u ON u.id = i.user_id
+                "SELECT i.user_id, u.org_id FROM invitations i JOIN users u ON u.id = i.user_id
                  WHERE i.token_hash = $1 AND i.used_at IS NULL AND i.expires_at > $2 AND u.active
                  FOR UPDATE OF i",
                 &[&&hash[..], &us(now)],
             )
             .await?;
-        let Some(user) = rows.first().map(|r| codec::user_id(r, 0)).transpose()? else {
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
+        let (user, org) = (codec::user_id(row, 0)?, OrgId::from_uuid(codec::uuid(row, 1)?));
+        if let Some(t) = audit {
+            append_leaves(&*tx, &[crate::identity::user_record_of(t, user, org)]).await?;
+        }
         tx.execute(
             "UPDATE invitations SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
             &[&user.as_uuid(), &us(now)],
@@ -962,7 +1008,7 @@ fn audit_row(r: &Row) -> Result<(i64, AuditRecord), StoreError> {
 }
 
 /// Appends the records of the sessions `ended` in `tx` (none without a template).
-async fn append_session_ends(
+pub(super) async fn append_session_ends(
     tx: &impl tokio_postgres::GenericClient,
     template: Option<&AuditRecord>,
     ended: &Ended,

@@ -144,9 +144,9 @@ impl Store for PgStore {
         batch::bootstrap(&mut client, org, admin).await
     }
 
-    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+    async fn create_org(&self, org: &Org, admin: &UserRecord, audit: &[AuditRecord]) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
-        batch::create_org(&mut client, org, admin).await
+        batch::create_org(&mut client, org, admin, audit).await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -173,20 +173,35 @@ impl Store for PgStore {
         read::list_users(&*self.pool.get().await?, org, after, limit).await
     }
 
-    async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE users SET password_hash = $2, must_change_password = $3 WHERE id = $1",
-                &[&id.as_uuid(), &hash, &must_change],
-            )
-            .await?;
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        must_change: bool,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE users SET password_hash = $2, must_change_password = $3 WHERE id = $1",
+            &[&id.as_uuid(), &hash, &must_change],
+        )
+        .await?;
+        identity::append_leaves(&*tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError> {
+    async fn set_user_active(
+        &self,
+        id: UserId,
+        active: bool,
+        now: Timestamp,
+        audit: &[AuditRecord],
+        session_end: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
-        batch::set_user_active(&mut client, id, active, now).await
+        batch::set_user_active(&mut client, id, active, now, audit, session_end).await
     }
 
     async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! SQLite writes: the batch transaction (load, plan, write, commit) and account writes.
 
 use jiff::Timestamp;
+use medhub_core::audit::AuditRecord;
 use medhub_core::model::{Org, Session};
 use medhub_core::plan::{self, Command, Effects, Limits, Needs, PeriodOp, Plan, Snapshot};
 use medhub_core::{Event, UserId};
@@ -306,10 +307,16 @@ pub(super) fn bootstrap(conn: &mut Connection, org: &Org, admin: &UserRecord) ->
     Ok(true)
 }
 
-pub(super) fn create_org(conn: &mut Connection, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
+pub(super) fn create_org(
+    conn: &mut Connection,
+    org: &Org,
+    admin: &UserRecord,
+    audit: &[AuditRecord],
+) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     insert_org(&tx, org)?;
     insert_user(&tx, admin)?;
+    super::identity::append_leaves(&tx, audit)?;
     tx.commit()?;
     Ok(())
 }
@@ -369,11 +376,20 @@ pub(super) fn create_user(conn: &mut Connection, user: &UserRecord) -> Result<()
     Ok(())
 }
 
-pub(super) fn set_password(conn: &mut Connection, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {
-    conn.execute(
+pub(super) fn set_password(
+    conn: &mut Connection,
+    id: UserId,
+    hash: &str,
+    must_change: bool,
+    audit: &[AuditRecord],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
         "UPDATE users SET password_hash = ?2, must_change_password = ?3 WHERE id = ?1",
         params![id.to_bytes(), hash, must_change],
     )?;
+    super::identity::append_leaves(&tx, audit)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -382,17 +398,29 @@ pub(super) fn set_user_active(
     id: UserId,
     active: bool,
     now: Timestamp,
+    audit: &[AuditRecord],
+    session_end: Option<&AuditRecord>,
 ) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let changed = tx.execute("UPDATE users SET active = ?2 WHERE id = ?1", params![id.to_bytes(), active])? > 0;
-    if !active {
-        tx.execute(
-            "UPDATE sessions SET revoked_at = ?2, end_reason = 'deactivated' WHERE user_id = ?1 AND revoked_at IS NULL",
-            params![id.to_bytes(), now.as_microsecond()],
-        )?;
+    if !changed {
+        return Ok(false);
     }
+    if !active {
+        let ended = {
+            let mut st = tx.prepare_cached(
+                "UPDATE sessions SET revoked_at = ?2, end_reason = 'deactivated'
+                 WHERE user_id = ?1 AND revoked_at IS NULL RETURNING id, user_id",
+            )?;
+            super::identity::ended(
+                st.query_map(params![id.to_bytes(), now.as_microsecond()], super::identity::session_user)?,
+            )?
+        };
+        super::identity::append_session_ends(&tx, session_end, &ended)?;
+    }
+    super::identity::append_leaves(&tx, audit)?;
     tx.commit()?;
-    Ok(changed)
+    Ok(true)
 }
 
 pub(super) fn create_session(

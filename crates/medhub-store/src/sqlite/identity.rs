@@ -34,13 +34,13 @@ fn us(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
-fn ended(
+pub(super) fn ended(
     rows: rusqlite::MappedRows<'_, impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<(SessionId, UserId)>>,
 ) -> Result<Ended, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-fn session_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionId, UserId)> {
+pub(super) fn session_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SessionId, UserId)> {
     Ok((codec::id(r, 0, SessionId::from_slice)?, codec::user_id(r, 1)?))
 }
 
@@ -95,8 +95,9 @@ impl IdentityStore for SqliteStore {
         now: Timestamp,
         reason: &str,
         audit: Option<&AuditRecord>,
+        also: &[AuditRecord],
     ) -> Result<bool, StoreError> {
-        let (reason, template) = (reason.to_owned(), audit.cloned());
+        let (reason, template, also) = (reason.to_owned(), audit.cloned(), also.to_vec());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let user = tx
@@ -108,6 +109,9 @@ impl IdentityStore for SqliteStore {
                 .optional()?;
             let ended: Ended = user.map(|u| (id, u)).into_iter().collect();
             append_session_ends(&tx, template.as_ref(), &ended)?;
+            if !ended.is_empty() {
+                append_leaves(&tx, &also)?;
+            }
             tx.commit()?;
             Ok(!ended.is_empty())
         })
@@ -147,25 +151,42 @@ impl IdentityStore for SqliteStore {
         id: SessionId,
         state: SessionState,
         mfa_at: Option<Timestamp>,
+        audit: &[AuditRecord],
     ) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
                 "UPDATE sessions SET state = ?2, mfa_at = COALESCE(?3, mfa_at) WHERE id = ?1",
                 params![id.to_bytes(), state.as_str(), mfa_at.map(us)],
             )?;
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    async fn activate_session(&self, id: SessionId, token_hash: &[u8; 32], now: Timestamp) -> Result<bool, StoreError> {
-        let hash = token_hash.to_vec();
+    async fn activate_session(
+        &self,
+        id: SessionId,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let (hash, audit) = (token_hash.to_vec(), audit.to_vec());
         self.write(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "UPDATE sessions SET state = ?2, mfa_at = ?3, token_hash = ?4 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id.to_bytes(), SessionState::Active.as_str(), us(now), hash],
             )?;
-            Ok(n == 1)
+            if n != 1 {
+                return Ok(false);
+            }
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -216,7 +237,8 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn set_user_role(&self, user: UserId, role: SystemRole) -> Result<(), StoreError> {
+    async fn set_user_role(&self, user: UserId, role: SystemRole, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user.to_bytes(), role.as_str()])?;
@@ -243,6 +265,7 @@ impl IdentityStore for SqliteStore {
                     )?;
                 }
             }
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(())
         })
@@ -315,8 +338,9 @@ impl IdentityStore for SqliteStore {
         step: u64,
         recovery_hashes: &[String],
         now: Timestamp,
+        audit: &[AuditRecord],
     ) -> Result<bool, StoreError> {
-        let hashes = recovery_hashes.to_vec();
+        let (hashes, audit) = (recovery_hashes.to_vec(), audit.to_vec());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let changed = tx.execute(
@@ -328,6 +352,7 @@ impl IdentityStore for SqliteStore {
                 return Ok(false);
             }
             replace_codes(&tx, user, &hashes)?;
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(true)
         })
@@ -359,10 +384,11 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn add_passkey(&self, p: &PasskeyRecord) -> Result<(), StoreError> {
-        let p = p.clone();
+    async fn add_passkey(&self, p: &PasskeyRecord, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let (p, audit) = (p.clone(), audit.to_vec());
         self.write(move |c| {
-            let n = c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
                 "INSERT INTO passkeys (id, user_id, credential_id, passkey, name, created_at, last_used_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (credential_id) DO NOTHING",
                 params![
@@ -375,7 +401,12 @@ impl IdentityStore for SqliteStore {
                     p.last_used_at.map(us)
                 ],
             )?;
-            if n == 0 { Err(StoreError::Conflict("this credential is registered already")) } else { Ok(()) }
+            if n == 0 {
+                return Err(StoreError::Conflict("this credential is registered already"));
+            }
+            append_leaves(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
@@ -416,7 +447,13 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn delete_passkey(&self, user: UserId, id: PasskeyId) -> Result<PasskeyDeletion, StoreError> {
+    async fn delete_passkey(
+        &self,
+        user: UserId,
+        id: PasskeyId,
+        audit: &[AuditRecord],
+    ) -> Result<PasskeyDeletion, StoreError> {
+        let audit = audit.to_vec();
         self.write(move |c| {
             // The single writer connection and an immediate transaction serialise this.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -438,6 +475,7 @@ impl IdentityStore for SqliteStore {
                 return Ok(PasskeyDeletion::LastFactor);
             }
             tx.execute("DELETE FROM passkeys WHERE id = ?1 AND user_id = ?2", params![id.to_bytes(), user.to_bytes()])?;
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(PasskeyDeletion::Deleted)
         })
@@ -465,11 +503,17 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn replace_recovery_codes(&self, user: UserId, hashes: &[String]) -> Result<(), StoreError> {
-        let hashes = hashes.to_vec();
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let (hashes, audit) = (hashes.to_vec(), audit.to_vec());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             replace_codes(&tx, user, &hashes)?;
+            append_leaves(&tx, &audit)?;
             tx.commit()?;
             Ok(())
         })
@@ -591,19 +635,23 @@ impl IdentityStore for SqliteStore {
         hash: &[u8; 32],
         password_hash: &str,
         now: Timestamp,
+        audit: Option<&AuditRecord>,
     ) -> Result<Option<UserId>, StoreError> {
-        let (hash, phc) = (*hash, password_hash.to_owned());
+        let (hash, phc, template) = (*hash, password_hash.to_owned(), audit.cloned());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let user = tx
+            let found = tx
                 .query_row(
-                    "SELECT i.user_id FROM invitations i JOIN users u ON u.id = i.user_id
+                    "SELECT i.user_id, u.org_id FROM invitations i JOIN users u ON u.id = i.user_id
                      WHERE i.token_hash = ?1 AND i.used_at IS NULL AND i.expires_at > ?2 AND u.active = 1",
                     params![hash, us(now)],
-                    |r| codec::user_id(r, 0),
+                    |r| Ok((codec::user_id(r, 0)?, codec::id(r, 1, OrgId::from_slice)?)),
                 )
                 .optional()?;
-            let Some(user) = user else { return Ok(None) };
+            let Some((user, org)) = found else { return Ok(None) };
+            if let Some(t) = &template {
+                append_leaves(&tx, &[crate::identity::user_record_of(t, user, org)])?;
+            }
             tx.execute(
                 "UPDATE invitations SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
                 params![user.to_bytes(), us(now)],
@@ -1048,7 +1096,7 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
 }
 
 /// Appends the records of the sessions `ended` in `tx` (none without a template).
-fn append_session_ends(
+pub(super) fn append_session_ends(
     tx: &rusqlite::Transaction<'_>,
     template: Option<&AuditRecord>,
     ended: &Ended,

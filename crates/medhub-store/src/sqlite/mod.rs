@@ -276,9 +276,9 @@ impl Store for SqliteStore {
         self.write(move |c| batch::bootstrap(c, &org, &admin)).await
     }
 
-    async fn create_org(&self, org: &Org, admin: &UserRecord) -> Result<(), StoreError> {
-        let (org, admin) = (org.clone(), admin.clone());
-        self.write(move |c| batch::create_org(c, &org, &admin)).await
+    async fn create_org(&self, org: &Org, admin: &UserRecord, audit: &[AuditRecord]) -> Result<(), StoreError> {
+        let (org, admin, audit) = (org.clone(), admin.clone(), audit.to_vec());
+        self.write(move |c| batch::create_org(c, &org, &admin, &audit)).await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
@@ -309,13 +309,27 @@ impl Store for SqliteStore {
         self.read(move |c| read::list_users(c, org, after.as_deref(), limit)).await
     }
 
-    async fn set_password(&self, id: UserId, hash: &str, must_change: bool) -> Result<(), StoreError> {
-        let hash = hash.to_owned();
-        self.write(move |c| batch::set_password(c, id, &hash, must_change)).await
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        must_change: bool,
+        audit: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        let (hash, audit) = (hash.to_owned(), audit.to_vec());
+        self.write(move |c| batch::set_password(c, id, &hash, must_change, &audit)).await
     }
 
-    async fn set_user_active(&self, id: UserId, active: bool, now: Timestamp) -> Result<bool, StoreError> {
-        self.write(move |c| batch::set_user_active(c, id, active, now)).await
+    async fn set_user_active(
+        &self,
+        id: UserId,
+        active: bool,
+        now: Timestamp,
+        audit: &[AuditRecord],
+        session_end: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let (audit, session_end) = (audit.to_vec(), session_end.cloned());
+        self.write(move |c| batch::set_user_active(c, id, active, now, &audit, session_end.as_ref())).await
     }
 
     async fn create_session(&self, session: &Session, audit: &[AuditRecord]) -> Result<(), StoreError> {
