@@ -240,10 +240,12 @@ impl Zone {
             return Err(ScheduleError::UnknownTimeZone(name.chars().take(MAX_ZONE_NAME_BYTES).collect()));
         }
         let tz = jiff::tz::db().get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_owned()))?;
-        Ok(Zone { name: name.to_owned(), tz })
+        // The database's own spelling ("europe/berlin" is found as "Europe/Berlin").
+        let name = tz.iana_name().unwrap_or(name).to_owned();
+        Ok(Zone { name, tz })
     }
 
-    /// The IANA name, as given.
+    /// The IANA name, as the database spells it.
     pub fn name(&self) -> &str {
         &self.name
     }
