@@ -84,6 +84,14 @@ uuid_id!(
     /// A legal hold (retention, issue 4).
     LegalHoldId
 );
+uuid_id!(
+    /// An on-call schedule (clinical workflows).
+    ScheduleId
+);
+uuid_id!(
+    /// An override of an on-call schedule: someone on call for an interval.
+    OverrideId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

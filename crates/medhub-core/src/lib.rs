@@ -17,11 +17,15 @@ pub mod plan;
 pub mod policy;
 pub mod recipients;
 pub mod retention;
+pub mod schedule;
 pub mod session;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
-pub use ids::{ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, PasskeyId, Seq, SessionId, UserId};
+pub use ids::{
+    ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId, Seq,
+    SessionId, UserId,
+};
 pub use jiff::Timestamp;
