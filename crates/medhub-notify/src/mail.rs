@@ -194,15 +194,35 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
         }
     } else if e.is_timeout() {
         SendError::retry("smtp timed out")
-    } else if e.is_tls() {
+    } else if e.is_tls() || tls_failure(e) {
         SendError::retry("smtp tls failed")
     } else if e.is_client() {
-        SendError::permanent("smtp client refused (no usable auth mechanism?)")
+        // lettre refuses to go on: the relay offers no STARTTLS though it is required, or no
+        // AUTH mechanism medhub can use. Retrying changes neither.
+        SendError::permanent("smtp relay lacks STARTTLS or a usable AUTH")
     } else if e.is_response() {
         SendError::retry("smtp answer unreadable")
     } else {
         SendError::retry("smtp connection failed")
     }
+}
+
+/// Whether a rustls error is among `e`'s causes (lettre reports a failed handshake, an
+/// untrusted certificate included, as a connection error).
+fn tls_failure(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn mailbox(field: &'static str, raw: &str) -> Result<Mailbox, NotifyError> {
