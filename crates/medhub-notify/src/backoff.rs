@@ -18,7 +18,8 @@ pub struct RetryConfig {
     /// The largest ceiling, in seconds. Default: 300 (five minutes).
     pub cap_secs: u64,
     /// Attempts in all, the first included; after the last the failure is final. Default: 8
-    /// (about ten minutes of trying at most, waits drawn at random below 2, 4, 8 … 256 s).
+    /// (seven waits, drawn at random below 2, 4, 8 … 128 s: at most about four minutes of
+    /// waiting, unless a provider's `Retry-After` asks for longer).
     pub max_attempts: u32,
     /// The longest `Retry-After` a provider can impose, in seconds; a longer one is cut to
     /// this. Default: 900.
