@@ -38,7 +38,7 @@ use crate::secret::Secret;
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
     /// The provider's endpoint for sending one message; `https://`, or `http://` on a
-    /// loopback address only (a local gateway). Required.
+    /// loopback address only (a local gateway); no credentials or query in it. Required.
     pub url: String,
     /// The bearer token; never logged. Default: unset (no `Authorization` header).
     #[serde(default)]
@@ -147,8 +147,9 @@ impl SmsChannel {
             "http" if loopback => {}
             _ => return Err(bad("must be https:// (http:// only on a loopback address)")),
         }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("must not carry credentials; use bearer_token"));
+        // A key in the URL would end up wherever the URL is shown; it goes in bearer_token.
+        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+            return Err(bad("must not carry credentials or a query; put the key in bearer_token"));
         }
         if let Some(token) = &config.bearer_token
             && (token.expose().is_empty() || !token.expose().bytes().all(|b| b.is_ascii_graphic()))
@@ -238,6 +239,7 @@ mod tests {
         assert!(make("http://[::1]:9000/send").is_ok());
         assert!(make("http://sms.example/send").is_err());
         assert!(make("https://user:pw@sms.example/send").is_err());
+        assert!(make("https://sms.example/send?api_key=abc").is_err());
         let mut bad_token = config("https://sms.example/send");
         bad_token.bearer_token = Some(Secret::new("a\nb"));
         assert!(SmsChannel::new(&bad_token, Arc::new(SystemClock)).is_err());
