@@ -238,6 +238,14 @@ impl Drop for SmtpPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        show_stderr_if_failing("aiosmtpd", &self.dir.path().join("stderr.txt"));
+    }
+}
+
+/// When a test fails, what its peer wrote to stderr helps to see why.
+fn show_stderr_if_failing(what: &str, path: &Path) {
+    if std::thread::panicking() {
+        eprintln!("--- {what} stderr ---\n{}", std::fs::read_to_string(path).unwrap_or_default());
     }
 }
 
@@ -281,7 +289,7 @@ pub struct PushPeer {
     pub origin: String,
     http: reqwest::Client,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PushPeer {
@@ -302,7 +310,7 @@ impl PushPeer {
             .spawn()
             .expect("start tests/peers/webpush/emulator.js with node");
         wait_for_port("the web-push-testing push service", port, &mut child, &stderr).await;
-        PushPeer { origin: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), child, _dir: dir }
+        PushPeer { origin: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), child, dir }
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -348,6 +356,7 @@ impl Drop for PushPeer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        show_stderr_if_failing("web-push-testing", &self.dir.path().join("stderr.txt"));
     }
 }
 

@@ -10,10 +10,11 @@
 //!
 //! That nothing in the crate can take a body or patient data is checked on its source: the
 //! only domain types it reads are the ones listed in `ALLOWED_CORE`, and of a conversation's
-//! patient link only whether there is one.
+//! patient link only whether there is one. And everything logged meanwhile, at `trace`, by
+//! the crate and the libraries under it, holds none of it, nor a secret or an address.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use medhub_core::model::{ConversationKind, Message, Priority};
 use medhub_core::{ClientTxnId, EventId, MessageId, Seq, SystemClock, Timestamp};
@@ -28,6 +29,45 @@ use crate::{BASE, parse_mail, smtp_config};
 const BODY_MARKER: &str = "QX7-BODY-MARKER";
 const PATIENT_NAME_MARKER: &str = "QX7-PATIENT-NAME";
 const MRN_MARKER: &str = "QX7-MRN-48151623";
+
+/// Everything logged in this test binary, at every level, `log` records included. It is the
+/// process's global subscriber, so it also hears the other tests (which only adds to what is
+/// checked).
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn get() -> Self {
+        static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+        CAPTURE
+            .get_or_init(|| {
+                let capture = LogCapture::default();
+                let writer = capture.clone();
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::TRACE)
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false)
+                    .try_init()
+                    .expect("the only global subscriber of this test binary");
+                capture
+            })
+            .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Every place a notice went, and what arrived there.
 struct Arrived {
@@ -49,7 +89,7 @@ impl Peers {
         let smtp = SmtpPeer::start(SmtpPeerOptions {
             mode: SmtpMode::Starttls,
             pki: Some(&pki),
-            auth: None,
+            auth: Some("medhub:smtp-pw-31337"),
             data_reply: None,
         })
         .await;
@@ -64,7 +104,7 @@ impl Peers {
             show_conversation_titles: true,
             retry: RetryConfig::default(),
             webpush: Some(crate::webpush::config(vapid)),
-            smtp: Some(smtp_config(&self.smtp, SmtpTls::Starttls, Some(&self.pki), None)),
+            smtp: Some(smtp_config(&self.smtp, SmtpTls::Starttls, Some(&self.pki), Some(("medhub", "smtp-pw-31337")))),
             email: Some(EmailConfig { from: "medhub <medhub@hospital.example>".into() }),
             pager: Some(PagerConfig { gateway: "{pager}@pager.hospital.example".into(), from: None }),
             sms: Some(crate::sms::config(&self.sms)),
@@ -72,8 +112,15 @@ impl Peers {
     }
 
     /// Sends `notice` through every channel and collects what each peer received.
-    async fn send_everywhere(&self, notifier: &Notifier, vapid: &VapidKey, notice: &Notice) -> Vec<Arrived> {
+    async fn send_everywhere(
+        &self,
+        notifier: &Notifier,
+        vapid: &VapidKey,
+        notice: &Notice,
+        secrets: &mut Vec<String>,
+    ) -> Vec<Arrived> {
         let sub = self.push.subscribe(vapid.public_base64url()).await;
+        secrets.push(sub.client_hash.clone());
         let targets = [
             Target::WebPush(PushSubscription::from_json(&sub.json.to_string()).unwrap()),
             Target::Email(EmailAddress::parse("oncall@ward7.hospital.example").unwrap()),
@@ -175,6 +222,7 @@ fn assert_says(arrived: &[Arrived], conversation_name: &str, link: &str) {
 
 #[tokio::test]
 async fn no_body_or_patient_data_reaches_any_peer() {
+    let logs = LogCapture::get();
     let peers = Peers::start().await;
     let vapid = VapidKey::generate().unwrap();
     let notifier = Notifier::new(&peers.config(&vapid), Arc::new(SystemClock)).unwrap();
@@ -188,7 +236,16 @@ async fn no_body_or_patient_data_reaches_any_peer() {
     // The notice takes the records the service has and the message's priority: there is no
     // parameter for the body, and the title of a patient's conversation is not read.
     let notice = Notice::new(notifier.settings(), Some(&sender), &patients, held.priority, NoticeKind::NewMessage);
-    let arrived = peers.send_everywhere(&notifier, &vapid, &notice).await;
+    // Not to be logged either: the secrets, and the addresses notices went to.
+    let mut secrets = vec![
+        vapid.private_base64url(),
+        "smtp-pw-31337".to_owned(),
+        "sms-token-abc".to_owned(),
+        "oncall@ward7".to_owned(),
+        "7700900123".to_owned(),
+        "5550142".to_owned(),
+    ];
+    let arrived = peers.send_everywhere(&notifier, &vapid, &notice, &mut secrets).await;
     assert_clean(&arrived);
     assert_says(&arrived, "Patient conversation", notice.link().as_str());
     assert!(notice.link().as_str().starts_with(&format!("{BASE}/c/")));
@@ -197,9 +254,15 @@ async fn no_body_or_patient_data_reaches_any_peer() {
     let ward = conversation(ConversationKind::Channel, Some("Ward 7 on-call"), None);
     let held = message(ward.id, sender.id);
     let notice = Notice::new(notifier.settings(), Some(&sender), &ward, held.priority, NoticeKind::NewMessage);
-    let arrived = peers.send_everywhere(&notifier, &vapid, &notice).await;
+    let arrived = peers.send_everywhere(&notifier, &vapid, &notice, &mut secrets).await;
     assert_clean(&arrived);
     assert_says(&arrived, "Ward 7 on-call", notice.link().as_str());
+
+    let logged = logs.text();
+    assert!(logged.contains("notice sent"), "the crate's own events were captured:\n{logged}");
+    for secret in secrets.iter().map(String::as_str).chain([BODY_MARKER, PATIENT_NAME_MARKER, MRN_MARKER]) {
+        assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
+    }
 }
 
 /// The medhub-core items the crate's code (tests aside) may name. None of them holds a message
