@@ -72,6 +72,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     // The directory.
     ("GET", "/api/v1/users", Need::Active(DirectoryRead)),
     ("GET", "/api/v1/users/{id}", Need::Active(DirectoryRead)),
+    ("GET", "/api/v1/users/{id}/presence", Need::Active(DirectoryRead)),
+    ("PUT", "/api/v1/me/presence", Need::Active(OwnAccount)),
+    ("DELETE", "/api/v1/me/presence", Need::Active(OwnAccount)),
     // Conversations and messages (conversation roles apply on top, in the service).
     ("GET", "/api/v1/conversations", Need::Active(ConversationRead)),
     ("POST", "/api/v1/conversations", Need::Active(ConversationWrite)),
@@ -109,6 +112,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("PUT", "/api/v1/retention/policies/{class}", Need::Active(OrgSettings)),
     ("DELETE", "/api/v1/retention/policies/{class}", Need::Active(OrgSettings)),
     ("POST", "/api/v1/retention/expire", Need::Active(RetentionManage)),
+    ("GET", "/api/v1/handoffs", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/handoffs", Need::Active(ConversationWrite)),
+    ("GET", "/api/v1/handoffs/{id}", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/handoffs/{id}/accept", Need::Active(ConversationRead)),
+    ("POST", "/api/v1/handoffs/{id}/cancel", Need::Active(ConversationRead)),
     ("GET", "/api/v1/legal-holds", Need::Active(RetentionManage)),
     ("POST", "/api/v1/legal-holds", Need::Active(RetentionManage)),
     ("POST", "/api/v1/legal-holds/{id}/lift", Need::Active(RetentionManage)),

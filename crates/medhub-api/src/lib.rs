@@ -7,6 +7,7 @@ mod audit_reports;
 pub mod authz;
 mod error;
 mod extract;
+mod handoff;
 mod headers;
 mod identity;
 mod longpoll;
@@ -14,6 +15,7 @@ pub mod openapi;
 mod ops;
 mod passkey;
 mod patients;
+mod presence;
 mod ratelimit;
 mod rest;
 mod retention;
@@ -148,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::routes())
         .merge(audit::routes())
         .merge(retention::routes())
+        .merge(handoff::routes())
+        .merge(presence::routes())
         .merge(audit_reports::routes())
         .merge(audit_export::routes())
         .merge(sso::routes())

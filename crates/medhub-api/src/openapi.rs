@@ -46,6 +46,8 @@ impl Modify for BearerAuth {
         crate::retention::policies, crate::retention::set_policy, crate::retention::remove_policy,
         crate::retention::expire, crate::retention::holds, crate::retention::create_hold, crate::retention::lift_hold,
         crate::retention::erase,
+        crate::presence::set, crate::presence::clear, crate::presence::of,
+        crate::handoff::give, crate::handoff::list, crate::handoff::one, crate::handoff::accept, crate::handoff::cancel,
         crate::audit_reports::report,
         crate::audit_export::export,
         crate::passkey::register_start, crate::passkey::register_finish, crate::passkey::verify_start,
@@ -73,6 +75,7 @@ impl Modify for BearerAuth {
         (name = "patients", description = "Patient scope: care teams and break-glass emergency access"),
         (name = "audit", description = "The tamper-evident audit log: RFC 9162 proofs, search, exports (FHIR R4 AuditEvent, NDJSON, CSV) and compliance reports"),
         (name = "retention", description = "Retention policies, legal holds, expiry and GDPR erasure"),
+        (name = "handoffs", description = "Shift handoff in the I-PASS format: give, read, accept with a synthesis, cancel"),
         (name = "realtime", description = "Long-polling fallback for the event stream"),
         (name = "operations", description = "Health and metrics"),
     )

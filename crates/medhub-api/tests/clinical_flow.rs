@@ -687,14 +687,17 @@ each_backend! {
         assert_eq!(state["type"], "presence_state", "{state}");
         assert_eq!(
             state["users"],
-            json!([{"user_id": bob.id, "status": "offline"}, {"user_id": carol.id, "status": "online"}])
+            json!([
+                {"user_id": bob.id, "status": "offline", "state": "offline", "on_call": false},
+                {"user_id": carol.id, "status": "online", "state": "available", "on_call": false}
+            ])
         );
         let is_presence = |f: &Value| f["type"] == "presence";
 
         let (b1, _) = s.connect(&bob, None).await;
         assert_eq!(
             a.next_of_type("presence").await,
-            json!({"type": "presence", "user_id": bob.id, "status": "online"})
+            json!({"type": "presence", "user_id": bob.id, "status": "online", "state": "available", "on_call": false})
         );
         // A second device changes nothing; nor does closing one of two.
         let (b2, _) = s.connect(&bob, None).await;
@@ -705,12 +708,12 @@ each_backend! {
         b2.close().await;
         assert_eq!(
             a.next_of_type("presence").await,
-            json!({"type": "presence", "user_id": bob.id, "status": "offline"})
+            json!({"type": "presence", "user_id": bob.id, "status": "offline", "state": "offline", "on_call": false})
         );
 
         // A new subscription replaces the old one.
         let state = a.request(json!({"type": "presence_subscribe", "user_ids": [carol.id]})).await;
-        assert_eq!(state["users"], json!([{"user_id": carol.id, "status": "online"}]));
+        assert_eq!(state["users"], json!([{"user_id": carol.id, "status": "online", "state": "available", "on_call": false}]));
         let (_b3, _) = s.connect(&bob, None).await;
         assert_nothing(&mut a, "presence of a user no longer followed", is_presence).await;
         let too_many: Vec<uuid::Uuid> = (0..501).map(|_| uuid::Uuid::now_v7()).collect();

@@ -135,4 +135,16 @@ pub enum DomainError {
     /// The user is under a legal hold: their data cannot be erased until it is lifted.
     #[error("the user is under a legal hold; lift it before erasing their personal data")]
     UnderLegalHold,
+    /// The handoff does not exist, or the caller is neither its giver nor its receiver.
+    #[error("handoff not found")]
+    HandoffNotFound,
+    /// A handoff draft or acceptance that breaks a rule (the reason says which).
+    #[error("invalid handoff: {reason}")]
+    InvalidHandoff { reason: &'static str },
+    /// The handoff was accepted, cancelled or has expired.
+    #[error("the handoff was already accepted, cancelled or has expired")]
+    HandoffClosed,
+    /// A presence override that breaks a rule (the reason says which).
+    #[error("invalid presence: {reason}")]
+    InvalidPresence { reason: &'static str },
 }

@@ -92,6 +92,10 @@ uuid_id!(
     /// An override of an on-call schedule: someone on call for an interval.
     OverrideId
 );
+uuid_id!(
+    /// A shift handoff (I-PASS) from one clinician to another.
+    HandoffId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

@@ -9,12 +9,14 @@ pub mod authz;
 pub mod clock;
 pub mod error;
 pub mod event;
+pub mod handoff;
 pub mod ids;
 pub mod merkle;
 pub mod model;
 pub mod patient;
 pub mod plan;
 pub mod policy;
+pub mod presence;
 pub mod recipients;
 pub mod retention;
 pub mod schedule;
@@ -25,7 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
 pub use ids::{
-    ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId, Seq,
-    SessionId, UserId,
+    ClientTxnId, ConversationId, EventId, HandoffId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId,
+    Seq, SessionId, UserId,
 };
 pub use jiff::Timestamp;

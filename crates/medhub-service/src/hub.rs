@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use medhub_core::event::Event;
+use medhub_core::presence::{self, PresenceFacts, PresenceOverride, PresenceState};
 use medhub_core::recipients::{apply_membership, recipients};
-use medhub_core::{ConversationId, EventId, EventKind, SessionId, UserId};
+use medhub_core::{Clock, ConversationId, EventId, EventKind, SessionId, UserId};
 use medhub_store::DynStore;
 use medhub_wire::ServerFrame;
-use medhub_wire::frames::{PresenceStatus, PresenceView};
+use medhub_wire::frames::{PresenceStateView, PresenceStatus, PresenceView};
 use medhub_wire::views::EventView;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc};
@@ -155,6 +156,13 @@ pub struct Hub {
     members: Mutex<HashMap<ConversationId, Arc<HashSet<UserId>>>>,
     publish_tx: mpsc::Sender<Vec<Event>>,
     watchers: Mutex<HashMap<UserId, Vec<Weak<Conn>>>>,
+    clock: Arc<dyn Clock>,
+    /// Presence overrides in force, of every user: refreshed from the store by the presence
+    /// poller (so an override set on another node, or one that expired, is announced here
+    /// too) and at once when set on this node.
+    overrides: RwLock<HashMap<UserId, PresenceOverride>>,
+    /// Who is on call now, as the on-call service last said (absent: on no schedule).
+    on_call: RwLock<HashMap<UserId, bool>>,
 }
 
 impl Hub {
@@ -163,6 +171,7 @@ impl Hub {
         config: Arc<ServiceConfig>,
         metrics: Arc<Metrics>,
         head: EventId,
+        clock: Arc<dyn Clock>,
     ) -> (Arc<Self>, mpsc::Receiver<Vec<Event>>) {
         let (publish_tx, rx) = mpsc::channel(PUBLISH_QUEUE);
         let hub = Arc::new(Hub {
@@ -176,6 +185,9 @@ impl Hub {
             members: Mutex::new(HashMap::new()),
             publish_tx,
             watchers: Mutex::new(HashMap::new()),
+            clock,
+            overrides: RwLock::new(HashMap::new()),
+            on_call: RwLock::new(HashMap::new()),
         });
         (hub, rx)
     }
@@ -225,7 +237,7 @@ impl Hub {
         self.metrics.connections.inc();
         self.metrics.connections_opened.inc();
         if came_online {
-            self.announce_presence(user, PresenceStatus::Online);
+            self.announce_presence(user);
         }
         conn
     }
@@ -253,7 +265,7 @@ impl Hub {
         conn.reset();
         self.set_presence_subscriptions(conn, Vec::new());
         if went_offline {
-            self.announce_presence(conn.user, PresenceStatus::Offline);
+            self.announce_presence(conn.user);
         }
     }
 
@@ -337,24 +349,89 @@ impl Hub {
             watchers.entry(*u).or_default().push(Arc::downgrade(conn));
         }
         drop(watchers);
-        let conns = self.conns.read();
-        users
-            .iter()
-            .map(|u| PresenceView {
-                user_id: u.as_uuid(),
-                status: if conns.contains_key(u) { PresenceStatus::Online } else { PresenceStatus::Offline },
-            })
-            .collect()
+        users.iter().map(|u| self.presence(*u)).collect()
     }
 
-    fn announce_presence(&self, user: UserId, status: PresenceStatus) {
+    /// A user's presence now: their override, their connections to this node and whether
+    /// they are on call (the rule is `medhub_core::presence::derive`).
+    pub fn presence(&self, user: UserId) -> PresenceView {
+        let connected = self.conns.read().contains_key(&user);
+        let facts = PresenceFacts {
+            connected,
+            manual: self.overrides.read().get(&user).copied(),
+            on_call: self.on_call.read().get(&user).copied(),
+        };
+        let p = presence::derive(facts, self.clock.now());
+        PresenceView {
+            user_id: user.as_uuid(),
+            status: if connected { PresenceStatus::Online } else { PresenceStatus::Offline },
+            state: state_view(p.state),
+            until: p.until,
+            on_call: p.on_call,
+        }
+    }
+
+    fn announce_presence(&self, user: UserId) {
         let targets: Vec<Arc<Conn>> = match self.watchers.lock().get(&user) {
             Some(list) => list.iter().filter_map(Weak::upgrade).collect(),
             None => return,
         };
-        let frame = frame_bytes(&ServerFrame::Presence { user_id: user.as_uuid(), status });
+        let frame = frame_bytes(&ServerFrame::Presence(self.presence(user)));
         for c in targets {
             c.push(Outbound::Ephemeral(frame.clone()));
+        }
+    }
+
+    /// Replaces the overrides in force and announces every user whose presence changed: an
+    /// override set, replaced, cleared or expired since the last call. `set` is all of them
+    /// (the poller's read), or `None` to only drop the expired ones.
+    pub fn refresh_overrides(&self, set: Option<HashMap<UserId, PresenceOverride>>) {
+        let now = self.clock.now();
+        let changed: Vec<UserId> = {
+            let mut current = self.overrides.write();
+            let next = set.unwrap_or_else(|| current.clone()).into_iter().filter(|(_, o)| now < o.until).collect();
+            let old = std::mem::replace(&mut *current, next);
+            let mut changed: Vec<UserId> =
+                old.iter().filter(|&(u, o)| current.get(u) != Some(o)).map(|(u, _)| *u).collect();
+            changed.extend(current.iter().filter(|&(u, o)| old.get(u) != Some(o)).map(|(u, _)| *u));
+            changed.sort();
+            changed.dedup();
+            changed
+        };
+        for u in changed {
+            self.announce_presence(u);
+        }
+    }
+
+    /// One user's override changed on this node: take it at once (the poller confirms it).
+    pub fn set_override(&self, user: UserId, o: Option<PresenceOverride>) {
+        let changed = {
+            let mut current = self.overrides.write();
+            let old = match o {
+                Some(o) => current.insert(user, o),
+                None => current.remove(&user),
+            };
+            old != o
+        };
+        if changed {
+            self.announce_presence(user);
+        }
+    }
+
+    /// Who is on call now (from the on-call service); announces those whose flag changed.
+    pub fn set_on_call(&self, on_call: HashMap<UserId, bool>) {
+        let changed: Vec<UserId> = {
+            let mut current = self.on_call.write();
+            let old = std::mem::replace(&mut *current, on_call);
+            let mut changed: Vec<UserId> =
+                old.iter().filter(|&(u, v)| current.get(u) != Some(v)).map(|(u, _)| *u).collect();
+            changed.extend(current.iter().filter(|&(u, v)| old.get(u) != Some(v)).map(|(u, _)| *u));
+            changed.sort();
+            changed.dedup();
+            changed
+        };
+        for u in changed {
+            self.announce_presence(u);
         }
     }
 
@@ -595,5 +672,16 @@ impl Subscription {
             return;
         }
         self.conn.wait().await;
+    }
+}
+
+/// The wire name of a presence state.
+pub fn state_view(s: PresenceState) -> PresenceStateView {
+    match s {
+        PresenceState::Available => PresenceStateView::Available,
+        PresenceState::Busy => PresenceStateView::Busy,
+        PresenceState::InProcedure => PresenceStateView::InProcedure,
+        PresenceState::OffShift => PresenceStateView::OffShift,
+        PresenceState::Offline => PresenceStateView::Offline,
     }
 }

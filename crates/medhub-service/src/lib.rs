@@ -9,11 +9,13 @@ pub mod audit;
 pub mod audit_export;
 pub mod auth;
 mod error;
+pub mod handoff;
 pub mod hub;
 pub mod messaging;
 pub mod metrics;
 pub mod patients;
 pub mod pipeline;
+pub mod presence;
 pub mod reports;
 pub mod retention;
 pub mod server_key;
@@ -30,11 +32,13 @@ use tokio::task::JoinHandle;
 pub use audit::AuditSink;
 pub use auth::{AuthService, Principal};
 pub use error::ServiceError;
+pub use handoff::Handoffs;
 pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
 pub use metrics::Metrics;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
+pub use presence::Presence;
 pub use reports::Reports;
 pub use retention::Retention;
 pub use server_key::ServerKey;
@@ -145,6 +149,8 @@ pub struct Services {
     pub pipeline: Pipeline,
     pub messaging: Messaging,
     pub patients: Patients,
+    pub handoffs: Handoffs,
+    pub presence: Presence,
     pub retention: Retention,
     pub reports: Reports,
 }
@@ -172,7 +178,7 @@ impl Services {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let head = store.last_event_id().await?;
-        let (hub, publisher_rx) = Hub::new(store.clone(), config.clone(), metrics.clone(), head);
+        let (hub, publisher_rx) = Hub::new(store.clone(), config.clone(), metrics.clone(), head, clock.clone());
         let (pipeline, writer) =
             Pipeline::new(store.clone(), config.clone(), clock.clone(), metrics.clone(), hub.clone());
         let publisher = tokio::spawn(hub.clone().run_publisher(publisher_rx));
@@ -191,6 +197,9 @@ impl Services {
         let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone());
+        let handoffs = Handoffs::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
+        let presence = Presence::new(store.clone(), clock.clone(), hub.clone());
+        let presence_poller = tokio::spawn(presence.clone().run_poller());
         let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
         let head_signer = tokio::spawn(tree_heads::run_signer(
             store.clone(),
@@ -203,7 +212,8 @@ impl Services {
             Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
-        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
+        let mut tasks =
+            vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry, presence_poller];
         if let Some(schedule) = config.audit_reports.clone() {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }
@@ -218,6 +228,8 @@ impl Services {
             pipeline,
             messaging,
             patients,
+            handoffs,
+            presence,
             retention,
             reports,
         };

@@ -21,19 +21,23 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, Session
 pub mod audit;
 mod columns;
 mod error;
+pub mod handoff;
 pub mod identity;
 pub mod patients;
 pub mod postgres;
+pub mod presence;
 pub mod retention;
 mod sql;
 pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
+pub use handoff::HandoffStore;
 pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
 };
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
+pub use presence::PresenceStore;
 pub use retention::{
     Candidate, CandidateCursor, ChangeCount, ContentChange, ErasedAccount, HoldLift, LegalHold, RetentionState,
     RetentionStore, StoredPolicy,
@@ -108,7 +112,9 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + 'static {
+pub trait Store:
+    IdentityStore + PatientStore + RetentionStore + HandoffStore + PresenceStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.

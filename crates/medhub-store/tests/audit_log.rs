@@ -545,6 +545,13 @@ each_backend! {
         };
         store.create_session(&pending, &[]).await.unwrap();
         let accepted = AuditRecord::new(at, "auth.invite_accept", Outcome::Success);
+        let draft = medhub_core::handoff::Draft {
+            to: admin,
+            patients: vec![],
+            conversations: vec![medhub_core::ConversationId::new_v7()],
+        };
+        let handoff = medhub_core::handoff::give(medhub_core::HandoffId::new_v7(), org.id, nurse, draft, at).unwrap();
+        let cancelled = medhub_core::handoff::cancel(&handoff, nurse, at).unwrap();
         let mid = size(store.clone()).await;
         tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
         assert!(store.delete_passkey(nurse, passkey.id, &[rec("auth.passkey_delete")]).await.is_err());
@@ -554,7 +561,9 @@ each_backend! {
         assert!(store.activate_session(pending.id, &[5; 32], at, &[rec("auth.mfa")]).await.is_err());
         let active = medhub_core::model::SessionState::Active;
         assert!(store.set_session_state(pending.id, active, Some(at), &[rec("auth.step_up")]).await.is_err());
+        assert!(store.create_handoff(&handoff, &[rec("handoff.give")]).await.is_err());
         tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert!(store.handoff(handoff.id).await.unwrap().is_none());
         assert_eq!(store.passkeys(nurse).await.unwrap().len(), 1);
         assert_ne!(store.user_record(admin).await.unwrap().unwrap().password_hash.as_deref(), Some("new-phc"));
         assert!(store.recovery_codes(nurse).await.unwrap().is_empty());
@@ -569,6 +578,15 @@ each_backend! {
         assert_eq!(store.redeem_invitation(&[7; 32], "invited-phc", at, Some(&accepted)).await.unwrap(), Some(nurse));
         assert!(store.activate_session(pending.id, &[5; 32], at, &[rec("auth.mfa")]).await.unwrap());
         store.set_session_state(pending.id, active, Some(at), &[rec("auth.step_up")]).await.unwrap();
+        store.create_handoff(&handoff, &[rec("handoff.give")]).await.unwrap();
+        tamper(&db, "ALTER TABLE audit_head RENAME TO audit_head_away").await;
+        assert!(store.close_handoff(&cancelled, &[rec("handoff.cancel")]).await.is_err());
+        tamper(&db, "ALTER TABLE audit_head_away RENAME TO audit_head").await;
+        assert_eq!(store.handoff(handoff.id).await.unwrap().unwrap().state, medhub_core::handoff::HandoffState::Given);
+        assert!(store.close_handoff(&cancelled, &[rec("handoff.cancel")]).await.unwrap());
+        // Closed already: no change, so no record.
+        assert!(!store.close_handoff(&cancelled, &[rec("handoff.cancel")]).await.unwrap());
+        assert_eq!(store.handoff(handoff.id).await.unwrap().unwrap(), cancelled);
         assert_eq!(store.user_record(admin).await.unwrap().unwrap().password_hash.as_deref(), Some("new-phc"));
         assert_eq!(store.recovery_codes(nurse).await.unwrap().len(), 1);
         assert!(!store.has_open_invitation(nurse, at).await.unwrap());
@@ -598,6 +616,8 @@ each_backend! {
                 "auth.invite_accept",
                 "auth.mfa",
                 "auth.step_up",
+                "handoff.give",
+                "handoff.cancel",
             ]
         );
         let invited = &log[16].record;

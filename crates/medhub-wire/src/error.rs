@@ -75,6 +75,9 @@ codes! {
     InvalidRetention = ("invalid_retention", 400, "A retention period must be 1 to 36500 days, and at least 2190 days (6 years) for clinical conversations (those linked to a patient)."),
     InvalidHoldReason = ("invalid_hold_reason", 400, "A legal hold's reason, and the reason for lifting one, must be 10 to 1000 characters (a matter or case reference and why)."),
     UnderLegalHold = ("under_legal_hold", 409, "The user is under a legal hold; their personal data cannot be erased until the hold is lifted."),
+    InvalidHandoff = ("invalid_handoff", 400, "A handoff or its acceptance breaks a rule: it goes to someone else, names at least one patient or conversation, each once, within the limits, and the receiver gives a synthesis of every patient (the message says which rule)."),
+    HandoffClosed = ("handoff_closed", 409, "The handoff was already accepted, cancelled or has expired (16 hours after it was given)."),
+    InvalidPresence = ("invalid_presence", 400, "A presence override is `available`, `busy`, `in_procedure` or `off_shift`, for 1 to 960 minutes."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -153,7 +156,8 @@ impl From<&DomainError> for WireError {
             | DomainError::UserNotFound
             | DomainError::SessionNotFound
             | DomainError::GrantNotFound
-            | DomainError::HoldNotFound => ErrorCode::NotFound,
+            | DomainError::HoldNotFound
+            | DomainError::HandoffNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -190,6 +194,9 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidRetention { .. } => ErrorCode::InvalidRetention,
             DomainError::InvalidHoldReason { .. } => ErrorCode::InvalidHoldReason,
             DomainError::UnderLegalHold => ErrorCode::UnderLegalHold,
+            DomainError::InvalidHandoff { .. } => ErrorCode::InvalidHandoff,
+            DomainError::HandoffClosed => ErrorCode::HandoffClosed,
+            DomainError::InvalidPresence { .. } => ErrorCode::InvalidPresence,
         };
         // "Not found" never says which object, so nothing leaks through the message either.
         match code {

@@ -153,11 +153,33 @@ pub enum PresenceStatus {
     Offline,
 }
 
-/// One user's online state.
+/// Whether a clinician can be reached now (docs/clinical.md "Presence").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStateView {
+    Available,
+    Busy,
+    /// Do not disturb.
+    InProcedure,
+    OffShift,
+    Offline,
+}
+
+/// One user's presence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PresenceView {
     pub user_id: Uuid,
+    /// `online` while the user has a live connection to this server.
     pub status: PresenceStatus,
+    /// Derived from the user's override, connections and schedules.
+    pub state: PresenceStateView,
+    /// When the user's override ends, if an override decides `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub until: Option<jiff::Timestamp>,
+    /// On call now for some on-call role.
+    #[serde(default)]
+    pub on_call: bool,
 }
 
 /// The limits a connection works under, announced in `ready`.
@@ -214,8 +236,9 @@ pub enum ServerFrame {
     PresenceState { id: Option<String>, users: Vec<PresenceView> },
     /// Someone is typing. Ephemeral.
     Typing { conversation_id: Uuid, user_id: Uuid },
-    /// A followed user went online or offline. Ephemeral.
-    Presence { user_id: Uuid, status: PresenceStatus },
+    /// A followed user's presence changed (online or offline, an override set, cleared or
+    /// expired). Ephemeral.
+    Presence(PresenceView),
     /// To compliance officers (holders of `audit.read`) who are online: someone opened a
     /// patient's conversation with break-glass. Ids and times only; the reason is read with
     /// `GET /api/v1/break-glass`. Ephemeral: the grant itself is stored, and listed there.

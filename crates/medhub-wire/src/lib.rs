@@ -7,6 +7,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod error;
 pub mod frames;
+pub mod handoff;
 pub mod ical;
 pub mod identity;
 pub mod patients;

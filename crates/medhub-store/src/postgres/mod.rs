@@ -8,8 +8,10 @@
 
 mod batch;
 mod codec;
+mod handoff;
 mod identity;
 mod patients;
+mod presence;
 mod read;
 mod retention;
 mod tls;
@@ -45,6 +47,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/postgres/0014_retention.sql")),
+    (17, include_str!("../../migrations/postgres/0017_handoff.sql")),
+    (18, include_str!("../../migrations/postgres/0018_presence.sql")),
 ];
 
 /// The PostgreSQL-backed store.

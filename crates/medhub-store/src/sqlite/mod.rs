@@ -9,8 +9,10 @@ pub use rusqlite;
 
 mod batch;
 mod codec;
+mod handoff;
 mod identity;
 mod patients;
+mod presence;
 mod read;
 mod retention;
 
@@ -53,6 +55,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
+    (17, include_str!("../../migrations/sqlite/0017_handoff.sql")),
+    (18, include_str!("../../migrations/sqlite/0018_presence.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
