@@ -501,7 +501,12 @@ pub fn event_coding(r: &AuditRecord) -> EventCoding {
         "care_team.remove" => alert(OBJECT_ATTRIBUTES, "D"),
         "break_glass.start" => alert(("110127", "Emergency Override Started"), "E"),
         "break_glass.end" => alert(("110138", "Emergency Override Stopped"), "E"),
-        "patient.read" => EventCoding { kind: dcm(("110110", "Patient Record")), subtype: None, action: "R" },
+        "patient.read" | "handoff.read" => {
+            EventCoding { kind: dcm(("110110", "Patient Record")), subtype: None, action: "R" }
+        }
+        "handoff.give" => EventCoding { kind: dcm(("110110", "Patient Record")), subtype: None, action: "C" },
+        "handoff.accept" => EventCoding { kind: dcm(("110110", "Patient Record")), subtype: None, action: "U" },
+        "handoff.cancel" => EventCoding { kind: dcm(("110110", "Patient Record")), subtype: None, action: "D" },
         "audit.export" => EventCoding { kind: dcm(("110106", "Export")), subtype: None, action: "R" },
         a if a.starts_with("audit.") => {
             EventCoding { kind: dcm(("110101", "Audit Log Used")), subtype: None, action: "R" }
