@@ -92,6 +92,15 @@ uuid_id!(
     /// An override of an on-call schedule: someone on call for an interval.
     OverrideId
 );
+uuid_id!(
+    /// An on-call role or team of an organization ("cardiology on-call"), which schedules
+    /// staff and messages are addressed to.
+    OnCallRoleId
+);
+uuid_id!(
+    /// A coverage: while one person is away, another takes what is addressed to them.
+    CoverageId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

@@ -25,7 +25,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
 pub use ids::{
-    ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId, Seq,
-    SessionId, UserId,
+    ClientTxnId, ConversationId, CoverageId, EventId, LegalHoldId, MessageId, OnCallRoleId, OrgId, OverrideId,
+    PasskeyId, ScheduleId, Seq, SessionId, UserId,
 };
 pub use jiff::Timestamp;

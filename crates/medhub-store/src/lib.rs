@@ -22,6 +22,7 @@ pub mod audit;
 mod columns;
 mod error;
 pub mod identity;
+pub mod oncall;
 pub mod patients;
 pub mod postgres;
 pub mod retention;
@@ -32,6 +33,10 @@ pub mod testdb;
 pub use error::StoreError;
 pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
+};
+pub use oncall::{
+    CoverageState, OnCallKind, OnCallRole, OnCallStore, OpenItem, OverrideSource, ResolutionKind, RoleResolution,
+    StoredCoverage, StoredOverride, StoredSchedule,
 };
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 pub use retention::{
@@ -108,7 +113,7 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + PatientStore + RetentionStore + OnCallStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.

@@ -9,6 +9,7 @@
 mod batch;
 mod codec;
 mod identity;
+mod oncall;
 mod patients;
 mod read;
 mod retention;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/postgres/0014_retention.sql")),
+    (15, include_str!("../../migrations/postgres/0015_oncall.sql")),
 ];
 
 /// The PostgreSQL-backed store.

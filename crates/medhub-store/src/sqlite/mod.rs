@@ -10,6 +10,7 @@ pub use rusqlite;
 mod batch;
 mod codec;
 mod identity;
+mod oncall;
 mod patients;
 mod read;
 mod retention;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
+    (15, include_str!("../../migrations/sqlite/0015_oncall.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
