@@ -10,6 +10,7 @@ mod extract;
 mod headers;
 mod identity;
 mod longpoll;
+mod oncall;
 pub mod openapi;
 mod ops;
 mod passkey;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::routes())
         .merge(audit::routes())
         .merge(retention::routes())
+        .merge(oncall::routes())
         .merge(audit_reports::routes())
         .merge(audit_export::routes())
         .merge(sso::routes())

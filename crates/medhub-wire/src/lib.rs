@@ -9,6 +9,7 @@ pub mod error;
 pub mod frames;
 pub mod ical;
 pub mod identity;
+pub mod oncall;
 pub mod patients;
 pub mod rest;
 pub mod retention;
