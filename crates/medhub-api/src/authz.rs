@@ -121,6 +121,26 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/legal-holds", Need::Active(RetentionManage)),
     ("POST", "/api/v1/legal-holds/{id}/lift", Need::Active(RetentionManage)),
     ("POST", "/api/v1/users/{id}/erase", Need::Active(RetentionManage)),
+    // On-call (docs/clinical.md): everyone with the directory reads who is on call and the
+    // rotas; those who keep rotas (schedule.manage) change them; a message to a role is a
+    // message.
+    ("GET", "/api/v1/oncall", Need::Active(DirectoryRead)),
+    ("POST", "/api/v1/oncall", Need::Active(ScheduleManage)),
+    ("GET", "/api/v1/oncall/{role}", Need::Active(DirectoryRead)),
+    ("PATCH", "/api/v1/oncall/{role}", Need::Active(ScheduleManage)),
+    ("POST", "/api/v1/oncall/{role}/schedules", Need::Active(ScheduleManage)),
+    ("PUT", "/api/v1/oncall/{role}/schedules/{id}", Need::Active(ScheduleManage)),
+    ("DELETE", "/api/v1/oncall/{role}/schedules/{id}", Need::Active(ScheduleManage)),
+    ("POST", "/api/v1/oncall/{role}/schedules/{id}/overrides", Need::Active(ScheduleManage)),
+    ("DELETE", "/api/v1/oncall/{role}/schedules/{id}/overrides/{override_id}", Need::Active(ScheduleManage)),
+    ("POST", "/api/v1/oncall/{role}/schedules/{id}/swaps", Need::Active(ScheduleManage)),
+    ("GET", "/api/v1/oncall/{role}/shifts", Need::Active(DirectoryRead)),
+    ("GET", "/api/v1/oncall/{role}/calendar.ics", Need::Active(DirectoryRead)),
+    ("POST", "/api/v1/oncall/{role}/calendar", Need::Active(ScheduleManage)),
+    ("POST", "/api/v1/oncall/{role}/messages", Need::Active(MessageSend)),
+    ("GET", "/api/v1/coverages", Need::Active(DirectoryRead)),
+    ("POST", "/api/v1/coverages", Need::Active(ScheduleManage)),
+    ("DELETE", "/api/v1/coverages/{id}", Need::Active(ScheduleManage)),
     // The audit log's export: reading it here, taking it out (export.run) in the handler.
     ("GET", "/api/v1/audit/export", Need::Active(AuditRead)),
     // The grantee ends their own grant; a compliance officer any (checked by the service).
@@ -218,6 +238,8 @@ fn route_object(route: &str, path: &str) -> Option<RouteObject> {
             "sessions" => RouteObject::Object("session", value),
             "break-glass" => RouteObject::Object("grant", value),
             "passkeys" => RouteObject::Object("passkey", value),
+            "oncall" => RouteObject::Object("oncall_role", value),
+            "coverages" => RouteObject::Object("coverage", value),
             _ => return None,
         })
     })

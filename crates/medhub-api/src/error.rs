@@ -73,12 +73,37 @@ pub fn wire_error(e: &ServiceError) -> WireError {
             tracing::error!(correlation = %id, error = %inner, "internal error");
             WireError::internal(id)
         }
+        ServiceError::OnCall(e) => oncall_error(e),
         ServiceError::AuditExport(why) => {
             let id = medhub_service::correlation_id();
             tracing::error!(correlation = %id, error = %why, "audit export failed");
             WireError::internal(id)
         }
     }
+}
+
+/// An on-call refusal: its code, and the service's message (ids, indices, limits and line
+/// numbers only).
+fn oncall_error(e: &medhub_service::oncall::OnCallError) -> WireError {
+    use medhub_service::oncall::OnCallError as E;
+    let code = match e {
+        E::Rules(rule) => return WireError::from(rule),
+        E::InvalidRole(_) => ErrorCode::InvalidOncallRole,
+        E::KeyTaken => ErrorCode::OncallKeyTaken,
+        E::Spec(_) => ErrorCode::InvalidRotation,
+        E::UnknownPerson(_) => ErrorCode::UnknownPerson,
+        E::TooMany(_) => ErrorCode::InvalidSchedule,
+        E::NoSchedule => ErrorCode::NoSchedule,
+        E::ScheduleRequired => ErrorCode::ScheduleRequired,
+        E::NoSuchShift { .. } => ErrorCode::InvalidSwap,
+        E::CoverageInPast => ErrorCode::InvalidCoverage,
+        E::Ical(_) => ErrorCode::InvalidIcal,
+        E::UnknownAttendees(_) => ErrorCode::UnknownAttendees,
+        E::NobodyOnCall => ErrorCode::NobodyOnCall,
+        E::NobodyElseOnCall => ErrorCode::NobodyElseOnCall,
+        E::Busy => return WireError::with_message(ErrorCode::Unavailable, e.to_string()),
+    };
+    WireError::with_message(code, e.to_string())
 }
 
 impl From<ServiceError> for ApiError {

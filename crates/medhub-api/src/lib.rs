@@ -11,6 +11,7 @@ mod handoff;
 mod headers;
 mod identity;
 mod longpoll;
+mod oncall;
 pub mod openapi;
 mod ops;
 mod passkey;
@@ -152,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .merge(retention::routes())
         .merge(handoff::routes())
         .merge(presence::routes())
+        .merge(oncall::routes())
         .merge(audit_reports::routes())
         .merge(audit_export::routes())
         .merge(sso::routes())

@@ -88,6 +88,19 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/legal-holds/{id}/lift", &["post"]),
     ("/api/v1/users/{id}/erase", &["post"]),
     ("/api/v1/audit/export", &["get"]),
+    ("/api/v1/oncall", &["get", "post"]),
+    ("/api/v1/oncall/{role}", &["get", "patch"]),
+    ("/api/v1/oncall/{role}/schedules", &["post"]),
+    ("/api/v1/oncall/{role}/schedules/{id}", &["put", "delete"]),
+    ("/api/v1/oncall/{role}/schedules/{id}/overrides", &["post"]),
+    ("/api/v1/oncall/{role}/schedules/{id}/overrides/{override_id}", &["delete"]),
+    ("/api/v1/oncall/{role}/schedules/{id}/swaps", &["post"]),
+    ("/api/v1/oncall/{role}/shifts", &["get"]),
+    ("/api/v1/oncall/{role}/calendar.ics", &["get"]),
+    ("/api/v1/oncall/{role}/calendar", &["post"]),
+    ("/api/v1/oncall/{role}/messages", &["post"]),
+    ("/api/v1/coverages", &["get", "post"]),
+    ("/api/v1/coverages/{id}", &["delete"]),
 ];
 
 const OPS_ROUTES: &[(&str, &[&str])] = &[("/healthz", &["get"]), ("/readyz", &["get"]), ("/metrics", &["get"])];
@@ -128,7 +141,11 @@ async fn wait_for_sample(s: &TestServer, series: &str, value: f64) {
 
 /// An example path for a route template.
 fn concrete(template: &str) -> String {
-    template.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{user_id}", &uuid::Uuid::now_v7().to_string())
+    template
+        .replace("{id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{override_id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{role}", "cardiology-oncall")
 }
 
 fn method(m: &str) -> Method {

@@ -130,12 +130,28 @@ struct Ids {
     session: String,
     grant: String,
     hold: String,
+    /// An on-call role's key, one of its schedules with an override, and a coverage.
+    oncall_role: String,
+    schedule: String,
+    override_id: String,
+    coverage: String,
 }
 
 impl Ids {
     fn random() -> Self {
         let r = || uuid::Uuid::now_v7().to_string();
-        Ids { conversation: r(), message: r(), user: r(), session: r(), grant: r(), hold: r() }
+        Ids {
+            conversation: r(),
+            message: r(),
+            user: r(),
+            session: r(),
+            grant: r(),
+            hold: r(),
+            oncall_role: "no-such-role".into(),
+            schedule: r(),
+            override_id: r(),
+            coverage: r(),
+        }
     }
 }
 
@@ -197,6 +213,22 @@ impl Callers {
         let hold_body = json!({"scope": scope, "reason": "Matter 2026-7: preserve the bed 1 thread"});
         let (status, hold) = s.post("/api/v1/legal-holds", officer, hold_body).await;
         assert_eq!(status, 201, "{hold}");
+        // An on-call role with a schedule, an override and a coverage.
+        let role = json!({"key": "perm-oncall", "name": "Permissions on-call", "kind": "team"});
+        let (status, body) = s.post("/api/v1/oncall", owner, role).await;
+        assert_eq!(status, 201, "{body}");
+        let rotation = json!({"participants": [target.id], "start": "2026-01-05T08:00:00", "kind": "daily"});
+        let spec = json!({"name": "Primary", "time_zone": "Europe/Berlin", "rotations": [rotation]});
+        let (status, schedule) = s.post("/api/v1/oncall/perm-oncall/schedules", owner, spec).await;
+        assert_eq!(status, 201, "{schedule}");
+        let schedule = schedule["id"].as_str().unwrap().to_owned();
+        let cover = json!({"user_id": owner.id, "start": "2098-01-01T00:00:00Z", "end": "2098-01-02T00:00:00Z"});
+        let (status, o) =
+            s.post(&format!("/api/v1/oncall/perm-oncall/schedules/{schedule}/overrides"), owner, cover).await;
+        assert_eq!(status, 201, "{o}");
+        let away = json!({"covered_user_id": target.id, "by_user_id": owner.id, "start": "2098-01-01T00:00:00Z", "end": "2098-01-02T00:00:00Z"});
+        let (status, c) = s.post("/api/v1/coverages", owner, away).await;
+        assert_eq!(status, 201, "{c}");
         let ids = Ids {
             conversation,
             message: sent["message"]["id"].as_str().unwrap().to_owned(),
@@ -204,6 +236,10 @@ impl Callers {
             session: me["session_id"].as_str().unwrap().to_owned(),
             grant: grant["id"].as_str().unwrap().to_owned(),
             hold: hold["id"].as_str().unwrap().to_owned(),
+            oncall_role: "perm-oncall".into(),
+            schedule,
+            override_id: o["id"].as_str().unwrap().to_owned(),
+            coverage: c["id"].as_str().unwrap().to_owned(),
         };
 
         let other = s.tenant("Other Hospital", "other.root").await;
@@ -247,6 +283,10 @@ fn concrete(path: &str, ids: &Ids) -> String {
         &ids.grant
     } else if path.starts_with("/api/v1/legal-holds/") {
         &ids.hold
+    } else if path.starts_with("/api/v1/oncall/") {
+        &ids.schedule
+    } else if path.starts_with("/api/v1/coverages/") {
+        &ids.coverage
     } else {
         &uuid::Uuid::now_v7().to_string()
     };
@@ -254,6 +294,8 @@ fn concrete(path: &str, ids: &Ids) -> String {
         .replace("{user_id}", &ids.user)
         .replace("{patient_ref}", "pat-1")
         .replace("{kind}", "break-glass")
+        .replace("{role}", &ids.oncall_role)
+        .replace("{override_id}", &ids.override_id)
 }
 
 /// A well-formed body, so that an allowed call reaches the object it names.
@@ -272,6 +314,17 @@ fn body(method: &Method, path: &str, ids: &Ids) -> Option<Value> {
         ("POST", "/api/v1/conversations/{id}/break-glass") => {
             json!({"reason": "Patient unresponsive, the attending is in theatre"})
         }
+        ("POST", "/api/v1/oncall/{role}/schedules") | ("PUT", "/api/v1/oncall/{role}/schedules/{id}") => {
+            json!({"name": "Night", "time_zone": "Europe/Berlin", "rotations": []})
+        }
+        ("POST", "/api/v1/oncall/{role}/schedules/{id}/overrides") => {
+            json!({"user_id": ids.user, "start": "2099-01-01T00:00:00Z", "end": "2099-01-02T00:00:00Z"})
+        }
+        ("POST", "/api/v1/oncall/{role}/schedules/{id}/swaps") => json!({
+            "first": {"rotation": 0, "start": "2099-01-01T07:00:00Z"},
+            "second": {"rotation": 0, "start": "2099-01-02T07:00:00Z"}
+        }),
+        ("POST", "/api/v1/oncall/{role}/messages") => json!({"client_txn_id": "p1", "body": "x"}),
         ("POST" | "PATCH" | "PUT", _) => json!({}),
         _ => return None,
     };
@@ -298,7 +351,11 @@ async fn call_route(s: &TestServer, method: &str, path: &str, token: Option<&str
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    if let Some(b) = body(&method, path, ids) {
+    if path == "/api/v1/oncall/{role}/calendar" {
+        // An import takes a calendar, not JSON.
+        let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nEND:VCALENDAR\r\n";
+        req = req.header("content-type", "text/calendar").body(ics);
+    } else if let Some(b) = body(&method, path, ids) {
         req = req.json(&b);
     }
     let resp = req.send().await.unwrap();

@@ -46,10 +46,14 @@ pub enum Permission {
     /// Set and lift legal holds, run the retention expiry on demand, and erase a person's
     /// personal data (GDPR art. 17): compliance officers.
     RetentionManage,
+    /// Manage on-call roles, schedules, overrides, swaps and coverage (docs/clinical.md):
+    /// administrators, and the clinical staff who keep rotas (charge nurses, department
+    /// heads).
+    ScheduleManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::ConversationRead,
         Permission::ConversationWrite,
         Permission::MessageSend,
@@ -64,6 +68,7 @@ impl Permission {
         Permission::DataExport,
         Permission::CareTeamAdmin,
         Permission::RetentionManage,
+        Permission::ScheduleManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +87,7 @@ impl Permission {
             Permission::DataExport => "export.run",
             Permission::CareTeamAdmin => "care_team.manage",
             Permission::RetentionManage => "retention.manage",
+            Permission::ScheduleManage => "schedule.manage",
         }
     }
 
@@ -154,6 +160,17 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
     // Those who assign staff to patients: attending physicians, charge nurses, unit clerks.
     const ASSIGNS: &[Permission] =
         &[ConversationRead, ConversationWrite, MessageSend, DirectoryRead, OwnAccount, BreakGlass, CareTeamAdmin];
+    // Charge nurses also keep the unit's rotas (on-call schedules, swaps, cover).
+    const CHARGE: &[Permission] = &[
+        ConversationRead,
+        ConversationWrite,
+        MessageSend,
+        DirectoryRead,
+        OwnAccount,
+        BreakGlass,
+        CareTeamAdmin,
+        ScheduleManage,
+    ];
     &[
         (CLINICIAN, "Clinician (general staff)", CARE),
         ("attending_physician", "Attending physician", ASSIGNS),
@@ -161,7 +178,7 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
         ("physician_assistant", "Physician assistant", CARE),
         ("nurse_practitioner", "Nurse practitioner", SENIOR),
         ("nurse", "Nurse", CARE),
-        ("charge_nurse", "Charge nurse", ASSIGNS),
+        ("charge_nurse", "Charge nurse", CHARGE),
         ("pharmacist", "Pharmacist", CARE),
         ("lab_technologist", "Laboratory technologist", CARE),
         ("respiratory_therapist", "Respiratory therapist", CARE),
@@ -183,6 +200,7 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
                 BreakGlass,
                 DataExport,
                 CareTeamAdmin,
+                ScheduleManage,
             ],
         ),
         (
@@ -205,6 +223,7 @@ pub const BUILTIN_ROLES: &[(&str, &str, &[Permission])] = {
                 SessionAdmin,
                 OrgSettings,
                 RoleAdmin,
+                ScheduleManage,
             ],
         ),
     ]
@@ -333,6 +352,14 @@ mod tests {
         // Legal holds and erasure are the compliance officer's, not IT's nor clinicians'.
         assert!(get("compliance_officer").contains(Permission::RetentionManage));
         assert!(roles.iter().filter(|r| r.permissions.contains(Permission::RetentionManage)).count() == 1);
+        // Rotas are kept by administrators and the clinical staff who run a unit or
+        // department, not by every clinician.
+        for keeper in ["charge_nurse", "department_head", ADMINISTRATOR] {
+            assert!(get(keeper).contains(Permission::ScheduleManage), "{keeper}");
+        }
+        for other in ["nurse", "resident", "clinician", "compliance_officer", "it_support", "observer"] {
+            assert!(!get(other).contains(Permission::ScheduleManage), "{other}");
+        }
         assert_eq!(SystemRole::Admin.default_role_key(), ADMINISTRATOR);
     }
 

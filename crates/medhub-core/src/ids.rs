@@ -96,6 +96,15 @@ uuid_id!(
     /// A shift handoff (I-PASS) from one clinician to another.
     HandoffId
 );
+uuid_id!(
+    /// An on-call role or team of an organization ("cardiology on-call"), which schedules
+    /// staff and messages are addressed to.
+    OnCallRoleId
+);
+uuid_id!(
+    /// A coverage: while one person is away, another takes what is addressed to them.
+    CoverageId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

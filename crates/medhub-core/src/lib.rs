@@ -27,7 +27,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
 pub use ids::{
-    ClientTxnId, ConversationId, EventId, HandoffId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId,
-    Seq, SessionId, UserId,
+    ClientTxnId, ConversationId, CoverageId, EventId, HandoffId, LegalHoldId, MessageId, OnCallRoleId, OrgId,
+    OverrideId, PasskeyId, ScheduleId, Seq, SessionId, UserId,
 };
 pub use jiff::Timestamp;

@@ -100,6 +100,9 @@ pub enum ServiceError {
     /// The connection fell too far behind and must reconnect and resume.
     #[error("slow consumer")]
     SlowConsumer,
+    /// An on-call request was refused (docs/clinical.md); the variant says why.
+    #[error(transparent)]
+    OnCall(crate::oncall::OnCallError),
 }
 
 impl From<StoreError> for ServiceError {

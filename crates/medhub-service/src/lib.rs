@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod hub;
 pub mod messaging;
 pub mod metrics;
+pub mod oncall;
 pub mod patients;
 pub mod pipeline;
 pub mod presence;
@@ -36,6 +37,7 @@ pub use handoff::Handoffs;
 pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
 pub use metrics::Metrics;
+pub use oncall::OnCall;
 pub use patients::Patients;
 pub use pipeline::Pipeline;
 pub use presence::Presence;
@@ -105,6 +107,10 @@ pub struct ServiceConfig {
     /// Where and how often the organization-wide compliance reports are written (none: not
     /// scheduled; they are still made on demand).
     pub audit_reports: Option<reports::schedule::Schedule>,
+    /// The longest the on-call hand-over job sleeps between ticks (it wakes sooner for a
+    /// role's next change of holder): new open items and schedule edits are picked up within
+    /// this.
+    pub oncall_handover_interval: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -132,6 +138,7 @@ impl Default for ServiceConfig {
             retention_interval: Duration::from_secs(3600),
             retention_batch: 500,
             audit_reports: None,
+            oncall_handover_interval: Duration::from_secs(30),
         }
     }
 }
@@ -153,6 +160,7 @@ pub struct Services {
     pub presence: Presence,
     pub retention: Retention,
     pub reports: Reports,
+    pub oncall: OnCall,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -212,8 +220,19 @@ impl Services {
             Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
-        let mut tasks =
-            vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry, presence_poller];
+        let oncall = OnCall::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
+        let handover = tokio::spawn(oncall.clone().run_handover(config.oncall_handover_interval));
+        let mut tasks = vec![
+            writer,
+            publisher,
+            sweeper,
+            audit_writer,
+            grants_sweeper,
+            head_signer,
+            expiry,
+            presence_poller,
+            handover,
+        ];
         if let Some(schedule) = config.audit_reports.clone() {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }
@@ -232,6 +251,7 @@ impl Services {
             presence,
             retention,
             reports,
+            oncall,
         };
         Ok((services, Background { tasks }))
     }

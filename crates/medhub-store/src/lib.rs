@@ -23,6 +23,7 @@ mod columns;
 mod error;
 pub mod handoff;
 pub mod identity;
+pub mod oncall;
 pub mod patients;
 pub mod postgres;
 pub mod presence;
@@ -35,6 +36,10 @@ pub use error::StoreError;
 pub use handoff::HandoffStore;
 pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
+};
+pub use oncall::{
+    CoverageState, OnCallKind, OnCallRole, OnCallStore, OpenItem, OverrideSource, ResolutionKind, RoleResolution,
+    StoredCoverage, StoredOverride, StoredSchedule,
 };
 pub use patients::{BreakGlassGrant, CareTeamMember, PatientStore};
 pub use presence::PresenceStore;
@@ -113,7 +118,7 @@ pub struct RecipientRow {
 /// The storage interface. Every method is one transaction.
 #[async_trait]
 pub trait Store:
-    IdentityStore + PatientStore + RetentionStore + HandoffStore + PresenceStore + Send + Sync + 'static
+    IdentityStore + PatientStore + RetentionStore + OnCallStore + HandoffStore + PresenceStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -78,6 +78,26 @@ codes! {
     InvalidHandoff = ("invalid_handoff", 400, "A handoff or its acceptance breaks a rule: it goes to someone else, names at least one patient or conversation, each once, within the limits, and the receiver gives a synthesis of every patient (the message says which rule)."),
     HandoffClosed = ("handoff_closed", 409, "The handoff was already accepted, cancelled or has expired (16 hours after it was given)."),
     InvalidPresence = ("invalid_presence", 400, "A presence override is `available`, `busy`, `in_procedure` or `off_shift`, for 1 to 960 minutes."),
+    InvalidOncallRole = ("invalid_oncall_role", 400, "An on-call role's key must be 2-64 characters of `[a-z0-9-]` starting with a letter or digit; its name 1-200 characters and its department at most 200, without control characters; its kind `role` or `team`."),
+    OncallKeyTaken = ("oncall_key_taken", 409, "The organization already has an on-call role with this key."),
+    UnknownTimeZone = ("unknown_time_zone", 400, "`time_zone` is not an IANA time zone name such as `Europe/Berlin` (fixed offsets and Windows zone names are refused)."),
+    InvalidSchedule = ("invalid_schedule", 400, "A schedule's name must be 1-200 characters without control characters, it has at most 16 rotations, and a role has at most 8 schedules."),
+    InvalidRotation = ("invalid_rotation", 400, "A rotation is malformed or breaks a rule: the message names the rotation and says what (participants 1-1000, a local start between 1970 and 2199, `custom` with `days` 1-366 or `hours` 1-336, a window with at least one day)."),
+    SubsecondTime = ("subsecond_time", 400, "Times are whole seconds (calendars count in seconds)."),
+    UnknownPerson = ("unknown_person", 400, "A user named in the request is not an active user of your organization."),
+    InvalidOverride = ("invalid_override", 400, "An override must end after it starts, last at most 400 days and not replace its own user; a schedule has at most 5000 overrides."),
+    OverlappingOverrides = ("overlapping_overrides", 409, "Two overrides would replace the same person, or add the same person, at the same time."),
+    InvalidSwap = ("invalid_swap", 400, "A swap needs two rotation shifts (named by layer and start, as the timeline lists them) of two different people that do not overlap."),
+    InvalidCoverage = ("invalid_coverage", 400, "A coverage must end after it starts and in the future, and name two different people; at most 2000 are in force together."),
+    CoverageConflict = ("coverage_conflict", 409, "The coverage would make someone covered by two people at once, a circle (X covers Y covers X) or a chain longer than 8."),
+    InvalidInterval = ("invalid_interval", 400, "`from` must be before `to`, at most 400 days apart, and the answer at most 100,000 shifts."),
+    NoSchedule = ("no_schedule", 409, "The on-call role has no schedule yet; create one first."),
+    ScheduleRequired = ("schedule_required", 400, "The on-call role has several schedules: name one with `schedule=<id>`."),
+    InvalidIcal = ("invalid_ical", 400, "The calendar is not one medhub can read; the message names the line and what is wrong (docs/clinical.md, iCalendar)."),
+    UnknownAttendees = ("unknown_attendees", 422, "Some events name people who are not users of your organization (by `X-MEDHUB-USER`, `urn:uuid:` or username); the message lists their lines. Nothing was imported."),
+    UnsupportedMediaType = ("unsupported_media_type", 415, "The body must be `text/calendar`."),
+    NobodyOnCall = ("nobody_on_call", 409, "Nobody is on call for this role now; nothing was sent. Call the department or choose another role."),
+    NobodyElseOnCall = ("nobody_else_on_call", 409, "You are the only one on call for this role now; nothing was sent."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -139,6 +159,37 @@ impl WireError {
             correlation_id: Some(correlation_id),
             retry_after: None,
         }
+    }
+}
+
+impl From<&medhub_core::schedule::ScheduleError> for WireError {
+    fn from(e: &medhub_core::schedule::ScheduleError) -> Self {
+        use medhub_core::schedule::ScheduleError as S;
+        let code = match e {
+            S::UnknownTimeZone(_) => ErrorCode::UnknownTimeZone,
+            S::InvalidName { .. } | S::TooManyRotations { .. } => ErrorCode::InvalidSchedule,
+            S::EmptyRotation { .. }
+            | S::TooManyParticipants { .. }
+            | S::ShiftLengthOutOfRange { .. }
+            | S::StartOutOfRange { .. }
+            | S::RestrictionWithoutDays { .. }
+            | S::CivilTimeOutOfRange => ErrorCode::InvalidRotation,
+            S::SubsecondTime => ErrorCode::SubsecondTime,
+            S::TooManyOverrides { .. }
+            | S::OverrideEndBeforeStart { .. }
+            | S::OverrideTooLong { .. }
+            | S::OverrideReplacesSelf { .. }
+            | S::DuplicateOverrideId { .. } => ErrorCode::InvalidOverride,
+            S::OverlappingOverrides { .. } => ErrorCode::OverlappingOverrides,
+            S::SwapSameUser | S::SwapShiftsOverlap | S::SwapNeedsRotationShifts => ErrorCode::InvalidSwap,
+            S::TooManyCoverages { .. } | S::CoverageEndBeforeStart | S::CoverageOfSelf => ErrorCode::InvalidCoverage,
+            S::OverlappingCoverage { .. } | S::CoverageCycle { .. } | S::CoverageChainTooLong { .. } => {
+                ErrorCode::CoverageConflict
+            }
+            S::EmptyInterval | S::IntervalTooLong | S::TooManyShifts { .. } => ErrorCode::InvalidInterval,
+        };
+        // The core's messages name indices, override ids and limits: nothing a client did not send.
+        WireError::with_message(code, e.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod frames;
 pub mod handoff;
 pub mod ical;
 pub mod identity;
+pub mod oncall;
 pub mod patients;
 pub mod rest;
 pub mod retention;

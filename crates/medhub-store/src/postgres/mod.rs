@@ -10,6 +10,7 @@ mod batch;
 mod codec;
 mod handoff;
 mod identity;
+mod oncall;
 mod patients;
 mod presence;
 mod read;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/postgres/0014_retention.sql")),
+    (15, include_str!("../../migrations/postgres/0015_oncall.sql")),
     (17, include_str!("../../migrations/postgres/0017_handoff.sql")),
     (18, include_str!("../../migrations/postgres/0018_presence.sql")),
 ];

@@ -11,6 +11,7 @@ mod batch;
 mod codec;
 mod handoff;
 mod identity;
+mod oncall;
 mod patients;
 mod presence;
 mod read;
@@ -55,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
+    (15, include_str!("../../migrations/sqlite/0015_oncall.sql")),
     (17, include_str!("../../migrations/sqlite/0017_handoff.sql")),
     (18, include_str!("../../migrations/sqlite/0018_presence.sql")),
 ];
