@@ -114,3 +114,46 @@ each_backend! {
         assert_eq!(s.get(&format!("/api/v1/users/{}/presence", uuid::Uuid::now_v7()), &nurse).await.0, 404);
     }
 }
+
+async fn presence_of(s: &TestServer, asking: &medhub_testkit::TestUser, u: &medhub_testkit::TestUser) -> Value {
+    let (status, body) = s.get(&format!("/api/v1/users/{}/presence", u.id), asking).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+each_backend! {
+    async fn presence_follows_the_on_call_schedule(db) {
+        // 3 March 2026, 09:00 UTC (10:00 in Berlin): a daily 08:00 rotation of Alice then Bob
+        // starting 2 March gives Bob today and Alice tomorrow.
+        let clock = Arc::new(ManualClock::new("2026-03-03T09:00:00Z".parse().unwrap()));
+        let s = TestServer::start_on(db, Settings { clock: clock.clone(), ..Default::default() }).await;
+        let keeper = s.user("charge.kim").await;
+        s.set_roles(&keeper, &["charge_nurse"]).await;
+        let (alice, bob, carol) = (s.user("dr.alice").await, s.user("dr.bob").await, s.user("dr.carol").await);
+        let (status, body) =
+            s.post("/api/v1/oncall", &keeper, json!({"key": "cardiology-oncall", "name": "Cardiology on call", "kind": "role"})).await;
+        assert_eq!(status, 201, "{body}");
+        let rotation = json!({"participants": [alice.id, bob.id], "start": "2026-03-02T08:00:00", "kind": "daily"});
+        let spec = json!({"name": "Primary", "time_zone": "Europe/Berlin", "rotations": [rotation]});
+        let (status, body) = s.post("/api/v1/oncall/cardiology-oncall/schedules", &keeper, spec).await;
+        assert_eq!(status, 201, "{body}");
+
+        let presence = s.services.presence.clone();
+        let flags = s.on_server(async move { presence.on_call_flags().await.unwrap() }).await;
+        let (a, b) = (medhub_core::UserId::from_uuid(alice.id), medhub_core::UserId::from_uuid(bob.id));
+        assert_eq!((flags.get(&b), flags.get(&a)), (Some(&true), Some(&false)), "{flags:?}");
+        assert!(!flags.contains_key(&medhub_core::UserId::from_uuid(carol.id)));
+        s.services.hub.set_on_call(flags);
+
+        // None of them is connected: Bob is on call (offline, but reachable by page), Alice is
+        // off shift until tomorrow, Carol is on no schedule.
+        let bob_now = presence_of(&s, &keeper, &bob).await;
+        assert_eq!((bob_now["state"].as_str(), bob_now["on_call"].as_bool()), (Some("offline"), Some(true)), "{bob_now}");
+        let alice_now = presence_of(&s, &keeper, &alice).await;
+        assert_eq!((alice_now["state"].as_str(), alice_now["on_call"].as_bool()), (Some("off_shift"), Some(false)), "{alice_now}");
+        assert_eq!(presence_of(&s, &keeper, &carol).await["state"], "offline");
+        // Alice connects: connected beats off shift.
+        let (_c, _) = s.connect(&alice, None).await;
+        assert_eq!(presence_of(&s, &keeper, &alice).await["state"], "available");
+    }
+}

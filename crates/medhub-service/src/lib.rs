@@ -206,8 +206,6 @@ impl Services {
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
         let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone());
         let handoffs = Handoffs::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
-        let presence = Presence::new(store.clone(), clock.clone(), hub.clone());
-        let presence_poller = tokio::spawn(presence.clone().run_poller());
         let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
         let head_signer = tokio::spawn(tree_heads::run_signer(
             store.clone(),
@@ -221,6 +219,9 @@ impl Services {
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
         let oncall = OnCall::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
+        let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), oncall.clone());
+        let presence_poller = tokio::spawn(presence.clone().run_poller());
+        let on_call_flags = tokio::spawn(presence.clone().run_on_call_flags());
         let handover = tokio::spawn(oncall.clone().run_handover(config.oncall_handover_interval));
         let mut tasks = vec![
             writer,
@@ -231,6 +232,7 @@ impl Services {
             head_signer,
             expiry,
             presence_poller,
+            on_call_flags,
             handover,
         ];
         if let Some(schedule) = config.audit_reports.clone() {

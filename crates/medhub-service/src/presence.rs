@@ -18,22 +18,63 @@ use medhub_store::DynStore;
 use medhub_wire::frames::PresenceView;
 
 use crate::hub::Hub;
-use crate::{Principal, ServiceError};
+use crate::{OnCall, Principal, ServiceError};
 
 /// How often each node re-reads the overrides in force: an override set on another node,
 /// or one that ended, reaches followers on this node within this (plus a frame's delivery).
 pub const PRESENCE_POLL: Duration = Duration::from_secs(2);
+/// How often each node recomputes who is on call (and who is off shift) from the schedules.
+/// Hand-overs happen on the hour or half hour; a change shows within this.
+pub const ON_CALL_REFRESH: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Presence {
     store: DynStore,
     clock: Arc<dyn Clock>,
     hub: Arc<Hub>,
+    oncall: OnCall,
 }
 
 impl Presence {
-    pub fn new(store: DynStore, clock: Arc<dyn Clock>, hub: Arc<Hub>) -> Self {
-        Self { store, clock, hub }
+    pub fn new(store: DynStore, clock: Arc<dyn Clock>, hub: Arc<Hub>, oncall: OnCall) -> Self {
+        Self { store, clock, hub, oncall }
+    }
+
+    /// Who is on call now, from every organization's on-call directory: its holders now are
+    /// on call (`true`), and those who hold a role next are off shift until then (`false`).
+    /// Everyone else is on no schedule as far as presence goes.
+    pub async fn on_call_flags(&self) -> Result<HashMap<UserId, bool>, ServiceError> {
+        let mut flags = HashMap::new();
+        for org in self.store.orgs().await? {
+            let (_, roles) = self.oncall.directory_of(org.id, None).await?;
+            for (_, n) in &roles {
+                for h in n.next.iter().flat_map(|(_, hs)| hs) {
+                    flags.entry(h.user).or_insert(false);
+                }
+            }
+            for (_, n) in &roles {
+                for h in &n.now {
+                    flags.insert(h.user, true);
+                }
+            }
+        }
+        Ok(flags)
+    }
+
+    /// Recomputes [`on_call_flags`](Self::on_call_flags) into the hub now and every
+    /// [`ON_CALL_REFRESH`]; followers of someone whose flag changed are told.
+    pub async fn run_on_call_flags(self) {
+        let mut tick = tokio::time::interval(ON_CALL_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.on_call_flags().await {
+                Ok(flags) => self.hub.set_on_call(flags),
+                Err(e) => {
+                    tracing::warn!(target: "medhub::presence", error = %e, "could not compute who is on call; retrying")
+                }
+            }
+        }
     }
 
     /// Sets the caller's override for `minutes`.
