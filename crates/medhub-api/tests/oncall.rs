@@ -35,7 +35,7 @@ async fn server(db: medhub_store::testdb::TestDb, clock: &Arc<ManualClock>, hand
         db,
         Settings {
             clock: clock.clone(),
-            service: medhub_service::ServiceConfig { oncall_handover_interval: handover, ..Default::default() },
+            service: medhub_service::ServiceConfig { oncall_handover_interval: Some(handover), ..Default::default() },
             ..Default::default()
         },
     )

@@ -105,8 +105,8 @@ pub struct ServiceConfig {
     pub audit_reports: Option<reports::schedule::Schedule>,
     /// The longest the on-call hand-over job sleeps between ticks (it wakes sooner for a
     /// role's next change of holder): new open items and schedule edits are picked up within
-    /// this.
-    pub oncall_handover_interval: Duration,
+    /// this. `None`: the job does not run (the operator's CLI).
+    pub oncall_handover_interval: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -134,7 +134,7 @@ impl Default for ServiceConfig {
             retention_interval: Duration::from_secs(3600),
             retention_batch: 500,
             audit_reports: None,
-            oncall_handover_interval: Duration::from_secs(30),
+            oncall_handover_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -212,8 +212,10 @@ impl Services {
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
         let oncall = OnCall::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
-        let handover = tokio::spawn(oncall.clone().run_handover(config.oncall_handover_interval));
-        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry, handover];
+        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
+        if let Some(every) = config.oncall_handover_interval {
+            tasks.push(tokio::spawn(oncall.clone().run_handover(every)));
+        }
         if let Some(schedule) = config.audit_reports.clone() {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }

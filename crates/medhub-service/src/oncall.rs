@@ -69,6 +69,13 @@ pub const OPEN_ITEM_MAX_AGE: SignedDuration = SignedDuration::from_hours(72);
 const HANDOVER_PAGE: u32 = 500;
 /// … and at most 20 pages per tick (10,000 items); the rest waits for the next tick.
 const HANDOVER_PAGES_PER_TICK: usize = 20;
+/// The timeline shows a week when no interval is asked for.
+pub const DEFAULT_TIMELINE: SignedDuration = SignedDuration::from_hours(24 * 7);
+/// A calendar export covers 31 days when no interval is asked for: a month's rota.
+pub const DEFAULT_EXPORT: SignedDuration = SignedDuration::from_hours(24 * 31);
+/// An import reads 400 days from now when no window is given: a whole published roster (the
+/// longest window the importer allows).
+pub const DEFAULT_IMPORT: SignedDuration = ical::MAX_IMPORT_WINDOW;
 /// The hand-over job sleeps at least this long between ticks, so a change due "now" cannot
 /// make it spin.
 const HANDOVER_MIN_SLEEP: Duration = Duration::from_millis(200);
@@ -729,7 +736,30 @@ impl OnCall {
         rotations: &[RotationSpec],
     ) -> Result<StoredSchedule, ServiceError> {
         p.require(Permission::ScheduleManage)?;
-        let org = p.user.org;
+        self.create_schedule_in(p.user.org, By::User(p), key, name, time_zone, rotations).await
+    }
+
+    /// [`create_schedule`](Self::create_schedule) by the operator.
+    pub async fn create_schedule_as_operator(
+        &self,
+        org: OrgId,
+        key: &str,
+        name: &str,
+        time_zone: &str,
+        rotations: &[RotationSpec],
+    ) -> Result<StoredSchedule, ServiceError> {
+        self.create_schedule_in(org, By::Operator, key, name, time_zone, rotations).await
+    }
+
+    async fn create_schedule_in(
+        &self,
+        org: OrgId,
+        by: By<'_>,
+        key: &str,
+        name: &str,
+        time_zone: &str,
+        rotations: &[RotationSpec],
+    ) -> Result<StoredSchedule, ServiceError> {
         let role = self.role_in(org, key).await?;
         let rotations = Self::parse_rotations(rotations)?;
         let zone = Zone::named(time_zone)?;
@@ -750,14 +780,14 @@ impl OnCall {
             zone: rule.zone.name().to_owned(),
             rotations: rotations_json(&rule.rotations),
             version: 0,
-            created_by: Some(p.user.id),
+            created_by: by.user(),
             created_at: now,
             updated_at: now,
         };
         let audit = [record(
             &self.audit,
             org,
-            By::User(p),
+            by,
             "schedule.create",
             ("schedule", id.to_string()),
             format!("oncall_role:{}", role.id),
