@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use jiff::{SignedDuration, Timestamp};
 use medhub_core::{CoverageId, OverrideId, ScheduleId, UserId};
-use medhub_service::oncall::{Holder, NewOverride, NowAndNext, RoleSchedules};
+use medhub_service::oncall::{
+    DEFAULT_EXPORT, DEFAULT_IMPORT, DEFAULT_TIMELINE, Holder, NewOverride, NowAndNext, RoleSchedules,
+};
 use medhub_store::{OnCallKind, OnCallRole, OverrideSource, StoredCoverage, StoredOverride, StoredSchedule};
 use medhub_wire::oncall::{
     CoverageList, CoverageView, CreateCoverage, CreateOnCallRole, CreateOverride, DirectoryEntry, ImportReport,
@@ -29,14 +31,6 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authed};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// The timeline shows a week when no interval is asked for.
-const DEFAULT_TIMELINE: SignedDuration = SignedDuration::from_hours(24 * 7);
-/// A calendar export covers 31 days when no interval is asked for: a month's rota.
-const DEFAULT_EXPORT: SignedDuration = SignedDuration::from_hours(24 * 31);
-/// An import reads 400 days from now when no window is given: a whole published roster (the
-/// longest window the importer allows).
-const DEFAULT_IMPORT: SignedDuration = medhub_wire::ical::MAX_IMPORT_WINDOW;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -35,7 +35,7 @@ async fn server(db: medhub_store::testdb::TestDb, clock: &Arc<ManualClock>, hand
         db,
         Settings {
             clock: clock.clone(),
-            service: medhub_service::ServiceConfig { oncall_handover_interval: handover, ..Default::default() },
+            service: medhub_service::ServiceConfig { oncall_handover_interval: Some(handover), ..Default::default() },
             ..Default::default()
         },
     )
@@ -387,7 +387,25 @@ each_backend! {
         assert_eq!((status, code(&body)), (400, "schedule_required"));
         let (status, body) = import(&s, &keeper, &format!("{path}&schedule={target}"), "text/calendar", ics).await;
         assert_eq!(status, 200, "{body}");
-        let records = s.audit_until(|r| r.iter().filter(|a| a.action == "schedule.import").count() >= 4).await;
+        // A large roster (more than a JSON body's 64 KiB) is read whole.
+        let mut big = vec!["BEGIN:VCALENDAR".to_owned(), "VERSION:2.0".into(), "PRODID:-//Rota//EN".into()];
+        for n in 0..200 {
+            let start = ts("2026-04-10T00:00:00Z") + SignedDuration::from_hours(2 * n);
+            big.push("BEGIN:VEVENT".into());
+            big.push(format!("UID:big-{n}@rota"));
+            big.push(format!("DTSTART:{}", start.strftime("%Y%m%dT%H%M%SZ")));
+            big.push("DURATION:PT1H".into());
+            big.push(format!("DESCRIPTION:{}", "x".repeat(400)));
+            big.push(format!("X-MEDHUB-USER:{}", alice.id));
+            big.push("END:VEVENT".into());
+        }
+        big.extend(["END:VCALENDAR".to_owned(), String::new()]);
+        let big = big.join("\r\n");
+        assert!(big.len() > 64 * 1024);
+        let path = format!("/api/v1/oncall/icu-mirror/calendar?from=2026-04-10T00:00:00Z&to=2026-04-30T00:00:00Z&schedule={target}");
+        let (status, body) = import(&s, &keeper, &path, "text/calendar", big).await;
+        assert_eq!((status, &body["added"]), (200, &json!(200)), "{body}");
+        let records = s.audit_until(|r| r.iter().filter(|a| a.action == "schedule.import").count() >= 5).await;
         assert!(records.iter().filter(|a| a.action == "schedule.import").all(|a| a.object_id.as_deref().is_some_and(|o| !o.is_empty())));
     }
 }
@@ -452,6 +470,23 @@ each_backend! {
         let (status, history) = s.get(&format!("/api/v1/conversations/{conversation}/messages"), &alice).await;
         assert_eq!(status, 200, "{history}");
         assert_eq!(history["messages"].as_array().unwrap().len(), 2);
+
+        // If the resolution cannot be recorded after the message committed, the sender is told
+        // so; the resend (same client_txn_id) sends nothing twice and records it, once.
+        s.sql("ALTER TABLE role_resolutions RENAME TO role_resolutions_away").await;
+        let urgent = json!({"client_txn_id": "t7", "body": "BP 70/40", "priority": "critical"});
+        let (status, body) = s.post("/api/v1/oncall/cardiology-oncall/messages", &sender, urgent.clone()).await;
+        assert_eq!((status, code(&body)), (500, "internal"), "{body}");
+        s.sql("ALTER TABLE role_resolutions_away RENAME TO role_resolutions").await;
+        let (status, again) = s.post("/api/v1/oncall/cardiology-oncall/messages", &sender, urgent).await;
+        assert_eq!((status, &again["duplicate"]), (200, &json!(true)), "{again}");
+        assert_eq!(holder_ids(&again["holders"]), [id(&alice)]);
+        let late = MessageId::from_uuid(again["message"]["id"].as_str().unwrap().parse().unwrap());
+        let store = s.services.store.clone();
+        let rows = s.on_server(async move { store.resolutions(late).await.unwrap() }).await;
+        assert_eq!(rows.len(), 1);
+        let (_, history) = s.get(&format!("/api/v1/conversations/{conversation}/messages"), &alice).await;
+        assert_eq!(history["messages"].as_array().unwrap().len(), 3, "sent once");
 
         // Nobody on call: a clear refusal, and nothing is sent.
         let (status, body) = s.post("/api/v1/oncall", &keeper, json!({"key": "night-float", "name": "Night float", "kind": "role"})).await;

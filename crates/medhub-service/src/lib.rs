@@ -109,8 +109,8 @@ pub struct ServiceConfig {
     pub audit_reports: Option<reports::schedule::Schedule>,
     /// The longest the on-call hand-over job sleeps between ticks (it wakes sooner for a
     /// role's next change of holder): new open items and schedule edits are picked up within
-    /// this.
-    pub oncall_handover_interval: Duration,
+    /// this. `None`: the job does not run (the operator's CLI).
+    pub oncall_handover_interval: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -138,7 +138,7 @@ impl Default for ServiceConfig {
             retention_interval: Duration::from_secs(3600),
             retention_batch: 500,
             audit_reports: None,
-            oncall_handover_interval: Duration::from_secs(30),
+            oncall_handover_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -222,7 +222,6 @@ impl Services {
         let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), oncall.clone());
         let presence_poller = tokio::spawn(presence.clone().run_poller());
         let on_call_flags = tokio::spawn(presence.clone().run_on_call_flags());
-        let handover = tokio::spawn(oncall.clone().run_handover(config.oncall_handover_interval));
         let mut tasks = vec![
             writer,
             publisher,
@@ -233,8 +232,10 @@ impl Services {
             expiry,
             presence_poller,
             on_call_flags,
-            handover,
         ];
+        if let Some(every) = config.oncall_handover_interval {
+            tasks.push(tokio::spawn(oncall.clone().run_handover(every)));
+        }
         if let Some(schedule) = config.audit_reports.clone() {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }

@@ -69,6 +69,13 @@ pub const OPEN_ITEM_MAX_AGE: SignedDuration = SignedDuration::from_hours(72);
 const HANDOVER_PAGE: u32 = 500;
 /// … and at most 20 pages per tick (10,000 items); the rest waits for the next tick.
 const HANDOVER_PAGES_PER_TICK: usize = 20;
+/// The timeline shows a week when no interval is asked for.
+pub const DEFAULT_TIMELINE: SignedDuration = SignedDuration::from_hours(24 * 7);
+/// A calendar export covers 31 days when no interval is asked for: a month's rota.
+pub const DEFAULT_EXPORT: SignedDuration = SignedDuration::from_hours(24 * 31);
+/// An import reads 400 days from now when no window is given: a whole published roster (the
+/// longest window the importer allows).
+pub const DEFAULT_IMPORT: SignedDuration = ical::MAX_IMPORT_WINDOW;
 /// The hand-over job sleeps at least this long between ticks, so a change due "now" cannot
 /// make it spin.
 const HANDOVER_MIN_SLEEP: Duration = Duration::from_millis(200);
@@ -219,6 +226,8 @@ pub struct HandoverReport {
     pub moved: usize,
     /// When a role with open items next changes holder, if within the horizon.
     pub next: Option<Timestamp>,
+    /// Where the next tick resumes, when this one stopped at its bound with items left.
+    pub more: Option<(Timestamp, MessageId)>,
 }
 
 /// Which actor a change is recorded for: a signed-in user, or the operator's CLI.
@@ -729,7 +738,30 @@ impl OnCall {
         rotations: &[RotationSpec],
     ) -> Result<StoredSchedule, ServiceError> {
         p.require(Permission::ScheduleManage)?;
-        let org = p.user.org;
+        self.create_schedule_in(p.user.org, By::User(p), key, name, time_zone, rotations).await
+    }
+
+    /// [`create_schedule`](Self::create_schedule) by the operator.
+    pub async fn create_schedule_as_operator(
+        &self,
+        org: OrgId,
+        key: &str,
+        name: &str,
+        time_zone: &str,
+        rotations: &[RotationSpec],
+    ) -> Result<StoredSchedule, ServiceError> {
+        self.create_schedule_in(org, By::Operator, key, name, time_zone, rotations).await
+    }
+
+    async fn create_schedule_in(
+        &self,
+        org: OrgId,
+        by: By<'_>,
+        key: &str,
+        name: &str,
+        time_zone: &str,
+        rotations: &[RotationSpec],
+    ) -> Result<StoredSchedule, ServiceError> {
         let role = self.role_in(org, key).await?;
         let rotations = Self::parse_rotations(rotations)?;
         let zone = Zone::named(time_zone)?;
@@ -750,14 +782,14 @@ impl OnCall {
             zone: rule.zone.name().to_owned(),
             rotations: rotations_json(&rule.rotations),
             version: 0,
-            created_by: Some(p.user.id),
+            created_by: by.user(),
             created_at: now,
             updated_at: now,
         };
         let audit = [record(
             &self.audit,
             org,
-            By::User(p),
+            by,
             "schedule.create",
             ("schedule", id.to_string()),
             format!("oncall_role:{}", role.id),
@@ -1216,7 +1248,18 @@ impl OnCall {
         let rs = self.schedules_of(role).await?;
         let schedules = self.rules_of(&rs)?;
         let coverages = self.coverages(role.org, at).await?;
-        let pairs = union_at(&schedules, &coverages, at);
+        self.reachable_in(role, &schedules, &coverages, at).await
+    }
+
+    /// [`reachable`](Self::reachable) on schedules and coverages already read.
+    async fn reachable_in(
+        &self,
+        role: &OnCallRole,
+        schedules: &[Schedule],
+        coverages: &[Coverage],
+        at: Timestamp,
+    ) -> Result<Vec<Holder>, ServiceError> {
+        let pairs = union_at(schedules, coverages, at);
         let users = self.names(pairs.iter().map(|(_, o)| o.user).collect::<Vec<_>>()).await?;
         let reachable: Vec<_> = pairs
             .into_iter()
@@ -1376,11 +1419,19 @@ impl OnCall {
     /// set of people added. Safe to run on several nodes at once: adding a member twice is
     /// refused by the planner, and a resolution is recorded once.
     pub async fn handover_tick(&self) -> Result<HandoverReport, ServiceError> {
+        self.handover_from(None).await
+    }
+
+    /// [`handover_tick`](Self::handover_tick) starting after `after` in the open items'
+    /// order; the report's `more` says where the next tick resumes when this one stopped at
+    /// its bound.
+    pub async fn handover_from(&self, after: Option<(Timestamp, MessageId)>) -> Result<HandoverReport, ServiceError> {
         let now = self.clock.now();
         let since = now.checked_sub(OPEN_ITEM_MAX_AGE).unwrap_or(Timestamp::MIN);
         let mut items: Vec<OpenItem> = Vec::new();
-        let mut after = None;
-        for _ in 0..HANDOVER_PAGES_PER_TICK {
+        let mut after = after;
+        let mut more = None;
+        for page_no in 0..HANDOVER_PAGES_PER_TICK {
             let page = self.store.open_role_items(since, after, HANDOVER_PAGE).await?;
             let full = page.len() == HANDOVER_PAGE as usize;
             after = page.last().map(|i| (i.created_at, i.message));
@@ -1388,12 +1439,15 @@ impl OnCall {
             if !full {
                 break;
             }
+            if page_no + 1 == HANDOVER_PAGES_PER_TICK {
+                more = after;
+            }
         }
         let mut by_role: HashMap<OnCallRoleId, Vec<OpenItem>> = HashMap::new();
         for item in items {
             by_role.entry(item.role).or_default().push(item);
         }
-        let mut report = HandoverReport::default();
+        let mut report = HandoverReport { more, ..HandoverReport::default() };
         for (role_id, items) in by_role {
             let Some(role) = self.store.oncall_role_by_id(role_id).await? else { continue };
             match self.hand_over(&role, &items, now).await {
@@ -1423,7 +1477,7 @@ impl OnCall {
         let schedules = self.rules_of(&rs)?;
         let coverages = self.coverages(role.org, now).await?;
         let next = role_next_change(&schedules, &coverages, now);
-        let holders = self.reachable(role, now).await?;
+        let holders = self.reachable_in(role, &schedules, &coverages, now).await?;
         let mut moved = 0;
         let mut by_conv: HashMap<ConversationId, Vec<&OpenItem>> = HashMap::new();
         for i in items {
@@ -1432,6 +1486,10 @@ impl OnCall {
         for (conversation, items) in by_conv {
             let members: HashSet<UserId> =
                 self.store.members(conversation).await?.into_iter().map(|m| m.user).collect();
+            // Usually every holder is a member already: nothing more to read.
+            if holders.iter().all(|h| members.contains(&h.user)) {
+                continue;
+            }
             // Who each item was routed to already: someone who left after being routed an item
             // is not pulled back in for it.
             let mut routed: HashMap<MessageId, HashSet<UserId>> = HashMap::new();
@@ -1493,12 +1551,14 @@ impl OnCall {
     /// or `max_tick`, whichever is sooner (new items and schedule edits are picked up within
     /// `max_tick`).
     pub async fn run_handover(self, max_tick: Duration) {
+        let mut resume = None;
         loop {
-            let wait = match self.handover_tick().await {
+            let wait = match self.handover_from(resume).await {
                 Ok(report) => {
                     if report.moved > 0 {
                         tracing::info!(moved = report.moved, "open on-call items moved to new holders");
                     }
+                    resume = report.more;
                     let now = self.clock.now();
                     report
                         .next

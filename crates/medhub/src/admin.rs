@@ -1,5 +1,5 @@
-//! `medhub admin`: organizations, users, conversations and memberships, for scripting a
-//! deployment.
+//! `medhub admin`: organizations, users, conversations and memberships, and on-call
+//! schedules (`oncall.rs`), for scripting a deployment.
 //!
 //! Commands act as the operator (`Actor::System`): they go through the same services and
 //! commit pipeline as the API, so every change is validated and lands in the event log; a
@@ -40,6 +40,12 @@ pub enum AdminCommand {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+    /// On-call roles and schedules: the directory, a role's schedules, iCalendar import and
+    /// export.
+    Oncall {
+        #[command(subcommand)]
+        command: crate::oncall::OncallCommand,
     },
 }
 
@@ -208,6 +214,7 @@ pub async fn run(services: &Services, command: AdminCommand) -> Result<()> {
         AdminCommand::User { command } => user(services, command).await,
         AdminCommand::Conversation { command } => conversation(services, command).await,
         AdminCommand::Member { command } => member(services, command).await,
+        AdminCommand::Oncall { command } => crate::oncall::run(services, command).await,
     }
 }
 

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod audit_export;
 mod config;
+mod oncall;
 mod reports;
 mod retention;
 mod server_key;
@@ -227,6 +228,8 @@ async fn start(config: &Config, serving: bool) -> Result<Services> {
     let mut service = config.service();
     if !serving {
         service.audit_reports = None;
+        // Moving open on-call items is the servers' job, not a CLI command's.
+        service.oncall_handover_interval = None;
     }
     service.server_key = server_key::load_or_create(&config.secret_key_file())?;
     service.oidc = config.oidc()?;

@@ -431,3 +431,76 @@ each_backend! {
 fn uuid_of(out: &str) -> uuid::Uuid {
     json_lines(out)[0]["id"].as_str().unwrap().parse().unwrap()
 }
+
+each_backend! {
+    async fn an_operator_manages_on_call_schedules_with_the_cli(db) {
+        ok(&medhub(&db, &["migrate"], None));
+        let nurse = uuid_of(&ok(&medhub(&db, &["admin", "user", "create", "nurse.kim", "--display-name", "Kim", "--json"], None)));
+        let doc = uuid_of(&ok(&medhub(&db, &["admin", "user", "create", "dr.lee", "--display-name", "Dr Lee", "--json"], None)));
+
+        // A role with a daily 08:00 Berlin rotation, the rotations read from standard input.
+        let out = ok(&medhub(&db, &["admin", "oncall", "create", "cardiology-oncall", "--name", "Cardiology on-call", "--department", "Cardiology"], None));
+        assert!(out.starts_with("cardiology-oncall\t"), "{out}");
+        let rotations = serde_json::json!([{"participants": [nurse, doc], "start": "2026-03-02T08:00:00", "kind": "daily"}]).to_string();
+        ok(&medhub(&db, &["admin", "oncall", "add-schedule", "cardiology-oncall", "--name", "Primary", "--time-zone", "Europe/Berlin", "--rotations", "-"], Some(&rotations)));
+        let bad = failed(&medhub(&db, &["admin", "oncall", "add-schedule", "cardiology-oncall", "--name", "X", "--time-zone", "Mars/Olympus"], None));
+        assert!(bad.contains("unknown time zone"), "{bad}");
+        let missing = failed(&medhub(&db, &["admin", "oncall", "show", "no-such-role"], None));
+        assert!(missing.contains("no on-call role \"no-such-role\""), "{missing}");
+
+        // The directory at a chosen instant: Dr Lee on 3 March, Kim next at 08:00 on the 4th.
+        let list = json_lines(&ok(&medhub(&db, &["admin", "oncall", "list", "--at", "2026-03-03T09:00:00Z", "--json"], None)));
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["key"], "cardiology-oncall");
+        assert_eq!(list[0]["now"][0]["user_id"], serde_json::json!(doc));
+        assert_eq!(list[0]["now"][0]["display_name"], "Dr Lee");
+        assert_eq!((&list[0]["next"]["at"], &list[0]["next"]["holders"][0]["user_id"]), (&serde_json::json!("2026-03-04T07:00:00Z"), &serde_json::json!(nurse)));
+        let text = ok(&medhub(&db, &["admin", "oncall", "list", "--at", "2026-03-03T09:00:00Z"], None));
+        assert!(text.contains("now: Dr Lee (rotation 0)"), "{text}");
+        let show = json_lines(&ok(&medhub(&db, &["admin", "oncall", "show", "cardiology-oncall", "--json"], None)));
+        assert_eq!(show[0]["schedules"][0]["time_zone"], "Europe/Berlin");
+        assert_eq!(show[0]["schedules"][0]["rotations"][0]["kind"], "daily");
+
+        // Export across the spring change to a file, import it into a schedule without
+        // rotations: the mirror has the same holder at every instant.
+        let dir = tempfile::tempdir().unwrap();
+        let ics = dir.path().join("cardiology.ics");
+        let ics_path = ics.display().to_string();
+        ok(&medhub(&db, &["admin", "oncall", "export", "cardiology-oncall", "--from", "2026-03-28T00:00:00Z", "--to", "2026-03-31T00:00:00Z", "--out", &ics_path], None));
+        let text = std::fs::read_to_string(&ics).unwrap();
+        assert!(text.contains("DTSTART:20260328T070000Z\r\nDTEND:20260329T060000Z\r\n"), "{text}");
+        ok(&medhub(&db, &["admin", "oncall", "create", "cardiology-mirror", "--name", "Mirror", "--kind", "role"], None));
+        ok(&medhub(&db, &["admin", "oncall", "add-schedule", "cardiology-mirror", "--name", "Imported", "--time-zone", "Europe/Berlin"], None));
+        let window = ["--from", "2026-03-27T00:00:00Z", "--to", "2026-03-31T00:00:00Z"];
+        let mut args = vec!["admin", "oncall", "import", "cardiology-mirror", &ics_path, "--json"];
+        args.extend(window);
+        let imported = json_lines(&ok(&medhub(&db, &args, None)));
+        // The export has whole shifts: the one from 27 March 08:00 that was running at its start,
+        // and those starting on the 28th, 29th and 30th; all four start in the import window.
+        assert_eq!((&imported[0]["added"], &imported[0]["removed"]), (&serde_json::json!(4), &serde_json::json!(0)), "{imported:?}");
+        for at in ["2026-03-28T12:00:00Z", "2026-03-29T06:30:00Z", "2026-03-30T20:00:00Z"] {
+            let list = json_lines(&ok(&medhub(&db, &["admin", "oncall", "list", "--at", at, "--json"], None)));
+            let holder = |key: &str| list.iter().find(|r| r["key"] == key).unwrap()["now"][0]["user_id"].clone();
+            assert_eq!(holder("cardiology-mirror"), holder("cardiology-oncall"), "{at}");
+        }
+        // Again: replaced, not doubled.
+        let again = json_lines(&ok(&medhub(&db, &args, None)));
+        assert_eq!((&again[0]["added"], &again[0]["removed"]), (&serde_json::json!(4), &serde_json::json!(4)));
+
+        // A calendar naming someone unknown is refused whole, with the event's line.
+        let stranger = text.replacen(&format!("X-MEDHUB-USER:{doc}"), "X-MEDHUB-USER:00000000-0000-0000-0000-000000000009", 1);
+        std::fs::write(&ics, stranger).unwrap();
+        let refused = failed(&medhub(&db, &args, None));
+        assert!(refused.contains("events on lines"), "{refused}");
+
+        // The operator's changes are in the audit log, without an actor.
+        let store = db.open().await;
+        let records: Vec<medhub_core::audit::AuditRecord> = store.audit_events(0, 10_000).await.unwrap().into_iter().map(|(_, r)| r).collect();
+        for action in ["oncall.role_create", "schedule.create", "schedule.import"] {
+            let r = records.iter().find(|r| r.action == action).unwrap_or_else(|| panic!("no {action}"));
+            assert_eq!(r.actor, None, "{action}");
+            assert!(r.org.is_some(), "{action}");
+        }
+        assert_eq!(records.iter().filter(|r| r.action == "schedule.import").count(), 2);
+    }
+}
