@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod clock;
 pub mod error;
+pub mod escalation;
 pub mod event;
 pub mod ids;
 pub mod merkle;
