@@ -553,5 +553,65 @@ impl CloseReason {
     }
 }
 
+/// What a row of the delivery trace records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TraceKind {
+    /// A notification to a person on a channel was queued (a firing).
+    Notified,
+    /// The escalation reached a new person (a step's first round, from the second step on).
+    Escalated,
+    /// A step's targets resolved to nobody.
+    NoTarget,
+    /// A person has none of the step's channels.
+    Unreachable,
+    /// More people than a step notifies; `detail` is how many were left out.
+    Limited,
+    /// The escalation ended unacknowledged.
+    Exhausted,
+    /// A channel accepted a notification (SMTP, the push service, the SMS provider; in the app,
+    /// a live connection).
+    Sent,
+    /// An attempt failed and will be retried; `detail` is the reason.
+    Retrying,
+    /// The notification was given up; `detail` is the reason.
+    Failed,
+    /// The notification was not sent because the escalation had ended (acknowledged first).
+    Cancelled,
+}
+
+impl TraceKind {
+    pub const ALL: [TraceKind; 10] = [
+        TraceKind::Notified,
+        TraceKind::Escalated,
+        TraceKind::NoTarget,
+        TraceKind::Unreachable,
+        TraceKind::Limited,
+        TraceKind::Exhausted,
+        TraceKind::Sent,
+        TraceKind::Retrying,
+        TraceKind::Failed,
+        TraceKind::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceKind::Notified => "notified",
+            TraceKind::Escalated => "escalated",
+            TraceKind::NoTarget => "no_target",
+            TraceKind::Unreachable => "unreachable",
+            TraceKind::Limited => "limited",
+            TraceKind::Exhausted => "exhausted",
+            TraceKind::Sent => "sent",
+            TraceKind::Retrying => "retrying",
+            TraceKind::Failed => "failed",
+            TraceKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 #[cfg(test)]
 mod tests;

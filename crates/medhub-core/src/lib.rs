@@ -26,7 +26,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
 pub use ids::{
-    ClientTxnId, ConversationId, EventId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId, ScheduleId, Seq,
-    SessionId, UserId,
+    ClientTxnId, ConversationId, DeliveryId, EventId, LegalHoldId, MessageId, OrgId, OverrideId, PasskeyId,
+    PushSubscriptionId, ScheduleId, Seq, SessionId, TimerId, UserId,
 };
 pub use jiff::Timestamp;

@@ -21,6 +21,7 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, Session
 pub mod audit;
 mod columns;
 mod error;
+pub mod escalation;
 pub mod identity;
 pub mod patients;
 pub mod postgres;
@@ -30,6 +31,10 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
+pub use escalation::{
+    AttemptResult, Closed, ContactPoints, DeliveryJob, DueTimer, Escalation, EscalationStore, FireInput, Fired,
+    PushSubscriptionRow, StoredEscalationPolicy, TimerKind, TraceRow,
+};
 pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
 };
@@ -108,7 +113,7 @@ pub struct RecipientRow {
 
 /// The storage interface. Every method is one transaction.
 #[async_trait]
-pub trait Store: IdentityStore + PatientStore + RetentionStore + Send + Sync + 'static {
+pub trait Store: IdentityStore + PatientStore + RetentionStore + EscalationStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending schema migrations. Safe to run concurrently from several nodes.

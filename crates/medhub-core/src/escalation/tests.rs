@@ -91,6 +91,9 @@ fn the_first_taking_on_closes_and_a_decline_does_not() {
     for w in [Why::Message, Why::Escalated] {
         assert_eq!(Why::parse(w.as_str()), Some(w));
     }
+    for k in TraceKind::ALL {
+        assert_eq!(TraceKind::parse(k.as_str()), Some(k));
+    }
 }
 
 // --- the shipped policies -------------------------------------------------------------------

@@ -8,6 +8,7 @@
 
 mod batch;
 mod codec;
+mod escalation;
 mod identity;
 mod patients;
 mod read;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_audit_log.sql")),
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/postgres/0014_retention.sql")),
+    (16, include_str!("../../migrations/postgres/0016_escalation.sql")),
 ];
 
 /// The PostgreSQL-backed store.

@@ -9,6 +9,7 @@ pub use rusqlite;
 
 mod batch;
 mod codec;
+mod escalation;
 mod identity;
 mod patients;
 mod read;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_audit_log.sql")),
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
+    (16, include_str!("../../migrations/sqlite/0016_escalation.sql")),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
