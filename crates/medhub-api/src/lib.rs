@@ -6,6 +6,7 @@ mod audit_export;
 mod audit_reports;
 pub mod authz;
 mod error;
+mod escalation;
 mod extract;
 mod headers;
 mod identity;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(patients::routes())
         .merge(audit::routes())
         .merge(retention::routes())
+        .merge(escalation::routes())
         .merge(audit_reports::routes())
         .merge(audit_export::routes())
         .merge(sso::routes())

@@ -254,6 +254,7 @@ fn concrete(path: &str, ids: &Ids) -> String {
         .replace("{user_id}", &ids.user)
         .replace("{patient_ref}", "pat-1")
         .replace("{kind}", "break-glass")
+        .replace("{priority}", "critical")
 }
 
 /// A well-formed body, so that an allowed call reaches the object it names.

@@ -135,4 +135,14 @@ pub enum DomainError {
     /// The user is under a legal hold: their data cannot be erased until it is lifted.
     #[error("the user is under a legal hold; lift it before erasing their personal data")]
     UnderLegalHold,
+    /// The caller has no push subscription with this endpoint.
+    #[error("push subscription not found")]
+    PushSubscriptionNotFound,
+    /// An escalation policy outside its bounds.
+    #[error("invalid escalation policy: {0}")]
+    InvalidEscalationPolicy(crate::escalation::PolicyError),
+    /// A contact point (e-mail, phone, pager, push subscription) that cannot be used; the text
+    /// says which and why, and never repeats the value.
+    #[error("{0}")]
+    InvalidContactPoint(&'static str),
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod auth;
 mod error;
+pub mod escalation;
 pub mod hub;
 pub mod messaging;
 pub mod metrics;
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 pub use audit::AuditSink;
 pub use auth::{AuthService, Principal};
 pub use error::ServiceError;
+pub use escalation::{Escalations, NoOnCallDirectory, OnCallDirectory, OnCallHandle};
 pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
 pub use metrics::Metrics;
@@ -101,6 +103,10 @@ pub struct ServiceConfig {
     /// Where and how often the organization-wide compliance reports are written (none: not
     /// scheduled; they are still made on demand).
     pub audit_reports: Option<reports::schedule::Schedule>,
+    /// The notification channels outside medhub (`[notify]`); `None`: in the app only.
+    pub notifier: Option<Arc<medhub_notify::Notifier>>,
+    /// Who holds an on-call role, for escalation steps to one (default: nobody).
+    pub on_call: OnCallHandle,
 }
 
 impl Default for ServiceConfig {
@@ -128,6 +134,8 @@ impl Default for ServiceConfig {
             retention_interval: Duration::from_secs(3600),
             retention_batch: 500,
             audit_reports: None,
+            notifier: None,
+            on_call: OnCallHandle::default(),
         }
     }
 }
@@ -147,6 +155,7 @@ pub struct Services {
     pub patients: Patients,
     pub retention: Retention,
     pub reports: Reports,
+    pub escalation: Escalations,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -190,7 +199,17 @@ impl Services {
         let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
         let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
-        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone());
+        let escalation = Escalations::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            hub.clone(),
+            metrics.clone(),
+            config.notifier.clone(),
+            config.on_call.0.clone(),
+        );
+        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone())
+            .with_escalation_waker(escalation.waker());
         let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
         let head_signer = tokio::spawn(tree_heads::run_signer(
             store.clone(),
@@ -203,7 +222,10 @@ impl Services {
             Retention::new(store.clone(), clock.clone(), hub.clone(), config.retention_batch, audit.clone());
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
-        let mut tasks = vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry];
+        let timers = tokio::spawn(escalation.clone().run_timers());
+        let deliveries = tokio::spawn(escalation.clone().run_deliveries());
+        let mut tasks =
+            vec![writer, publisher, sweeper, audit_writer, grants_sweeper, head_signer, expiry, timers, deliveries];
         if let Some(schedule) = config.audit_reports.clone() {
             tasks.push(tokio::spawn(reports::schedule::run(store.clone(), audit.clone(), clock.clone(), schedule)));
         }
@@ -220,6 +242,7 @@ impl Services {
             patients,
             retention,
             reports,
+            escalation,
         };
         Ok((services, Background { tasks }))
     }

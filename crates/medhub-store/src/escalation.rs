@@ -188,6 +188,9 @@ pub struct DeliveryJob {
     /// For push: which subscription.
     pub subscription: Option<PushSubscriptionId>,
     pub why: Why,
+    /// The escalation step (from 0) and repeat that queued it.
+    pub level: u16,
+    pub round: u32,
     /// Attempts made before this one.
     pub attempts: u32,
     /// Proves the lease when finishing: a job whose lease ran out and was taken by another

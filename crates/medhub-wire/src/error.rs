@@ -75,6 +75,8 @@ codes! {
     InvalidRetention = ("invalid_retention", 400, "A retention period must be 1 to 36500 days, and at least 2190 days (6 years) for clinical conversations (those linked to a patient)."),
     InvalidHoldReason = ("invalid_hold_reason", 400, "A legal hold's reason, and the reason for lifting one, must be 10 to 1000 characters (a matter or case reference and why)."),
     UnderLegalHold = ("under_legal_hold", 409, "The user is under a legal hold; their personal data cannot be erased until the hold is lifted."),
+    InvalidEscalationPolicy = ("invalid_escalation_policy", 400, "The escalation policy is outside its bounds: 1-10 steps starting at strictly increasing times from 0, at least one channel each, repeats of at least 30 s, 1-50 named users, on-call roles of `[a-z0-9_]`, and an end after the last step within 24 hours (the message says which)."),
+    InvalidContactPoint = ("invalid_contact_point", 400, "A contact point is not valid: an e-mail address, a mobile number in E.164 form (`+447700900123`), a pager number, or a push subscription of an allowed push service (the message says which)."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -153,7 +155,8 @@ impl From<&DomainError> for WireError {
             | DomainError::UserNotFound
             | DomainError::SessionNotFound
             | DomainError::GrantNotFound
-            | DomainError::HoldNotFound => ErrorCode::NotFound,
+            | DomainError::HoldNotFound
+            | DomainError::PushSubscriptionNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -190,6 +193,8 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidRetention { .. } => ErrorCode::InvalidRetention,
             DomainError::InvalidHoldReason { .. } => ErrorCode::InvalidHoldReason,
             DomainError::UnderLegalHold => ErrorCode::UnderLegalHold,
+            DomainError::InvalidEscalationPolicy(_) => ErrorCode::InvalidEscalationPolicy,
+            DomainError::InvalidContactPoint(_) => ErrorCode::InvalidContactPoint,
         };
         // "Not found" never says which object, so nothing leaks through the message either.
         match code {

@@ -630,6 +630,7 @@ impl EscalationStore for PgStore {
         let leased_until = us(now.checked_add(lease_for).unwrap_or(now));
         let mut out = Vec::new();
         for r in &rows {
+            let at = point(r, 9, 10)?.unwrap_or(Point { level: 0, round: 0 });
             let job = DeliveryJob {
                 id: DeliveryId::from_uuid(codec::uuid(r, 0)?),
                 org: OrgId::from_uuid(codec::uuid(r, 1)?),
@@ -638,6 +639,8 @@ impl EscalationStore for PgStore {
                 channel: codec::parse(r, 4, Channel::parse)?,
                 subscription: codec::opt_uuid(r, 5)?.map(PushSubscriptionId::from_uuid),
                 why: codec::parse(r, 6, Why::parse)?,
+                level: at.level,
+                round: at.round,
                 attempts: u32::try_from(r.try_get::<_, i64>(7)?).unwrap_or(0),
                 lease: Uuid::now_v7(),
             };
@@ -650,7 +653,7 @@ impl EscalationStore for PgStore {
                 .await?;
                 let t = NewTrace {
                     kind: TraceKind::Cancelled,
-                    point: point(r, 9, 10)?,
+                    point: Some(at),
                     user: Some(job.user),
                     channel: Some(job.channel),
                     detail: Some("the escalation had ended".to_owned()),

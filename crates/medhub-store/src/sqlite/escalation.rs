@@ -398,6 +398,10 @@ fn claim(
              ORDER BY j.next_attempt_at LIMIT ?2"
         ))?
         .query_map(params![us(now), limit], |r| {
+            let point = Point {
+                level: u16::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
+                round: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+            };
             let job = DeliveryJob {
                 id: codec::id(r, 0, DeliveryId::from_slice)?,
                 org: codec::id(r, 1, OrgId::from_slice)?,
@@ -406,12 +410,10 @@ fn claim(
                 channel: codec::parse(r, 4, Channel::parse)?,
                 subscription: codec::opt_id(r, 5, PushSubscriptionId::from_slice)?,
                 why: codec::parse(r, 6, Why::parse)?,
+                level: point.level,
+                round: point.round,
                 attempts: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
                 lease: uuid::Uuid::now_v7(),
-            };
-            let point = Point {
-                level: u16::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
-                round: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
             };
             Ok((job, r.get::<_, bool>(8)?, point))
         })?
