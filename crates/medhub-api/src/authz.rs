@@ -55,6 +55,11 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("DELETE", "/api/v1/auth/sessions/{id}", Need::Active(OwnAccount)),
     ("POST", "/api/v1/auth/ws-ticket", Need::Active(OwnAccount)),
     ("GET", "/api/v1/me", Need::Active(OwnAccount)),
+    // Where one is notified outside medhub.
+    ("GET", "/api/v1/me/contact", Need::Active(OwnAccount)),
+    ("PUT", "/api/v1/me/contact", Need::Active(OwnAccount)),
+    ("POST", "/api/v1/me/push-subscriptions", Need::Active(OwnAccount)),
+    ("DELETE", "/api/v1/me/push-subscriptions", Need::Active(OwnAccount)),
     // Administration.
     ("GET", "/api/v1/admin/sessions", Need::Active(SessionAdmin)),
     ("DELETE", "/api/v1/admin/sessions/{id}", Need::Active(SessionAdmin)),
@@ -63,6 +68,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/v1/admin/users/{id}/invitation", Need::Active(UserAdmin)),
     ("POST", "/api/v1/admin/users/{id}/mfa-reset", Need::Active(UserAdmin)),
     ("GET", "/api/v1/admin/settings", Need::Active(OrgSettings)),
+    // Escalation policies (the service also demands a step-up to change one).
+    ("GET", "/api/v1/admin/escalation-policies/{priority}", Need::Active(OrgSettings)),
+    ("PUT", "/api/v1/admin/escalation-policies/{priority}", Need::Active(OrgSettings)),
     ("PATCH", "/api/v1/admin/settings", Need::Active(OrgSettings)),
     // Listing roles is for user administrators too (the service lets either in).
     ("GET", "/api/v1/admin/roles", Need::Active(UserAdmin)),
@@ -93,6 +101,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/messages/{id}/revisions", Need::Active(ConversationRead)),
     ("POST", "/api/v1/messages/{id}/ack", Need::Active(MessageSend)),
     ("GET", "/api/v1/messages/{id}/status", Need::Active(ConversationRead)),
+    // The delivery trace: the sender, owners and administrators (checked by the service).
+    ("GET", "/api/v1/messages/{id}/trace", Need::Active(ConversationRead)),
     // Patient scope: care teams, break-glass (the service also demands a step-up), and the
     // grants compliance officers review.
     ("GET", "/api/v1/patients/{patient_ref}/care-team", Need::Active(DirectoryRead)),

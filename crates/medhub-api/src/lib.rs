@@ -6,6 +6,7 @@ mod audit_export;
 mod audit_reports;
 pub mod authz;
 mod error;
+mod escalation;
 mod extract;
 mod handoff;
 mod headers;
@@ -154,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .merge(handoff::routes())
         .merge(presence::routes())
         .merge(oncall::routes())
+        .merge(escalation::routes())
         .merge(audit_reports::routes())
         .merge(audit_export::routes())
         .merge(sso::routes())

@@ -296,6 +296,7 @@ fn concrete(path: &str, ids: &Ids) -> String {
         .replace("{kind}", "break-glass")
         .replace("{role}", &ids.oncall_role)
         .replace("{override_id}", &ids.override_id)
+        .replace("{priority}", "critical")
 }
 
 /// A well-formed body, so that an allowed call reaches the object it names.

@@ -147,4 +147,14 @@ pub enum DomainError {
     /// A presence override that breaks a rule (the reason says which).
     #[error("invalid presence: {reason}")]
     InvalidPresence { reason: &'static str },
+    /// The caller has no push subscription with this endpoint.
+    #[error("push subscription not found")]
+    PushSubscriptionNotFound,
+    /// An escalation policy outside its bounds.
+    #[error("invalid escalation policy: {0}")]
+    InvalidEscalationPolicy(crate::escalation::PolicyError),
+    /// A contact point (e-mail, phone, pager, push subscription) that cannot be used; the text
+    /// says which and why, and never repeats the value.
+    #[error("{0}")]
+    InvalidContactPoint(&'static str),
 }

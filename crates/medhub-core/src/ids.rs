@@ -105,6 +105,18 @@ uuid_id!(
     /// A coverage: while one person is away, another takes what is addressed to them.
     CoverageId
 );
+uuid_id!(
+    /// A durable timer (escalation steps).
+    TimerId
+);
+uuid_id!(
+    /// A delivery job of the notification outbox; also the idempotency key of its attempts.
+    DeliveryId
+);
+uuid_id!(
+    /// A user's Web Push subscription (one per browser or device).
+    PushSubscriptionId
+);
 
 /// Position in the event log. Event ids are assigned gap-free, in commit order, across the
 /// whole store; a client's resume cursor is the id of the last event it processed.

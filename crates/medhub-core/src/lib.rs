@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authz;
 pub mod clock;
 pub mod error;
+pub mod escalation;
 pub mod event;
 pub mod handoff;
 pub mod ids;
@@ -27,7 +28,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
 pub use event::{Event, EventKind};
 pub use ids::{
-    ClientTxnId, ConversationId, CoverageId, EventId, HandoffId, LegalHoldId, MessageId, OnCallRoleId, OrgId,
-    OverrideId, PasskeyId, ScheduleId, Seq, SessionId, UserId,
+    ClientTxnId, ConversationId, CoverageId, DeliveryId, EventId, HandoffId, LegalHoldId, MessageId, OnCallRoleId,
+    OrgId, OverrideId, PasskeyId, PushSubscriptionId, ScheduleId, Seq, SessionId, TimerId, UserId,
 };
 pub use jiff::Timestamp;

@@ -313,8 +313,9 @@ impl Hub {
         }
     }
 
-    /// Queues an ephemeral frame to every connection of these users except `skip`.
-    pub fn send_ephemeral(&self, users: impl IntoIterator<Item = UserId>, skip: Option<u64>, frame: Bytes) {
+    /// Queues an ephemeral frame to every connection of these users except `skip`; returns how
+    /// many connections it was queued to.
+    pub fn send_ephemeral(&self, users: impl IntoIterator<Item = UserId>, skip: Option<u64>, frame: Bytes) -> u64 {
         let conns = self.conns.read();
         let mut delivered = 0u64;
         for u in users {
@@ -326,6 +327,7 @@ impl Hub {
             }
         }
         self.metrics.deliveries.inc_by(delivered);
+        delivered
     }
 
     /// The cached members of a conversation, if the hub has them.

@@ -8,7 +8,9 @@
 pub mod audit;
 pub mod audit_export;
 pub mod auth;
+pub mod directory;
 mod error;
+pub mod escalation;
 pub mod handoff;
 pub mod hub;
 pub mod messaging;
@@ -32,7 +34,9 @@ use tokio::task::JoinHandle;
 
 pub use audit::AuditSink;
 pub use auth::{AuthService, Principal};
+use directory::OnCallLink;
 pub use error::ServiceError;
+pub use escalation::{Escalations, NoOnCallDirectory, OnCallDirectory, OnCallHandle};
 pub use handoff::Handoffs;
 pub use hub::{Conn, Hub, Outbound};
 pub use messaging::Messaging;
@@ -111,6 +115,11 @@ pub struct ServiceConfig {
     /// role's next change of holder): new open items and schedule edits are picked up within
     /// this. `None`: the job does not run (the operator's CLI).
     pub oncall_handover_interval: Option<Duration>,
+    /// The notification channels outside medhub (`[notify]`); `None`: in the app only.
+    pub notifier: Option<Arc<medhub_notify::Notifier>>,
+    /// Who holds an on-call role, for escalation steps to one; `None` (the default): the
+    /// on-call service's directory.
+    pub on_call: Option<OnCallHandle>,
 }
 
 impl Default for ServiceConfig {
@@ -139,6 +148,8 @@ impl Default for ServiceConfig {
             retention_batch: 500,
             audit_reports: None,
             oncall_handover_interval: Some(Duration::from_secs(30)),
+            notifier: None,
+            on_call: None,
         }
     }
 }
@@ -161,6 +172,7 @@ pub struct Services {
     pub retention: Retention,
     pub reports: Reports,
     pub oncall: OnCall,
+    pub escalation: Escalations,
 }
 
 /// Background tasks; abort them to stop the services.
@@ -204,7 +216,21 @@ impl Services {
         let sweeper = tokio::spawn(auth.clone().run_sweeper(config.session_sweep_interval));
         let patients = Patients::new(store.clone(), clock.clone(), audit.clone(), hub.clone());
         let grants_sweeper = tokio::spawn(patients.clone().run_sweeper(config.session_sweep_interval));
-        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone());
+        let on_call_link = Arc::new(OnCallLink::default());
+        let escalation = Escalations::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            hub.clone(),
+            metrics.clone(),
+            config.notifier.clone(),
+            match &config.on_call {
+                Some(handle) => handle.0.clone(),
+                None => on_call_link.clone(),
+            },
+        );
+        let messaging = Messaging::new(store.clone(), pipeline.clone(), hub.clone(), patients.clone(), audit.clone())
+            .with_escalation_waker(escalation.waker());
         let handoffs = Handoffs::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
         let signer = Arc::new(tree_heads::TreeHeadSigner::new(&config.server_key));
         let head_signer = tokio::spawn(tree_heads::run_signer(
@@ -219,6 +245,9 @@ impl Services {
         let expiry = tokio::spawn(retention.clone().run_job(config.retention_interval));
         let reports = Reports::new(store.clone(), clock.clone(), audit.clone());
         let oncall = OnCall::new(store.clone(), clock.clone(), audit.clone(), messaging.clone());
+        on_call_link.bind(oncall.clone());
+        let timers = tokio::spawn(escalation.clone().run_timers());
+        let deliveries = tokio::spawn(escalation.clone().run_deliveries());
         let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), oncall.clone());
         let presence_poller = tokio::spawn(presence.clone().run_poller());
         let on_call_flags = tokio::spawn(presence.clone().run_on_call_flags());
@@ -232,6 +261,8 @@ impl Services {
             expiry,
             presence_poller,
             on_call_flags,
+            timers,
+            deliveries,
         ];
         if let Some(every) = config.oncall_handover_interval {
             tasks.push(tokio::spawn(oncall.clone().run_handover(every)));
@@ -255,6 +286,7 @@ impl Services {
             retention,
             reports,
             oncall,
+            escalation,
         };
         Ok((services, Background { tasks }))
     }

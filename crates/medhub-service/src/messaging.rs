@@ -34,6 +34,9 @@ pub struct Messaging {
     hub: Arc<Hub>,
     patients: Patients,
     audit: crate::AuditSink,
+    /// Wakes the escalation timer worker when an urgent or critical message commits (its first
+    /// timer is due at once).
+    escalation_waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 fn unexpected(outcome: Outcome) -> ServiceError {
@@ -49,7 +52,13 @@ impl Messaging {
         patients: Patients,
         audit: crate::AuditSink,
     ) -> Self {
-        Self { store, pipeline, hub, patients, audit }
+        Self { store, pipeline, hub, patients, audit, escalation_waker: None }
+    }
+
+    /// Wakes the escalation timer worker after urgent and critical sends.
+    pub(crate) fn with_escalation_waker(mut self, waker: Arc<tokio::sync::Notify>) -> Self {
+        self.escalation_waker = Some(waker);
+        self
     }
 
     /// Sends a message; returns it and whether it was a resend of an earlier one.
@@ -73,7 +82,15 @@ impl Messaging {
             reply_to,
         });
         match self.pipeline.submit_audited(cmd, Some(self.template(p))).await? {
-            Outcome::MessageSent { message, duplicate } => Ok((message, duplicate)),
+            Outcome::MessageSent { message, duplicate } => {
+                if !duplicate
+                    && medhub_core::escalation::escalates(&message)
+                    && let Some(w) = &self.escalation_waker
+                {
+                    w.notify_one();
+                }
+                Ok((message, duplicate))
+            }
             other => Err(unexpected(other)),
         }
     }

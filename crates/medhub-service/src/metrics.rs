@@ -13,6 +13,15 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// Label of notification attempts: the channel and how the attempt ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabel {
+    /// `in_app`, `push`, `email`, `sms`, `pager`.
+    pub channel: String,
+    /// `sent`, `retrying`, `failed` (final), `gone` (push subscription deleted; final).
+    pub outcome: String,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +49,10 @@ pub struct Metrics {
     pub slow_consumer_closes: Counter,
     /// Errors answered to clients, by wire code.
     pub errors: Family<CodeLabel, Counter>,
+    /// Escalation timers fired (each one point of one message's escalation).
+    pub escalation_firings: Counter,
+    /// Notification attempts, by channel and outcome.
+    pub notifications: Family<NotificationLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +79,8 @@ impl Metrics {
             queued_frames: Gauge::default(),
             slow_consumer_closes: Counter::default(),
             errors: Family::default(),
+            escalation_firings: Counter::default(),
+            notifications: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open real-time connections", m.connections.clone());
@@ -84,12 +99,25 @@ impl Metrics {
         registry.register("connection_queue_depth", "Frames waiting in connection queues", m.queued_frames.clone());
         registry.register("slow_consumer_closes", "Connections closed as too slow", m.slow_consumer_closes.clone());
         registry.register("errors", "Errors answered to clients, by code", m.errors.clone());
+        registry.register("escalation_firings", "Escalation timers fired", m.escalation_firings.clone());
+        registry.register(
+            "notifications",
+            "Notification attempts, by channel and outcome (retrying, or final: sent, failed, gone)",
+            m.notifications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Counts an error answered to a client.
     pub fn error(&self, code: &str) {
         self.errors.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
+    }
+
+    /// Counts a notification attempt.
+    pub fn notification(&self, channel: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabel { channel: channel.to_owned(), outcome: outcome.to_owned() })
+            .inc();
     }
 
     /// The Prometheus text exposition.

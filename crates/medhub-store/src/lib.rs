@@ -21,6 +21,7 @@ use medhub_core::{ConversationId, Event, EventId, MessageId, OrgId, Seq, Session
 pub mod audit;
 mod columns;
 mod error;
+pub mod escalation;
 pub mod handoff;
 pub mod identity;
 pub mod oncall;
@@ -33,6 +34,10 @@ pub mod sqlite;
 pub mod testdb;
 
 pub use error::StoreError;
+pub use escalation::{
+    AttemptResult, Closed, ContactPoints, DeliveryJob, DueTimer, Escalation, EscalationStore, FireInput, Fired,
+    PushSubscriptionRow, StoredEscalationPolicy, TimerKind, TraceRow,
+};
 pub use handoff::HandoffStore;
 pub use identity::{
     AuditEntry, AuditHead, AuthFlow, Ended, IdentityStore, PasskeyDeletion, PasskeyRecord, StoredTreeHead, TotpRecord,
@@ -118,7 +123,16 @@ pub struct RecipientRow {
 /// The storage interface. Every method is one transaction.
 #[async_trait]
 pub trait Store:
-    IdentityStore + PatientStore + RetentionStore + OnCallStore + HandoffStore + PresenceStore + Send + Sync + 'static
+    IdentityStore
+    + PatientStore
+    + RetentionStore
+    + OnCallStore
+    + EscalationStore
+    + HandoffStore
+    + PresenceStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

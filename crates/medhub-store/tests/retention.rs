@@ -405,6 +405,17 @@ each_backend! {
         let throttle = Throttle { failures: 2, window_start: t0(), locked_until: None };
         store.put_throttle("login:acct:ann", &throttle).await.unwrap();
         store.put_throttle("login:acct:xann", &throttle).await.unwrap();
+        let contact = medhub_store::ContactPoints { email: Some("ann@h.example".into()), phone: Some("+447700900123".into()), pager: None };
+        store.set_contact_points(ann, &contact, t0(), &[]).await.unwrap();
+        let sub = medhub_store::PushSubscriptionRow {
+            id: medhub_core::PushSubscriptionId::new_v7(),
+            user: ann,
+            endpoint: "https://push.example/ann".into(),
+            p256dh: "k".into(),
+            auth: "a".into(),
+            created_at: t0(),
+        };
+        store.add_push_subscription(&sub, &[]).await.unwrap();
 
         let direct = conversation(&store, t0(), ann, ConversationKind::Direct, &[bob], None).await;
         let clinical = conversation(&store, t0(), ann, ConversationKind::Group, &[bob], Some("pat-9")).await;
@@ -440,6 +451,8 @@ each_backend! {
         assert!(store.user_record_by_username("ann").await.unwrap().is_none());
         assert!(store.totp(ann).await.unwrap().is_none());
         assert!(store.recovery_codes(ann).await.unwrap().is_empty());
+        assert_eq!(store.contact_points(ann).await.unwrap(), medhub_store::ContactPoints::default());
+        assert!(store.push_subscriptions(ann).await.unwrap().is_empty());
         assert!(store.session(session.id).await.unwrap().is_none(), "ended");
         let left = scalar(&db, "SELECT COUNT(*) FROM sessions WHERE ip IS NOT NULL OR user_agent IS NOT NULL").await;
         assert_eq!(left, 0, "no address or user agent is kept");

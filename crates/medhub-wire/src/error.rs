@@ -98,6 +98,8 @@ codes! {
     UnsupportedMediaType = ("unsupported_media_type", 415, "The body must be `text/calendar`."),
     NobodyOnCall = ("nobody_on_call", 409, "Nobody is on call for this role now; nothing was sent. Call the department or choose another role."),
     NobodyElseOnCall = ("nobody_else_on_call", 409, "You are the only one on call for this role now; nothing was sent."),
+    InvalidEscalationPolicy = ("invalid_escalation_policy", 400, "The escalation policy is outside its bounds: 1-10 steps starting at strictly increasing times from 0, at least one channel each, repeats of at least 30 s, 1-50 named users, on-call roles of `[a-z0-9_]`, and an end after the last step within 24 hours (the message says which)."),
+    InvalidContactPoint = ("invalid_contact_point", 400, "A contact point is not valid: an e-mail address, a mobile number in E.164 form (`+447700900123`), a pager number, or a push subscription of an allowed push service (the message says which)."),
     InvalidRequest = ("invalid_request", 400, "A parameter is out of range or malformed (the message says which)."),
     CursorOutOfRange = ("cursor_out_of_range", 400, "The resume cursor is ahead of the newest event; the client must resynchronise."),
     Unauthenticated = ("unauthenticated", 401, "No valid session: the token is missing, unknown, expired or revoked."),
@@ -209,6 +211,7 @@ impl From<&DomainError> for WireError {
             | DomainError::GrantNotFound
             | DomainError::HoldNotFound
             | DomainError::HandoffNotFound => ErrorCode::NotFound,
+            DomainError::PushSubscriptionNotFound => ErrorCode::NotFound,
             DomainError::Forbidden => ErrorCode::Forbidden,
             DomainError::EmptyBody => ErrorCode::EmptyBody,
             DomainError::BodyTooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -248,6 +251,8 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidHandoff { .. } => ErrorCode::InvalidHandoff,
             DomainError::HandoffClosed => ErrorCode::HandoffClosed,
             DomainError::InvalidPresence { .. } => ErrorCode::InvalidPresence,
+            DomainError::InvalidEscalationPolicy(_) => ErrorCode::InvalidEscalationPolicy,
+            DomainError::InvalidContactPoint(_) => ErrorCode::InvalidContactPoint,
         };
         // "Not found" never says which object, so nothing leaks through the message either.
         match code {

@@ -251,6 +251,21 @@ pub enum ServerFrame {
         #[schema(value_type = String, format = DateTime)]
         expires_at: jiff::Timestamp,
     },
+    /// To a person an urgent or critical message notifies (a recipient, or someone the
+    /// escalation reached): an alert to show and sound until it is acknowledged. Ids only; the
+    /// message itself arrives (or arrived) as its `message.created` event, if the person is a
+    /// member. Ephemeral: the notification is in the message's delivery trace.
+    Notice {
+        message_id: Uuid,
+        conversation_id: Uuid,
+        sender_id: Uuid,
+        priority: PriorityView,
+        /// `new_message` (a recipient) or `escalated` (the escalation reached you).
+        reason: String,
+        /// The escalation step (from 1) and the repeat within it (0 first).
+        step: u16,
+        round: u32,
+    },
     /// Answer to `ping`.
     Pong { id: Option<String> },
     /// A request failed; `id` names it when the failing frame carried one.

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod audit_export;
 pub mod error;
+pub mod escalation;
 pub mod frames;
 pub mod handoff;
 pub mod ical;

@@ -48,6 +48,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Content retention: the expiry job (policies and legal holds are set per organization over the API).
     pub retention: RetentionConfig,
+    /// Notifications outside medhub (Web Push, e-mail, SMS, pager) for escalations (docs/clinical.md). Off until `public_base_url` is set; each channel is off until its table is present. The in-app alert needs none of this.
+    pub notify: NotifySection,
     /// What the first start creates in an empty store.
     pub bootstrap: BootstrapConfig,
     /// Logging.
@@ -450,6 +452,172 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Notifications outside medhub (docs/clinical.md, "Notification channels and PHI safety").
+/// The same shape `medhub_notify::NotifyConfig` reads; [`Config::notify`] hands it over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// The web client's public base URL, https:// only, at most 64 bytes ("https://medhub.example.org"); every notification links to {public_base_url}/c/{conversation id}. Setting it turns notifications outside medhub on. Default: unset (in the app only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+    /// Show the titles of conversations that are not linked to a patient ("Ward 7 on-call"); off, every conversation is named by its kind only. A patient's conversation is never named by its title. Default: true.
+    pub show_conversation_titles: bool,
+    /// Retries of failed sends: full-jitter exponential backoff.
+    pub retry: NotifyRetrySection,
+    /// Web Push (RFC 8030, 8291, 8292). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webpush: Option<WebPushSection>,
+    /// The SMTP relay of the e-mail and pager channels. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSection>,
+    /// E-mail (needs `notify.smtp`). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSection>,
+    /// Pagers through an e-mail gateway (needs `notify.smtp`). Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pager: Option<PagerSection>,
+    /// SMS through a provider's HTTP API. Default: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSection>,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            show_conversation_titles: true,
+            retry: NotifyRetrySection::default(),
+            webpush: None,
+            smtp: None,
+            email: None,
+            pager: None,
+            sms: None,
+        }
+    }
+}
+
+/// `[notify.retry]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyRetrySection {
+    /// The ceiling of the first wait, in milliseconds; it doubles with every attempt. Default: 2000.
+    pub base_ms: u64,
+    /// The largest ceiling, in seconds. Default: 300.
+    pub cap_secs: u64,
+    /// Attempts in all; after the last the failure is final (in the delivery trace, counted). Default: 8.
+    pub max_attempts: u32,
+    /// The longest Retry-After a provider can impose, in seconds. Default: 900.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for NotifyRetrySection {
+    fn default() -> Self {
+        Self { base_ms: 2_000, cap_secs: 300, max_attempts: 8, max_retry_after_secs: 900 }
+    }
+}
+
+/// `[notify.webpush]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushSection {
+    /// The VAPID private key: a P-256 scalar, 32 bytes, base64url; browsers subscribe with its public key, so changing it makes every subscription useless. Required.
+    pub vapid_private_key: Secret,
+    /// Who runs this server, for the push services: "mailto:…" or "https://…". Required.
+    pub subject: String,
+    /// How long a push service keeps a notification for a device that is offline, in seconds. Default: 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u32>,
+    /// The push services medhub may post to (a host or any name under it); an empty list allows every https host. Default: the push services of Chrome, Firefox, Edge and Safari.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_endpoint_hosts: Option<Vec<String>>,
+    /// Also allow http:// endpoints on loopback addresses (tests, a local push relay). Default: false.
+    #[serde(default)]
+    pub allow_loopback_http: bool,
+    /// The time limit of one request, in seconds. Default: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// How the connection to the SMTP relay is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    /// STARTTLS, which must succeed (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// No TLS: only to a relay on this machine, without a password (port 25).
+    None,
+}
+
+/// `[notify.smtp]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// The relay's host name (checked against its certificate) or address. Required.
+    pub host: String,
+    /// Default: 587 for starttls, 465 for implicit, 25 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// "starttls", "implicit" or "none" (loopback only). Default: "starttls".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTlsMode>,
+    /// User name for SMTP AUTH, over TLS only. Default: unset (no AUTH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for SMTP AUTH; never logged. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// A PEM file of CA certificates trusted besides the system's (the hospital's own CA). Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_root_ca_file: Option<PathBuf>,
+    /// The name medhub gives in EHLO. Default: this machine's host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    /// The time limit of each SMTP command, in seconds. Default: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[notify.email]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSection {
+    /// The sender: an address, or a name and an address ("medhub <medhub@hospital.example>"). Required.
+    pub from: String,
+}
+
+/// `[notify.pager]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PagerSection {
+    /// The gateway's address with {pager} where the pager number goes ("{pager}@pager.hospital.example"). Required.
+    pub gateway: String,
+    /// The sender. Default: notify.email.from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// `[notify.sms]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSection {
+    /// The provider's endpoint for one message: https://, or http:// on loopback only; no credentials or query. Required.
+    pub url: String,
+    /// The bearer token; never logged. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// The sender name or number the provider shows. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's. Default: unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_root_ca_file: Option<PathBuf>,
+    /// The time limit of one request, in seconds. Default: 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
 /// What the first start creates in an empty store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -700,7 +868,37 @@ impl Config {
             }
             None => {}
         }
+        if let Err(ConfigError::Invalid(e)) = self.notifier() {
+            problems.push(e);
+        }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems.join("\n"))) }
+    }
+
+    /// `[notify]` as the notification crate reads it; `None` when notifications outside medhub
+    /// are off (no `public_base_url`).
+    pub fn notify(&self) -> Result<Option<medhub_notify::NotifyConfig>, ConfigError> {
+        let n = &self.notify;
+        if n.public_base_url.is_none() {
+            let any =
+                n.webpush.is_some() || n.smtp.is_some() || n.email.is_some() || n.pager.is_some() || n.sms.is_some();
+            return if any {
+                Err(ConfigError::Invalid("notify.public_base_url must be set for notification channels".to_owned()))
+            } else {
+                Ok(None)
+            };
+        }
+        // The same shape: the crate's own reading (and its unknown-key refusal) decides.
+        let value = serde_json::to_value(n).map_err(|e| ConfigError::Invalid(format!("notify: {e}")))?;
+        serde_json::from_value(value).map(Some).map_err(|e| ConfigError::Invalid(format!("notify: {e}")))
+    }
+
+    /// The notification channels, built and checked (URLs, keys, CA files); `None` when off.
+    pub fn notifier(&self) -> Result<Option<std::sync::Arc<medhub_notify::Notifier>>, ConfigError> {
+        let Some(config) = self.notify()? else { return Ok(None) };
+        let clock: std::sync::Arc<dyn medhub_core::Clock> = std::sync::Arc::new(medhub_core::SystemClock);
+        medhub_notify::Notifier::new(&config, clock)
+            .map(|n| Some(std::sync::Arc::new(n)))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The passkey relying party for the services; `None` when passkeys are off.
@@ -914,24 +1112,62 @@ pub fn example_toml() -> String {
     );
     let Some(sections) = root.get("properties").and_then(|p| p.as_object()) else { return out };
     for (section, prop) in sections {
-        out.push('\n');
-        for line in text(prop, &defs).lines() {
-            out.push_str(&format!("# {line}\n"));
-        }
-        out.push_str(&format!("[{section}]\n"));
-        let def = resolve(prop, &defs);
-        let Some(fields) = def.get("properties").and_then(|p| p.as_object()) else { continue };
-        for (key, field) in fields {
-            for line in text(field, &defs).lines() {
-                out.push_str(&format!("# {line}\n"));
-            }
-            match defaults.get(section).and_then(|s| s.get(key)) {
-                Some(serde_json::Value::Null) | None => out.push_str(&format!("# {key} = \n")),
-                Some(v) => out.push_str(&format!("{key} = {}\n", toml_value(v))),
-            }
-        }
+        table(&mut out, section, prop, defaults.get(section), &defs, false);
     }
     out
+}
+
+/// One table: its description, its header and its keys, then its sub-tables (a struct field,
+/// such as `[notify.retry]`). A table that is unset by default (an optional one, such as
+/// `[notify.smtp]`) is shown commented out, with its keys.
+fn table(
+    out: &mut String,
+    name: &str,
+    prop: &serde_json::Value,
+    defaults: Option<&serde_json::Value>,
+    defs: &serde_json::Value,
+    commented: bool,
+) {
+    let c = if commented { "# " } else { "" };
+    out.push('\n');
+    for line in text(prop, defs).lines() {
+        out.push_str(&format!("# {line}\n"));
+    }
+    out.push_str(&format!("{c}[{name}]\n"));
+    let Some(fields) = table_def(prop, defs).and_then(|d| d.get("properties")).and_then(|p| p.as_object()) else {
+        return;
+    };
+    let mut subtables = Vec::new();
+    for (key, field) in fields {
+        let default = defaults.and_then(|d| d.get(key));
+        if table_def(field, defs).is_some() {
+            subtables.push((key, field, default));
+            continue;
+        }
+        for line in text(field, defs).lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        match default {
+            Some(v) if !v.is_null() && !commented => out.push_str(&format!("{key} = {}\n", toml_value(v))),
+            _ => out.push_str(&format!("# {key} = \n")),
+        }
+    }
+    for (key, field, default) in subtables {
+        let unset = commented || default.is_none_or(serde_json::Value::is_null);
+        table(out, &format!("{name}.{key}"), field, default, defs, unset);
+    }
+}
+
+/// The definition of a struct-valued property (directly, by reference, or as the non-null
+/// alternative of an `Option`), if it is one.
+fn table_def<'a>(v: &'a serde_json::Value, defs: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+    let direct = resolve(v, defs);
+    if direct.get("properties").is_some() {
+        return Some(direct);
+    }
+    v.get("anyOf")
+        .and_then(|a| a.as_array())
+        .and_then(|alts| alts.iter().map(|alt| resolve(alt, defs)).find(|d| d.get("properties").is_some()))
 }
 
 fn resolve<'a>(v: &'a serde_json::Value, defs: &'a serde_json::Value) -> &'a serde_json::Value {
@@ -1028,6 +1264,48 @@ mod tests {
         let mut c = Config::default();
         c.tls.allow_tls12 = true;
         assert!(c.validate().unwrap_err().to_string().contains("allow_tls12"));
+    }
+
+    #[test]
+    fn notify_is_off_by_default_and_read_as_the_notification_crate_reads_it() {
+        let c = Config::default();
+        assert!(c.notify().unwrap().is_none());
+        assert!(c.service().notifier.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[notify]\npublic_base_url = \"https://medhub.example.org\"\n\
+             [notify.retry]\nmax_attempts = 3\n\
+             [notify.smtp]\nhost = \"relay.hospital.example\"\ntls = \"implicit\"\nusername = \"medhub\"\npassword = \"pw-secret\"\n\
+             [notify.email]\nfrom = \"medhub <medhub@hospital.example>\"\n\
+             [notify.sms]\nurl = \"https://sms.example/v1/messages\"\nbearer_token = \"tok-secret\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap();
+        let n = c.notify().unwrap().unwrap();
+        assert_eq!(
+            (n.public_base_url.as_str(), n.retry.max_attempts, n.retry.base_ms),
+            ("https://medhub.example.org", 3, 2000)
+        );
+        let notifier = c.notifier().unwrap().unwrap();
+        assert_eq!(notifier.channels(), [medhub_notify::ChannelKind::Email, medhub_notify::ChannelKind::Sms]);
+        let shown = format!("{c:?} {n:?}");
+        assert!(!shown.contains("pw-secret") && !shown.contains("tok-secret"), "{shown}");
+        // A channel without the base URL, an unknown key, a bad URL: refused at start.
+        std::fs::write(&f, "[notify.sms]\nurl = \"https://sms.example/v1/messages\"\n").unwrap();
+        let e = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap_err().to_string();
+        assert!(e.contains("notify.public_base_url"), "{e}");
+        std::fs::write(
+            &f,
+            "[notify]\npublic_base_url = \"https://m.example\"\n[notify.smtp]\nhost = \"h\"\nhots = 1\n",
+        )
+        .unwrap();
+        let e = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap_err().to_string();
+        assert!(e.contains("hots"), "{e}");
+        std::fs::write(&f, "[notify]\npublic_base_url = \"http://medhub.example.org\"\n").unwrap();
+        let e = Config::load_from(Some(&f), &Overrides::default(), no_env()).unwrap_err().to_string();
+        assert!(e.contains("public_base_url"), "{e}");
     }
 
     #[test]

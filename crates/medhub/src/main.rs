@@ -234,6 +234,7 @@ async fn start(config: &Config, serving: bool) -> Result<Services> {
     service.server_key = server_key::load_or_create(&config.secret_key_file())?;
     service.oidc = config.oidc()?;
     service.saml = config.saml()?;
+    service.notifier = config.notifier()?;
     let (services, _background) =
         Services::start(store, service, Arc::new(SystemClock)).await.map_err(|e| match e {
             medhub_service::ServiceError::ServerKeyMismatch => anyhow::anyhow!(

@@ -42,6 +42,7 @@ pub(super) async fn apply(
     let links = plan::audit::PatientLinks::of(&snap);
     let plan = plan::plan(cmds, snap, now, limits);
     write(&tx, &plan.effects).await?;
+    super::escalation::on_commit(&tx, &plan.effects).await?;
     let records = plan::audit::records(cmds, &plan.results, audit, &links);
     if !records.is_empty() {
         super::identity::append_leaves(&*tx, &records).await?;

@@ -8,6 +8,7 @@
 
 mod batch;
 mod codec;
+mod escalation;
 mod handoff;
 mod identity;
 mod oncall;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/postgres/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/postgres/0014_retention.sql")),
     (15, include_str!("../../migrations/postgres/0015_oncall.sql")),
+    (16, include_str!("../../migrations/postgres/0016_escalation.sql")),
     (17, include_str!("../../migrations/postgres/0017_handoff.sql")),
     (18, include_str!("../../migrations/postgres/0018_presence.sql")),
 ];

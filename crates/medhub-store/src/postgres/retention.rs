@@ -429,8 +429,17 @@ impl RetentionStore for PgStore {
             &[&u, &pseudonym.0, &pseudonym.1, &us(now)],
         )
         .await?;
-        for table in ["totp", "recovery_codes", "passkeys", "sso_identities", "invitations", "user_roles", "care_team"]
-        {
+        for table in [
+            "totp",
+            "recovery_codes",
+            "passkeys",
+            "sso_identities",
+            "invitations",
+            "user_roles",
+            "care_team",
+            "contact_points",
+            "push_subscriptions",
+        ] {
             tx.execute(&format!("DELETE FROM {table} WHERE user_id = $1"), &[&u]).await?;
         }
         // Throttles are keyed `<kind>:acct:<username or user id>`.

@@ -28,6 +28,7 @@ pub(super) fn apply(
     let links = plan::audit::PatientLinks::of(&snap);
     let plan = plan::plan(cmds, snap, now, limits);
     write(&tx, &plan.effects)?;
+    super::escalation::on_commit(&tx, &plan.effects)?;
     let records = plan::audit::records(cmds, &plan.results, audit, &links);
     if !records.is_empty() {
         super::identity::append_leaves(&tx, &records)?;

@@ -9,6 +9,7 @@ pub use rusqlite;
 
 mod batch;
 mod codec;
+mod escalation;
 mod handoff;
 mod identity;
 mod oncall;
@@ -57,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/sqlite/0013_audit_fields.sql")),
     (14, include_str!("../../migrations/sqlite/0014_retention.sql")),
     (15, include_str!("../../migrations/sqlite/0015_oncall.sql")),
+    (16, include_str!("../../migrations/sqlite/0016_escalation.sql")),
     (17, include_str!("../../migrations/sqlite/0017_handoff.sql")),
     (18, include_str!("../../migrations/sqlite/0018_presence.sql")),
 ];

@@ -424,7 +424,7 @@ impl RetentionStore for SqliteStore {
                 params![u, username, display, us(now)],
             )?;
             for table in
-                ["totp", "recovery_codes", "passkeys", "sso_identities", "invitations", "user_roles", "care_team"]
+                ["totp", "recovery_codes", "passkeys", "sso_identities", "invitations", "user_roles", "care_team", "contact_points", "push_subscriptions"]
             {
                 tx.execute(&format!("DELETE FROM {table} WHERE user_id = ?1"), [u])?;
             }
