@@ -106,6 +106,12 @@ fn oncall_error(e: &medhub_service::oncall::OnCallError) -> WireError {
     WireError::with_message(code, e.to_string())
 }
 
+impl From<medhub_core::DomainError> for ApiError {
+    fn from(e: medhub_core::DomainError) -> Self {
+        ApiError::from(ServiceError::from(e))
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         ApiError(wire_error(&e))

@@ -59,7 +59,7 @@ fn view(h: &Handoff, now: jiff::Timestamp) -> HandoffView {
 }
 
 fn invalid(reason: &'static str) -> ApiError {
-    ApiError::from(medhub_service::ServiceError::from(DomainError::InvalidHandoff { reason }))
+    ApiError::from(DomainError::InvalidHandoff { reason })
 }
 
 fn draft(req: GiveHandoff) -> Result<Draft, ApiError> {
@@ -71,8 +71,7 @@ fn draft(req: GiveHandoff) -> Result<Draft, ApiError> {
                 return Err(invalid("the synthesis is the receiver's, given when accepting"));
             }
             Ok(PatientNote {
-                patient: PatientRef::parse(&n.patient_ref)
-                    .map_err(|e| ApiError::from(medhub_service::ServiceError::from(e)))?,
+                patient: PatientRef::parse(&n.patient_ref)?,
                 severity: Severity::parse(&n.severity)
                     .ok_or_else(|| invalid("severity must be stable, watcher or unstable"))?,
                 summary: n.summary,
@@ -177,12 +176,7 @@ pub async fn accept(
     let synthesis = req
         .synthesis
         .into_iter()
-        .map(|s| {
-            Ok((
-                PatientRef::parse(&s.patient_ref).map_err(|e| ApiError::from(medhub_service::ServiceError::from(e)))?,
-                s.synthesis,
-            ))
-        })
+        .map(|s| Ok((PatientRef::parse(&s.patient_ref)?, s.synthesis)))
         .collect::<Result<Vec<_>, ApiError>>()?;
     let h = state.services.handoffs.accept(&p, HandoffId::from_uuid(id), &synthesis).await?;
     Ok(Json(view(&h, state.services.clock.now())))

@@ -393,12 +393,7 @@ impl Hub {
             let mut current = self.overrides.write();
             let next = set.unwrap_or_else(|| current.clone()).into_iter().filter(|(_, o)| now < o.until).collect();
             let old = std::mem::replace(&mut *current, next);
-            let mut changed: Vec<UserId> =
-                old.iter().filter(|&(u, o)| current.get(u) != Some(o)).map(|(u, _)| *u).collect();
-            changed.extend(current.iter().filter(|&(u, o)| old.get(u) != Some(o)).map(|(u, _)| *u));
-            changed.sort();
-            changed.dedup();
-            changed
+            changed_keys(&old, &current)
         };
         for u in changed {
             self.announce_presence(u);
@@ -425,12 +420,7 @@ impl Hub {
         let changed: Vec<UserId> = {
             let mut current = self.on_call.write();
             let old = std::mem::replace(&mut *current, on_call);
-            let mut changed: Vec<UserId> =
-                old.iter().filter(|&(u, v)| current.get(u) != Some(v)).map(|(u, _)| *u).collect();
-            changed.extend(current.iter().filter(|&(u, v)| old.get(u) != Some(v)).map(|(u, _)| *u));
-            changed.sort();
-            changed.dedup();
-            changed
+            changed_keys(&old, &current)
         };
         for u in changed {
             self.announce_presence(u);
@@ -675,6 +665,15 @@ impl Subscription {
         }
         self.conn.wait().await;
     }
+}
+
+/// The users whose entry differs between two maps (added, removed or changed), once each.
+fn changed_keys<V: PartialEq>(old: &HashMap<UserId, V>, new: &HashMap<UserId, V>) -> Vec<UserId> {
+    let mut changed: Vec<UserId> = old.iter().filter(|&(u, v)| new.get(u) != Some(v)).map(|(u, _)| *u).collect();
+    changed.extend(new.iter().filter(|&(u, _)| !old.contains_key(u)).map(|(u, _)| *u));
+    changed.sort();
+    changed.dedup();
+    changed
 }
 
 /// The wire name of a presence state.

@@ -218,3 +218,8 @@ pub(super) fn event_row(r: &Row) -> R<EventRow> {
         message: if has_message { Some(message(r, 17)?) } else { None },
     })
 }
+
+/// A timestamp as stored: microseconds since the Unix epoch.
+pub(super) fn us(t: jiff::Timestamp) -> i64 {
+    t.as_microsecond()
+}

@@ -20,6 +20,7 @@ use medhub_core::{DeliveryId, MessageId, OrgId, PushSubscriptionId, TimerId, Use
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{PgStore, codec};
 use crate::StoreError;
@@ -28,10 +29,6 @@ use crate::escalation::{
     FiringContext, FiringWrites, MAX_PUSH_SUBSCRIPTIONS, NewTrace, PushSubscriptionRow, Reach, StepRow,
     StoredEscalationPolicy, TimerKind, TraceRow, attempt_trace, firing_writes,
 };
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("escalation: {what}"))

@@ -8,14 +8,11 @@ use medhub_core::{HandoffId, OrgId, UserId};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{PgStore, codec};
 use crate::StoreError;
 use crate::handoff::{HandoffStore, MAX_HANDOFF_LIST};
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn ord(i: usize) -> i32 {
     i32::try_from(i).unwrap_or(i32::MAX)

@@ -10,6 +10,7 @@ use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::codec::us;
 use super::{PgStore, codec};
 use crate::identity::stored_tree_head;
 use crate::sql::SESSION_COLS;
@@ -30,10 +31,6 @@ fn passkey(r: &Row) -> Result<PasskeyRecord, StoreError> {
         created_at: codec::ts(r, 5)?,
         last_used_at: codec::opt_ts(r, 6)?,
     })
-}
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
 }
 
 pub(super) fn ended(rows: &[Row]) -> Result<Ended, StoreError> {

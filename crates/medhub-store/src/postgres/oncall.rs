@@ -10,6 +10,7 @@ use medhub_core::{ConversationId, CoverageId, MessageId, OnCallRoleId, OrgId, Ov
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{PgStore, codec};
 use crate::StoreError;
@@ -23,10 +24,6 @@ const SCHEDULE_COLS: &str = "id, org_id, role_id, name, zone, rotations, version
 const OVERRIDE_COLS: &str = "id, schedule_id, user_id, replaces, start_at, end_at, source, created_by, created_at";
 const COVERAGE_COLS: &str = "id, org_id, covered_id, by_id, start_at, end_at, created_by, created_at";
 const RESOLUTION_COLS: &str = "id, org_id, role_id, message_id, conversation_id, kind, at, holders, dedupe";
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn opt_user(u: Option<UserId>) -> Option<Uuid> {
     u.map(|u| u.as_uuid())

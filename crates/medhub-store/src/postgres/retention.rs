@@ -15,6 +15,7 @@ use medhub_core::{LegalHoldId, OrgId, SessionId, UserId};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{EVENT_LOG_LOCK, PgStore, codec};
 use crate::StoreError;
@@ -29,10 +30,6 @@ const HOLD_COLS: &str = "id, org_id, scope, conversation_id, patient_ref, user_i
 /// The facts columns of a candidate: message, conversation, sender, created_at, event, kind,
 /// patient.
 const CANDIDATE_COLS: &str = "m.id, m.conversation_id, m.sender_id, m.created_at, m.event_id, c.kind, c.patient_ref";
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn scope(r: &Row, o: usize) -> Result<HoldScope, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("legal hold: {what}"));

@@ -184,3 +184,8 @@ pub(super) fn ack(row: &Row<'_>, o: usize) -> rusqlite::Result<Ack> {
         at: ts(row, o + 4)?,
     })
 }
+
+/// A timestamp as stored: microseconds since the Unix epoch.
+pub(super) fn us(t: jiff::Timestamp) -> i64 {
+    t.as_microsecond()
+}

@@ -14,6 +14,7 @@ use medhub_core::plan::Effects;
 use medhub_core::{DeliveryId, MessageId, OrgId, PushSubscriptionId, TimerId, UserId};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{SqliteStore, codec};
 use crate::StoreError;
@@ -22,10 +23,6 @@ use crate::escalation::{
     FiringContext, FiringWrites, MAX_PUSH_SUBSCRIPTIONS, NewTrace, PushSubscriptionRow, Reach, StepRow,
     StoredEscalationPolicy, TimerKind, TraceRow, attempt_trace, firing_writes,
 };
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 const ESCALATION_COLS: &str = "message_id, org_id, conversation_id, sender_id, priority, sent_at, level, round, \
      closed_at, closed_reason, closed_by";

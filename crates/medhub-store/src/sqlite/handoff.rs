@@ -7,14 +7,11 @@ use medhub_core::handoff::{ActionItem, Handoff, HandoffState, PatientNote, Sever
 use medhub_core::{ConversationId, HandoffId, OrgId, UserId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{SqliteStore, codec};
 use crate::StoreError;
 use crate::handoff::{HandoffStore, MAX_HANDOFF_LIST};
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn ord(i: usize) -> i64 {
     i64::try_from(i).unwrap_or(i64::MAX)

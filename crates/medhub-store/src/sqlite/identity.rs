@@ -9,6 +9,7 @@ use medhub_core::session::Throttle;
 use medhub_core::{OrgId, PasskeyId, SessionId, UserId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
+use super::codec::us;
 use super::{SqliteStore, codec};
 use crate::identity::stored_tree_head;
 use crate::{
@@ -28,10 +29,6 @@ fn passkey(r: &rusqlite::Row<'_>) -> rusqlite::Result<PasskeyRecord> {
         created_at: codec::ts(r, 5)?,
         last_used_at: codec::opt_ts(r, 6)?,
     })
-}
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
 }
 
 pub(super) fn ended(

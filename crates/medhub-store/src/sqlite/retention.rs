@@ -11,6 +11,7 @@ use medhub_core::retention::{ActiveHold, ContentFacts, HoldScope, RetentionClass
 use medhub_core::{LegalHoldId, OrgId, SessionId, UserId};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::codec::us;
 use super::identity::append_leaves;
 use super::{SqliteStore, codec};
 use crate::StoreError;
@@ -25,10 +26,6 @@ const HOLD_COLS: &str = "id, org_id, scope, conversation_id, patient_ref, user_i
 /// The facts columns of a candidate: message, conversation, sender, created_at, event, kind,
 /// patient.
 const CANDIDATE_COLS: &str = "m.id, m.conversation_id, m.sender_id, m.created_at, m.event_id, c.kind, c.patient_ref";
-
-fn us(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
 
 fn scope(r: &rusqlite::Row<'_>, o: usize) -> rusqlite::Result<HoldScope> {
     let kind: String = r.get(o)?;
