@@ -147,6 +147,9 @@ pub enum DomainError {
     /// A presence override that breaks a rule (the reason says which).
     #[error("invalid presence: {reason}")]
     InvalidPresence { reason: &'static str },
+    /// Notification preferences that break a rule (the reason says which).
+    #[error("invalid notification preferences: {reason}")]
+    InvalidPreferences { reason: &'static str },
     /// The caller has no push subscription with this endpoint.
     #[error("push subscription not found")]
     PushSubscriptionNotFound,

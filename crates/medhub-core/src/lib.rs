@@ -17,6 +17,7 @@ pub mod model;
 pub mod patient;
 pub mod plan;
 pub mod policy;
+pub mod preferences;
 pub mod presence;
 pub mod recipients;
 pub mod retention;

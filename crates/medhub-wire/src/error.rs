@@ -78,6 +78,7 @@ codes! {
     InvalidHandoff = ("invalid_handoff", 400, "A handoff or its acceptance breaks a rule: it goes to someone else, names at least one patient or conversation, each once, within the limits, and the receiver gives a synthesis of every patient (the message says which rule)."),
     HandoffClosed = ("handoff_closed", 409, "The handoff was already accepted, cancelled or has expired (16 hours after it was given)."),
     InvalidPresence = ("invalid_presence", 400, "A presence override is `available`, `busy`, `in_procedure` or `off_shift`, for 1 to 960 minutes."),
+    InvalidPreferences = ("invalid_preferences", 400, "Urgent and critical messages must keep push, SMS or pager; quiet hours start and end at different times and last at most 14 hours."),
     InvalidOncallRole = ("invalid_oncall_role", 400, "An on-call role's key must be 2-64 characters of `[a-z0-9-]` starting with a letter or digit; its name 1-200 characters and its department at most 200, without control characters; its kind `role` or `team`."),
     OncallKeyTaken = ("oncall_key_taken", 409, "The organization already has an on-call role with this key."),
     UnknownTimeZone = ("unknown_time_zone", 400, "`time_zone` is not an IANA time zone name such as `Europe/Berlin` (fixed offsets and Windows zone names are refused)."),
@@ -251,6 +252,7 @@ impl From<&DomainError> for WireError {
             DomainError::InvalidHandoff { .. } => ErrorCode::InvalidHandoff,
             DomainError::HandoffClosed => ErrorCode::HandoffClosed,
             DomainError::InvalidPresence { .. } => ErrorCode::InvalidPresence,
+            DomainError::InvalidPreferences { .. } => ErrorCode::InvalidPreferences,
             DomainError::InvalidEscalationPolicy(_) => ErrorCode::InvalidEscalationPolicy,
             DomainError::InvalidContactPoint(_) => ErrorCode::InvalidContactPoint,
         };
